@@ -1,0 +1,150 @@
+"""Process-group set-up and the few collectives the trainer needs.
+
+Every function is a no-op (or an identity) in a single process, so the trainer calls them
+unconditionally. Under torchrun the default group uses NCCL on CUDA (fast gradient
+traffic) and gloo otherwise; a separate gloo group carries Python objects and CPU metrics,
+which NCCL cannot move.
+"""
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from utils.device import select_device
+
+
+@dataclass
+class DistContext:
+    """Where this process sits in the job and which device/groups it uses."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    cpu_group: Any = None  # gloo ProcessGroup for CPU object/metric exchange; None in a single process
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone logs, writes checkpoints and evaluates metrics."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int | None = None) -> int:
+    """Read a torchrun integer variable; a missing required one is a launch error, not a default."""
+    value = os.environ.get(name)
+    if value is None or value == "":
+        if default is None:
+            raise ValueError(f"Environment variable {name} is required when WORLD_SIZE > 1 (launch with torchrun)")
+        return default
+    return int(value)
+
+
+def init_distributed(device_request: str | None) -> DistContext:
+    """Set up this process: a single process without WORLD_SIZE>1, else join the torchrun group."""
+    world_size = _env_int("WORLD_SIZE", default=1)
+    if world_size <= 1:
+        # No torch.distributed at all: nothing to rendezvous with, and no port to hold.
+        return DistContext(rank=0, world_size=1, local_rank=0, device=select_device(device_request, 0))
+
+    rank = _env_int("RANK")
+    local_rank = _env_int("LOCAL_RANK")
+    device = select_device(device_request, local_rank)
+    if device.type == "cuda":
+        # Pin the device first so NCCL and any implicit "current device" use the right GPU.
+        torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl", init_method="env://", rank=rank, world_size=world_size,
+                                device_id=device)
+        cpu_group = dist.new_group(backend="gloo")
+    else:
+        dist.init_process_group(backend="gloo", init_method="env://", rank=rank, world_size=world_size)
+        cpu_group = dist.group.WORLD  # already gloo: a second group would only cost sockets
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, cpu_group=cpu_group)
+
+
+def destroy_distributed(ctx: DistContext) -> None:
+    """Tear down the process groups so the job exits cleanly (NCCL warns otherwise)."""
+    if ctx.is_distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_object(obj: Any, ctx: DistContext) -> Any:
+    """Return rank 0's `obj` on every rank (picklable objects, sent over the CPU group)."""
+    if not ctx.is_distributed:
+        return obj
+    holder = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(holder, src=0, group=ctx.cpu_group)
+    return holder[0]
+
+
+def _group_by_dtype_device(tensors: Iterable[torch.Tensor]) -> dict[tuple[torch.dtype, torch.device], list[torch.Tensor]]:
+    """Bucket tensors so each bucket can be flattened into one buffer (cat needs one dtype/device).
+
+    The same tensor object appearing twice (tied weights) is kept once: reducing it twice
+    would double its sum.
+    """
+    buckets: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    seen: set[int] = set()
+    for tensor in tensors:
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        buckets.setdefault((tensor.dtype, tensor.device), []).append(tensor)
+    return buckets
+
+
+def _group_for(tensor: torch.Tensor, ctx: DistContext) -> Any:
+    """CPU tensors travel over the gloo group (NCCL rejects them); device tensors over the default group."""
+    return ctx.cpu_group if tensor.device.type == "cpu" else None
+
+
+def _coalesced_in_place(tensors: Iterable[torch.Tensor], ctx: DistContext,
+                        collective: Callable[[torch.Tensor, Any], Any]) -> None:
+    """Run `collective(flat, group)` once per dtype/device bucket on a flat copy, then write results back.
+
+    One large collective is much faster than hundreds of small ones; the element-wise
+    result is identical because the reduction is per element either way.
+    """
+    for bucket in _group_by_dtype_device(tensors).values():
+        flat = torch.cat([tensor.reshape(-1) for tensor in bucket])
+        collective(flat, _group_for(flat, ctx))
+        offset = 0
+        for tensor in bucket:
+            count = tensor.numel()
+            tensor.copy_(flat[offset:offset + count].view_as(tensor))
+            offset += count
+
+
+def all_reduce_grads(params: Iterable[nn.Parameter], ctx: DistContext) -> None:
+    """Sum gradients over all ranks in place (params without a grad are skipped)."""
+    if not ctx.is_distributed:
+        return
+    grads = [param.grad for param in params if param.grad is not None]
+    for grad in grads:
+        if grad.is_sparse:
+            raise ValueError("all_reduce_grads supports dense gradients only; got a sparse gradient")
+    with torch.no_grad():
+        _coalesced_in_place(grads, ctx, lambda flat, group: dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group))
+
+
+def broadcast_module_state(module: nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's parameters and buffers into every rank's module, so all start identical."""
+    if not ctx.is_distributed:
+        return
+    tensors = [param.data for param in module.parameters()] + [buffer.data for buffer in module.buffers()]
+    with torch.no_grad():
+        _coalesced_in_place(tensors, ctx, lambda flat, group: dist.broadcast(flat, src=0, group=group))
+
+
+def reduce_to_main(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum `tensor` into rank 0 in place and return it; only rank 0's result is meaningful."""
+    if ctx.is_distributed:
+        dist.reduce(tensor, dst=0, op=dist.ReduceOp.SUM, group=_group_for(tensor, ctx))
+    return tensor

@@ -1,0 +1,143 @@
+"""Run logging: a local metrics.jsonl that always works, mirrored to Weights & Biases.
+
+Named utils/logging.py; inside this package only absolute imports are used, so
+`import logging` anywhere still resolves to the standard library.
+"""
+import json
+import netrc
+import os
+import warnings
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+import wandb
+
+WANDB_MODES = ("online", "offline", "disabled")
+_DEFAULT_WANDB_HOST = "api.wandb.ai"
+
+
+def _wandb_host() -> str:
+    """Host whose credentials matter: a self-hosted server (WANDB_BASE_URL) or the public API."""
+    base_url = os.environ.get("WANDB_BASE_URL")
+    if not base_url:
+        return _DEFAULT_WANDB_HOST
+    return urlparse(base_url).hostname or _DEFAULT_WANDB_HOST
+
+
+def _netrc_path() -> str:
+    """The netrc file wandb would read: $NETRC if set, else ~/.netrc."""
+    return os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+
+
+def _netrc_has_host(path: str, host: str) -> bool:
+    """True when `path` holds a `machine <host>` entry (a `default` entry does not count).
+
+    A malformed file is reported as a warning and treated as "no credentials", so the run
+    falls back to offline logging instead of failing before training starts.
+    """
+    if not os.path.isfile(path):
+        return False
+    try:
+        return host in netrc.netrc(path).hosts
+    except netrc.NetrcParseError as error:
+        warnings.warn(f"Ignoring unreadable netrc file {path}: {error}; wandb will run offline", stacklevel=3)
+        return False
+
+
+def _has_wandb_credentials() -> bool:
+    """Credentials that let wandb log in without prompting."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    return _netrc_has_host(_netrc_path(), _wandb_host())
+
+
+def resolve_wandb_mode(requested: str | None = None) -> str:
+    """Pick the wandb mode without ever prompting for a login.
+
+    An explicit request (or, failing that, a non-empty WANDB_MODE) must be one of
+    WANDB_MODES. With neither, "online" if credentials exist, else "offline" so the run
+    still keeps a local record that `wandb sync` can upload later.
+    """
+    source = "requested"
+    if requested is None and os.environ.get("WANDB_MODE"):
+        requested, source = os.environ["WANDB_MODE"], "WANDB_MODE environment variable"
+    if requested is None:
+        return "online" if _has_wandb_credentials() else "offline"
+    if requested not in WANDB_MODES:
+        raise ValueError(f"Invalid wandb mode {requested!r} ({source}); valid modes: {', '.join(WANDB_MODES)}")
+    return requested
+
+
+def _to_json_value(key: str, value: Any) -> Any:
+    """Turn numpy/torch scalars into Python numbers so json (and wandb) can store them."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Metric {key!r} is a tensor of shape {tuple(value.shape)}; only scalars can be logged")
+        return value.item()
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise ValueError(f"Metric {key!r} is an array of shape {value.shape}; only scalars can be logged")
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    raise TypeError(f"Metric {key!r} has unsupported type {type(value).__name__}")
+
+
+def _wandb_settings() -> "wandb.Settings":
+    """Settings that stop wandb sampling system stats (a background thread polling GPUs).
+
+    The public `x_disable_stats` field exists from wandb 0.19; older versions only have a
+    private spelling, so there we keep the defaults and say so rather than poke internals.
+    """
+    if "x_disable_stats" in getattr(wandb.Settings, "model_fields", {}):
+        return wandb.Settings(x_disable_stats=True)
+    warnings.warn(f"wandb {wandb.__version__} has no x_disable_stats setting; system stats stay on", stacklevel=3)
+    return wandb.Settings()
+
+
+class RunLogger:
+    """Metrics sink for the main rank: one JSON line per log call plus the wandb run."""
+
+    def __init__(self, run_dir: str, project: str, run_name: str, config_dict: dict, wandb_mode: str | None):
+        self.run_dir = run_dir
+        self.wandb_mode = resolve_wandb_mode(wandb_mode)
+        os.makedirs(run_dir, exist_ok=True)
+        self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        # Append: a resumed run keeps the history it already wrote to the same directory.
+        self._metrics_file = open(self.metrics_path, "a", encoding="utf-8")
+        self._run = wandb.init(project=project, name=run_name, config=config_dict, mode=self.wandb_mode,
+                               dir=run_dir, settings=_wandb_settings())
+
+    def log(self, metrics: dict, step: int) -> None:
+        """Write `{"step": step, **metrics}` as one flushed line and forward it to wandb."""
+        if "step" in metrics:
+            raise ValueError("Metric name 'step' is reserved for the step number")
+        clean = {key: _to_json_value(key, value) for key, value in metrics.items()}
+        step = int(step)
+        # Flush per line so a crash or a `tail -f` never sees a partial history.
+        self._metrics_file.write(json.dumps({"step": step, **clean}) + "\n")
+        self._metrics_file.flush()
+        self._run.log(clean, step=step)
+
+    def log_code(self, path: str) -> None:
+        """Snapshot the source tree under `path` into the wandb run (skipped when disabled)."""
+        if self.wandb_mode != "disabled":
+            self._run.log_code(path)
+
+    def finish(self) -> None:
+        """Close the metrics file and the wandb run; safe to call more than once."""
+        if not self._metrics_file.closed:
+            self._metrics_file.close()
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
+    def __enter__(self) -> "RunLogger":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.finish()
