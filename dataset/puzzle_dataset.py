@@ -1,0 +1,301 @@
+"""Batch loader for built puzzle datasets (SPEC section 3).
+
+Train mode packs batches group by group from a seeded shuffle; test mode walks every
+example once in order. Each rank of a data-parallel run gets its contiguous slice of the
+same global batch, so all ranks agree on the batch without communicating.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, Optional
+
+import numpy as np
+import pydantic
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from dataset.common import (
+    ARRAY_FIELDS,
+    IGNORE_LABEL_ID,
+    PuzzleDatasetMetadata,
+    array_path,
+    check_index_arrays,
+    load_metadata,
+)
+
+# Fields that every merged dataset path must agree on (else batches would be incompatible).
+_MATCHING_FIELDS = ("seq_len", "vocab_size", "pad_id", "ignore_label_id", "blank_identifier_id", "sets")
+
+
+class PuzzleDatasetConfig(pydantic.BaseModel):
+    """Loader settings; `rank`/`num_replicas` describe this process in data parallelism."""
+
+    seed: int
+    dataset_paths: list[str]
+    global_batch_size: int
+    test_set_mode: bool
+    epochs_per_iter: int
+    rank: int
+    num_replicas: int
+
+
+Batch = dict[str, torch.Tensor]
+
+
+def exposed_set_name(set_name: str, path_index: int) -> str:
+    """Name under which set `set_name` of dataset path `path_index` is exposed ("all", "all1", ...)."""
+    return set_name if path_index == 0 else f"{set_name}{path_index}"
+
+
+def merge_metadata(dataset_paths: list[str], split: str) -> PuzzleDatasetMetadata:
+    """Combine the metadata of several dataset paths into one (SPEC section 3).
+
+    Totals are summed, `mean_puzzle_examples` is the puzzle-weighted mean, and `sets`
+    lists the exposed set names in iteration order (set-major, then path).
+    """
+    if not dataset_paths:
+        raise ValueError("PuzzleDatasetConfig.dataset_paths is empty; give at least one built dataset directory.")
+    metas = [load_metadata(path, split) for path in dataset_paths]
+    first = metas[0]
+    for path, meta in zip(dataset_paths[1:], metas[1:]):
+        for field in _MATCHING_FIELDS:
+            if getattr(meta, field) != getattr(first, field):
+                raise ValueError(
+                    f"Cannot merge datasets {dataset_paths[0]!r} and {path!r}: field {field!r} differs "
+                    f"({getattr(first, field)!r} vs {getattr(meta, field)!r}); use datasets built with the same format."
+                )
+    total_puzzles = sum(m.total_puzzles for m in metas)
+    weighted_examples = sum(m.mean_puzzle_examples * m.total_puzzles for m in metas)
+    return PuzzleDatasetMetadata(
+        pad_id=first.pad_id,
+        ignore_label_id=first.ignore_label_id,
+        blank_identifier_id=first.blank_identifier_id,
+        vocab_size=first.vocab_size,
+        seq_len=first.seq_len,
+        num_puzzle_identifiers=sum(m.num_puzzle_identifiers for m in metas),
+        total_groups=sum(m.total_groups for m in metas),
+        mean_puzzle_examples=weighted_examples / total_puzzles if total_puzzles > 0 else 0.0,
+        total_puzzles=total_puzzles,
+        sets=[exposed_set_name(s, i) for s in first.sets for i in range(len(dataset_paths))],
+    )
+
+
+def _load_set_arrays(dataset_path: str, split: str, set_name: str) -> dict[str, np.ndarray]:
+    """Load one set: token arrays memory-mapped (they can be GBs), offset arrays fully."""
+    arrays = {}
+    for field in ARRAY_FIELDS:
+        path = array_path(dataset_path, split, set_name, field)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Dataset array {path!r} is missing although dataset.json lists set {set_name!r}; rebuild the dataset."
+            )
+        arrays[field] = np.load(path, mmap_mode="r" if field in ("inputs", "labels") else None)
+    check_index_arrays(
+        f"dataset {dataset_path!r} split {split!r} set {set_name!r}",
+        num_examples=arrays["inputs"].shape[0],
+        puzzle_identifiers=arrays["puzzle_identifiers"],
+        puzzle_indices=arrays["puzzle_indices"],
+        group_indices=arrays["group_indices"],
+    )
+    return arrays
+
+
+def sample_train_batch(
+    rng: np.random.Generator,
+    group_order: np.ndarray,
+    puzzle_indices: np.ndarray,
+    group_indices: np.ndarray,
+    start_index: int,
+    global_batch_size: int,
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Pack one global batch from `group_order[start_index:]`.
+
+    Per group: one puzzle uniformly, then up to the remaining room of its examples without
+    replacement. The draw order (integers, then choice, per group) fixes the sequence of
+    batches for a seed. Returns (next start index, example indices, puzzle indices).
+    """
+    example_parts = []
+    puzzle_parts = []
+    current_size = 0
+    while start_index < group_order.size and current_size < global_batch_size:
+        group_id = group_order[start_index]
+        puzzle_id = rng.integers(group_indices[group_id], group_indices[group_id + 1])
+        start_index += 1
+
+        puzzle_start = puzzle_indices[puzzle_id]
+        puzzle_size = int(puzzle_indices[puzzle_id + 1] - puzzle_start)
+        append_size = min(puzzle_size, global_batch_size - current_size)
+
+        # Ours: the seeded generator, not numpy's global RNG as in the published code.
+        example_parts.append(puzzle_start + rng.choice(puzzle_size, append_size, replace=False))
+        puzzle_parts.append(np.full(append_size, puzzle_id, dtype=np.int64))
+        current_size += append_size
+
+    if not example_parts:
+        return start_index, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return start_index, np.concatenate(example_parts), np.concatenate(puzzle_parts)
+
+
+class PuzzleDataset(IterableDataset):
+    """Iterable over `(set_name, batch, global_effective_batch_size)`.
+
+    `batch` holds int32 tensors `inputs` (B, seq_len), `labels` (B, seq_len) and
+    `puzzle_identifiers` (B,), with B the local (per-rank) batch size. The iteration
+    position (`_iters`) lives on the dataset, so it must be iterated by at most one worker.
+    """
+
+    def __init__(self, config: PuzzleDatasetConfig, split: str = "train"):
+        super().__init__()
+        self.config = config
+        self.split = split
+        self._check_config(config)
+        self.local_batch_size = config.global_batch_size // config.num_replicas
+        self.metadata = merge_metadata(config.dataset_paths, split)
+        # Original (per-path) set names, needed to find the files of each exposed set.
+        self._source_sets = load_metadata(config.dataset_paths[0], split).sets
+        self._data: Optional[dict[str, dict[str, np.ndarray]]] = None
+        self._iters = 0
+
+    @staticmethod
+    def _check_config(config: PuzzleDatasetConfig) -> None:
+        """Reject settings that would silently produce wrong or empty batches."""
+        if config.num_replicas < 1 or not (0 <= config.rank < config.num_replicas):
+            raise ValueError(
+                f"Invalid data-parallel setup rank={config.rank}, num_replicas={config.num_replicas}; "
+                f"need num_replicas >= 1 and 0 <= rank < num_replicas."
+            )
+        if config.global_batch_size < 1 or config.global_batch_size % config.num_replicas != 0:
+            raise ValueError(
+                f"global_batch_size={config.global_batch_size} must be a positive multiple of "
+                f"num_replicas={config.num_replicas}; change global_batch_size or the number of processes."
+            )
+        if config.epochs_per_iter < 1:
+            raise ValueError(f"epochs_per_iter={config.epochs_per_iter} must be >= 1.")
+
+    # ---- position state -------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, int]:
+        """Loader position; restoring it replays the same future group orders."""
+        return {"iters": self._iters}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore a position saved by `state_dict`."""
+        if "iters" not in state:
+            raise ValueError(f"PuzzleDataset.load_state_dict: expected a dict with key 'iters', got keys {list(state)}.")
+        self._iters = int(state["iters"])
+
+    # ---- loading --------------------------------------------------------------------
+
+    def _lazy_load(self) -> dict[str, dict[str, np.ndarray]]:
+        """Open the arrays on first iteration (in the worker process, not the parent)."""
+        if self._data is None:
+            data = {}
+            for set_name in self._source_sets:
+                for i, path in enumerate(self.config.dataset_paths):
+                    data[exposed_set_name(set_name, i)] = _load_set_arrays(path, self.split, set_name)
+            self._data = data
+        return self._data
+
+    def _collate(self, inputs: np.ndarray, labels: np.ndarray, puzzle_identifiers: np.ndarray) -> Batch:
+        """int32 tensors, ignore label mapped to -100, short batches padded to the local size."""
+        batch = {
+            "inputs": inputs.astype(np.int32),
+            "labels": labels.astype(np.int32),
+            "puzzle_identifiers": puzzle_identifiers.astype(np.int32),
+        }
+        if self.metadata.ignore_label_id is not None:
+            batch["labels"][batch["labels"] == self.metadata.ignore_label_id] = IGNORE_LABEL_ID
+
+        pad_size = self.local_batch_size - batch["puzzle_identifiers"].shape[0]
+        if pad_size > 0:
+            pad_values = {
+                "inputs": self.metadata.pad_id,
+                "labels": IGNORE_LABEL_ID,
+                "puzzle_identifiers": self.metadata.blank_identifier_id,
+            }
+            batch = {
+                k: np.pad(v, ((0, pad_size),) + ((0, 0),) * (v.ndim - 1), constant_values=pad_values[k])
+                for k, v in batch.items()
+            }
+        return {k: torch.from_numpy(v) for k, v in batch.items()}
+
+    # ---- iteration ------------------------------------------------------------------
+
+    def _iter_train(self) -> Iterator[tuple[str, Batch, int]]:
+        """One pass of `epochs_per_iter` epochs per set; the last short batch is dropped."""
+        cfg = self.config
+        for set_name, arrays in self._lazy_load().items():
+            self._iters += 1
+            rng = np.random.Generator(np.random.Philox(seed=cfg.seed + self._iters))
+            num_groups = arrays["group_indices"].size - 1
+            group_order = np.concatenate([rng.permutation(num_groups) for _ in range(cfg.epochs_per_iter)])
+
+            start_index = 0
+            while start_index < group_order.size:
+                start_index, example_ids, puzzle_ids = sample_train_batch(
+                    rng, group_order, arrays["puzzle_indices"], arrays["group_indices"], start_index, cfg.global_batch_size
+                )
+                global_effective_batch_size = puzzle_ids.size
+                if global_effective_batch_size < cfg.global_batch_size:
+                    break
+
+                lo, hi = cfg.rank * self.local_batch_size, (cfg.rank + 1) * self.local_batch_size
+                example_ids, puzzle_ids = example_ids[lo:hi], puzzle_ids[lo:hi]
+                batch = self._collate(
+                    arrays["inputs"][example_ids],
+                    arrays["labels"][example_ids],
+                    arrays["puzzle_identifiers"][puzzle_ids],
+                )
+                yield set_name, batch, global_effective_batch_size
+
+    def _iter_test(self) -> Iterator[tuple[str, Batch, int]]:
+        """Every example exactly once, in order; the final global batch may be short."""
+        cfg = self.config
+        for set_name, arrays in self._lazy_load().items():
+            total_examples = arrays["inputs"].shape[0]
+            for start in range(0, total_examples, cfg.global_batch_size):
+                end = min(total_examples, start + cfg.global_batch_size)
+                local_start = start + cfg.rank * self.local_batch_size
+                local_end = min(start + (cfg.rank + 1) * self.local_batch_size, end)
+                # A rank past the end of a short batch has local_start >= local_end: its
+                # slices are empty and the collate pads the whole local batch.
+                example_ids = np.arange(local_start, local_end)
+                puzzle_ids = np.searchsorted(arrays["puzzle_indices"], example_ids, side="right") - 1
+                batch = self._collate(
+                    arrays["inputs"][local_start:local_end],
+                    arrays["labels"][local_start:local_end],
+                    arrays["puzzle_identifiers"][puzzle_ids],
+                )
+                yield set_name, batch, end - start
+
+    def __iter__(self) -> Iterator[tuple[str, Batch, int]]:
+        worker_info = get_worker_info()
+        if worker_info is not None and worker_info.num_workers != 1:
+            raise RuntimeError(
+                f"PuzzleDataset must be loaded by at most one DataLoader worker (got num_workers="
+                f"{worker_info.num_workers}): its iteration position lives in the dataset. Use num_workers=0 or 1."
+            )
+        if self.config.test_set_mode:
+            yield from self._iter_test()
+        else:
+            yield from self._iter_train()
+
+
+def make_dataloader(dataset: PuzzleDataset, device_type: str, num_workers: int = 1) -> DataLoader:
+    """DataLoader that passes the dataset's ready-made batches through unchanged.
+
+    One persistent worker prefetches batches in the background; `num_workers=0` iterates
+    in the calling process (for tests and debugging).
+    """
+    if num_workers not in (0, 1):
+        raise ValueError(f"make_dataloader: num_workers must be 0 or 1 (got {num_workers}); PuzzleDataset is single-worker.")
+    if num_workers == 0:
+        return DataLoader(dataset, batch_size=None, num_workers=0, pin_memory=(device_type == "cuda"))
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=1,
+        prefetch_factor=8,
+        persistent_workers=True,
+        pin_memory=(device_type == "cuda"),
+    )

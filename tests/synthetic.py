@@ -1,0 +1,127 @@
+"""Small synthetic datasets in the on-disk format of SPEC section 1, for tests.
+
+Everything is written through `dataset.common`, so these files are exactly what the
+loader reads from a real builder.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from dataset.common import PuzzleDatasetMetadata, write_identifiers, write_split
+
+
+def offsets(sizes: list[int]) -> np.ndarray:
+    """int32 offset array [0, s0, s0+s1, ...] from a list of sizes."""
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int32)
+
+
+def write_set(
+    out_dir: str,
+    split: str,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    puzzle_sizes: list[int],
+    group_sizes: list[int],
+    puzzle_identifiers: list[int],
+    vocab_size: int,
+    num_puzzle_identifiers: int,
+    pad_id: int = 0,
+    ignore_label_id: Optional[int] = 0,
+    blank_identifier_id: int = 0,
+    set_name: str = "all",
+) -> PuzzleDatasetMetadata:
+    """Write one set `set_name` of one split from explicit arrays and puzzle/group sizes.
+
+    `puzzle_sizes[p]` = examples of puzzle p (consecutive rows of inputs);
+    `group_sizes[g]` = puzzles of group g (consecutive puzzles).
+    """
+    if sum(puzzle_sizes) != inputs.shape[0] or sum(group_sizes) != len(puzzle_sizes):
+        raise ValueError("write_set: puzzle_sizes must sum to the rows of inputs and group_sizes to the puzzle count.")
+    num_puzzles = len(puzzle_sizes)
+    metadata = PuzzleDatasetMetadata(
+        pad_id=pad_id,
+        ignore_label_id=ignore_label_id,
+        blank_identifier_id=blank_identifier_id,
+        vocab_size=vocab_size,
+        seq_len=inputs.shape[1],
+        num_puzzle_identifiers=num_puzzle_identifiers,
+        total_groups=len(group_sizes),
+        mean_puzzle_examples=inputs.shape[0] / num_puzzles if num_puzzles else 0.0,
+        total_puzzles=num_puzzles,
+        sets=[set_name],
+    )
+    arrays = {
+        "inputs": inputs,
+        "labels": labels,
+        "puzzle_identifiers": np.asarray(puzzle_identifiers, dtype=np.int32),
+        "puzzle_indices": offsets(puzzle_sizes),
+        "group_indices": offsets(group_sizes),
+    }
+    write_split(out_dir, split, set_name, arrays, metadata)
+    return metadata
+
+
+def _copy_split(
+    rng: np.random.Generator,
+    num_puzzles: int,
+    seq_len: int,
+    vocab_size: int,
+    examples_per_puzzle: int,
+    augmentations_per_group: int,
+) -> tuple[np.ndarray, list[int], list[int]]:
+    """Random token rows (1..vocab_size-1) plus puzzle and group sizes of one split.
+
+    Groups hold `augmentations_per_group` consecutive puzzles; the last may be smaller.
+    """
+    token_dtype = np.uint8 if vocab_size <= 256 else np.int32
+    inputs = rng.integers(1, vocab_size, size=(num_puzzles * examples_per_puzzle, seq_len)).astype(token_dtype)
+    puzzle_sizes = [examples_per_puzzle] * num_puzzles
+    full, rest = divmod(num_puzzles, augmentations_per_group)
+    group_sizes = [augmentations_per_group] * full + ([rest] if rest else [])
+    return inputs, puzzle_sizes, group_sizes
+
+
+def write_copy_task(
+    out_dir: str,
+    num_train_puzzles: int,
+    num_test_puzzles: int,
+    seq_len: int,
+    vocab_size: int,
+    examples_per_puzzle: int = 1,
+    augmentations_per_group: int = 1,
+    seed: int = 0,
+    num_puzzle_identifiers: Optional[int] = None,
+) -> str:
+    """Write a copy task (labels == inputs) with `train` and `test` splits; returns `out_dir`.
+
+    Tokens are random in 1..vocab_size-1 (PAD=0, ignore_label_id 0). Puzzle identifiers:
+    with `num_puzzle_identifiers=None` every puzzle uses the blank identifier 0 (as Sudoku);
+    with an int K >= 2 puzzle p of each split gets identifier 1 + p % (K - 1), so
+    K = num_train_puzzles + 1 gives each train puzzle its own embedding row and test
+    puzzle p shares the row of train puzzle p.
+    """
+    if vocab_size < 2 or seq_len < 1 or examples_per_puzzle < 1 or augmentations_per_group < 1:
+        raise ValueError("write_copy_task: need vocab_size >= 2, seq_len >= 1, examples_per_puzzle >= 1, augmentations_per_group >= 1.")
+    if num_puzzle_identifiers is not None and num_puzzle_identifiers < 2:
+        raise ValueError("write_copy_task: num_puzzle_identifiers must be None (all blank) or >= 2.")
+    rng = np.random.default_rng(seed)
+    num_ids = 1 if num_puzzle_identifiers is None else num_puzzle_identifiers
+
+    for split, num_puzzles in (("train", num_train_puzzles), ("test", num_test_puzzles)):
+        inputs, puzzle_sizes, group_sizes = _copy_split(
+            rng, num_puzzles, seq_len, vocab_size, examples_per_puzzle, augmentations_per_group
+        )
+        if num_puzzle_identifiers is None:
+            identifiers = [0] * num_puzzles
+        else:
+            identifiers = [1 + p % (num_ids - 1) for p in range(num_puzzles)]
+        write_set(
+            out_dir, split, inputs, inputs.copy(), puzzle_sizes, group_sizes, identifiers,
+            vocab_size=vocab_size, num_puzzle_identifiers=num_ids,
+        )
+
+    write_identifiers(out_dir, ["<blank>"] + [f"copy{i}" for i in range(1, num_ids)])
+    return out_dir
