@@ -1,0 +1,35 @@
+"""Train a recursive reasoning model: `python pretrain.py arch=trm data_paths="[data/...]" ...`.
+
+Also under torchrun: `torchrun --nproc-per-node N pretrain.py ...`. The configuration is
+`config/cfg_pretrain.yaml` plus Hydra overrides; see the README for the paper's commands.
+"""
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from trainer import train
+from utils.config import ConfigError, parse_config
+from utils.distributed import destroy_distributed, init_distributed
+
+
+def run(raw_config: dict) -> dict | None:
+    config = parse_config(raw_config)
+    ctx = init_distributed(config.device)
+    try:
+        return train(config, ctx)
+    finally:
+        destroy_distributed(ctx)
+
+
+@hydra.main(config_path="config", config_name="cfg_pretrain", version_base="1.3")
+def main(hydra_config: DictConfig) -> None:
+    try:
+        run(OmegaConf.to_container(hydra_config, resolve=True))
+    except (ConfigError, FileNotFoundError) as err:
+        # Mistakes in the command line or missing data: say what to fix, without a traceback.
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+"""The training loop: data -> model -> optimizers -> train/evaluate/checkpoint (SPEC §5).
+
+`pretrain.py` parses the config and calls `train(config)`. The pieces are plain functions so
+that `evaluate.py`, tests and notebooks can reuse them.
+"""
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+import coolname
+import torch
+import yaml
+from pydantic import ValidationError
+from torch import nn
+from tqdm import tqdm
+
+from dataset.common import PuzzleDatasetMetadata
+from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
+from models.ema import EMAHelper
+from models.optimizers import build_adam_atan2
+from models.registry import load_model_class, model_source_path
+from models.sparse_embedding import SparseEmbeddingSignSGD
+from utils.checkpoint import load_weights, strip_compiled_prefix
+from utils.config import ConfigError, PretrainConfig, derive_names, format_validation_error
+from utils.device import should_compile
+from utils.distributed import (DistContext, all_reduce_grads, broadcast_module_state, broadcast_object, reduce_to_main)
+from utils.logging import RunLogger, resolve_wandb_mode
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training, in one object (saved and restored as a whole)."""
+
+    model: nn.Module  # the loss head that runs (compiled where enabled)
+    raw_model: nn.Module  # the same module uncompiled: state dicts, EMA and evaluation copies
+    optimizers: list[torch.optim.Optimizer]
+    optimizer_lrs: list[float]
+    total_steps: int
+    step: int = 0
+    carry: Any = None
+    ema: EMAHelper | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+def create_dataloader(config: PretrainConfig, split: str, ctx: DistContext, **kwargs):
+    paths = config.data_paths_test if split == "test" and config.data_paths_test else config.data_paths
+    dataset = PuzzleDataset(PuzzleDatasetConfig(seed=config.seed, dataset_paths=paths, rank=ctx.rank,
+                                                num_replicas=ctx.world_size, **kwargs), split=split)
+    return make_dataloader(dataset, ctx.device.type, num_workers=config.num_workers), dataset.metadata
+
+
+def has_split(config: PretrainConfig, split: str) -> bool:
+    paths = config.data_paths_test if split == "test" and config.data_paths_test else config.data_paths
+    return all(os.path.isfile(os.path.join(p, split, "dataset.json")) for p in paths)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and optimizers
+# ---------------------------------------------------------------------------------------------
+def model_config_dict(config: PretrainConfig, metadata: PuzzleDatasetMetadata, world_size: int) -> dict:
+    return dict(**config.arch.model_keys, batch_size=config.global_batch_size // world_size,
+                vocab_size=metadata.vocab_size, seq_len=metadata.seq_len,
+                num_puzzle_identifiers=metadata.num_puzzle_identifiers, causal=False)
+
+
+def build_model(config: PretrainConfig, metadata: PuzzleDatasetMetadata, ctx: DistContext) -> nn.Module:
+    """The loss head around the model, on ctx.device, with arch keys validated by the model's config."""
+    model_cls = load_model_class(config.arch.name)
+    loss_cls = load_model_class(config.arch.loss.name)
+    try:
+        with torch.device(ctx.device):
+            model = model_cls(model_config_dict(config, metadata, ctx.world_size))
+            head = loss_cls(model, **(config.arch.loss.__pydantic_extra__ or {}))
+    except ValidationError as err:
+        raise ConfigError(f"Invalid arch configuration ({config.arch.name}):\n"
+                          + format_validation_error(err, prefix="arch.")) from None
+    return head
+
+
+def load_initial_weights(head: nn.Module, path: str) -> None:
+    """`load_checkpoint`: weights only (published fine-tuning); a puzzle table of another size is reset."""
+    state_dict = strip_compiled_prefix(torch.load(path, map_location="cpu", weights_only=True))
+    key = "model.inner.puzzle_emb.weights"
+    inner = getattr(head.model, "inner", None)
+    if key in state_dict and inner is not None and hasattr(inner, "puzzle_emb"):
+        expected = inner.puzzle_emb.weights.shape
+        if state_dict[key].shape != expected:
+            print(f"Resetting puzzle embedding: checkpoint has {tuple(state_dict[key].shape)}, model expects "
+                  f"{tuple(expected)}; every row starts at the mean of the loaded rows.")
+            state_dict[key] = state_dict[key].mean(dim=0, keepdim=True).expand(expected).contiguous()
+    load_weights(head, state_dict)
+
+
+def build_optimizers(config: PretrainConfig, head: nn.Module, ctx: DistContext):
+    """Sign-SGD for the sparse puzzle table, Adam-atan2 for everything else (lrs set each step)."""
+    betas = (config.beta1, config.beta2)
+    has_puzzle_emb = config.arch.model_keys.get("puzzle_emb_ndim", 0) > 0 and hasattr(head.model, "puzzle_emb")
+    optimizers, lrs = [], []
+    if has_puzzle_emb:
+        optimizers.append(SparseEmbeddingSignSGD(head.model.puzzle_emb.buffers(), world_size=ctx.world_size,
+                                                 lr=0, weight_decay=config.puzzle_emb_weight_decay))
+        lrs.append(config.puzzle_emb_lr)
+    if not (config.freeze_weights and has_puzzle_emb):
+        optimizers.append(build_adam_atan2(head.parameters(), lr=0, betas=betas, weight_decay=config.weight_decay))
+        lrs.append(config.lr)
+    return optimizers, lrs
+
+
+def cosine_schedule_with_warmup_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int,
+                                   min_ratio: float = 0.0, num_cycles: float = 0.5) -> float:
+    """Linear warm-up to base_lr, then a half cosine from base_lr down to min_ratio * base_lr."""
+    if step < warmup_steps:
+        return base_lr * step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * (min_ratio + max(0.0, (1 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * num_cycles * 2.0 * progress))))
+
+
+def init_train_state(config: PretrainConfig, metadata: PuzzleDatasetMetadata, ctx: DistContext) -> TrainState:
+    total_steps = int(config.epochs * metadata.total_groups * metadata.mean_puzzle_examples / config.global_batch_size)
+    head = build_model(config, metadata, ctx)
+    if config.load_checkpoint:
+        load_initial_weights(head, config.load_checkpoint)
+    broadcast_module_state(head, ctx)  # every rank starts from rank 0's weights
+    optimizers, lrs = build_optimizers(config, head, ctx)
+    model = torch.compile(head) if should_compile(ctx.device, config.compile) else head
+    return TrainState(model=model, raw_model=head, optimizers=optimizers, optimizer_lrs=lrs, total_steps=total_steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# One training step
+# ---------------------------------------------------------------------------------------------
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def reduce_metrics(metrics: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float] | None:
+    """Sum metric tensors over ranks; returns plain numbers on rank 0, None elsewhere."""
+    keys = sorted(metrics)
+    values = reduce_to_main(torch.stack([metrics[k].to(torch.float64) for k in keys]), ctx)
+    if not ctx.is_main:
+        return None
+    return dict(zip(keys, values.cpu().tolist()))
+
+
+def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_batch_size: int,
+                ctx: DistContext) -> dict[str, float] | None:
+    state.step += 1
+    if state.step > state.total_steps:  # the loader's last iteration may hold a few extra batches
+        return None
+    batch = to_device(batch, ctx.device)
+    if state.carry is None:
+        state.carry = state.model.initial_carry(batch)
+
+    state.carry, loss, metrics, _, _ = state.model(carry=state.carry, batch=batch, return_keys=[])
+    (loss / global_batch_size).backward()
+    all_reduce_grads(state.raw_model.parameters(), ctx)
+
+    lr = 0.0
+    for optimizer, base_lr in zip(state.optimizers, state.optimizer_lrs):
+        lr = cosine_schedule_with_warmup_lr(state.step, base_lr, config.lr_warmup_steps, state.total_steps, config.lr_min_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        optimizer.zero_grad()
+    if state.ema is not None:
+        state.ema.update(state.raw_model)
+
+    reduced = reduce_metrics(metrics, ctx)
+    if reduced is None:
+        return None
+    count = max(reduced["count"], 1)
+    logged = {f"train/{k}": v / (global_batch_size if k.endswith("loss") else count) for k, v in reduced.items()}
+    logged["train/lr"] = lr
+    return logged
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+def create_evaluators(config: PretrainConfig, eval_metadata: PuzzleDatasetMetadata) -> list:
+    """Every configured evaluator must be constructible: a failure here is an error, not a warning."""
+    data_path = (config.data_paths_test or config.data_paths)[0]
+    evaluators = []
+    for spec in config.evaluators:
+        try:
+            cls = load_model_class(spec.name, prefix="evaluators.")
+        except ValueError as err:
+            raise ConfigError(f"evaluator {spec.name!r} is not available ({err}). "
+                              "Remove it, e.g. evaluators=[] for Sudoku and Maze.") from None
+        evaluators.append(cls(data_path=data_path, eval_metadata=eval_metadata, **(spec.__pydantic_extra__ or {})))
+    return evaluators
+
+
+def evaluation_model(state: TrainState) -> nn.Module:
+    """The weights evaluation and checkpoints use: the EMA shadow when EMA is on."""
+    if state.ema is None:
+        return state.model
+    return state.ema.ema_copy(state.raw_model)
+
+
+@torch.inference_mode()
+def evaluate(config: PretrainConfig, model: nn.Module, loader, metadata: PuzzleDatasetMetadata, evaluators: list,
+             ctx: DistContext, step: int, save_dir: str | None) -> dict | None:
+    """Run every test example for halt_max_steps ACT steps; per-set metrics (divided by count) on rank 0."""
+    model.eval()
+    return_keys = set(config.eval_save_outputs)
+    for evaluator in evaluators:
+        evaluator.begin_eval()
+        return_keys.update(evaluator.required_outputs)
+
+    set_ids = {name: i for i, name in enumerate(metadata.sets)}
+    sums: dict[int, dict[str, torch.Tensor]] = {}
+    saved: dict[str, list[torch.Tensor]] = {}
+    progress = tqdm(desc="eval", unit="batch", disable=not ctx.is_main, leave=False)
+    for set_name, batch, _ in loader:
+        batch = to_device(batch, ctx.device)
+        carry = model.initial_carry(batch)
+        while True:
+            carry, _, metrics, outputs, all_finish = model(carry=carry, batch=batch, return_keys=return_keys)
+            if all_finish:
+                break
+        for collection in (batch, outputs):
+            for key, value in collection.items():
+                if key in config.eval_save_outputs:
+                    saved.setdefault(key, []).append(value.cpu())
+        for evaluator in evaluators:
+            evaluator.update_batch(batch, outputs)
+        totals = sums.setdefault(set_ids[set_name], {})
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0) + value.to(torch.float64)
+        progress.update()
+    progress.close()
+
+    if saved and save_dir:
+        os.makedirs(save_dir, exist_ok=True)
+        torch.save({k: torch.cat(v) for k, v in saved.items()}, os.path.join(save_dir, f"step_{step}_all_preds.{ctx.rank}"))
+
+    results = _reduce_eval_metrics(sums, metadata.sets, ctx)
+    for evaluator in evaluators:
+        path = os.path.join(save_dir, f"evaluator_{evaluator.__class__.__name__}_step_{step}") if save_dir else None
+        evaluator_metrics = evaluator.result(path, rank=ctx.rank, world_size=ctx.world_size, group=ctx.cpu_group)
+        if ctx.is_main and evaluator_metrics is not None:
+            results.update(evaluator_metrics)
+    return results if ctx.is_main else None
+
+
+def _reduce_eval_metrics(sums: dict[int, dict[str, torch.Tensor]], set_names: list[str], ctx: DistContext) -> dict:
+    """Sum per-set metrics over ranks (every rank contributes a fixed-shape table) and divide by count."""
+    keys = sorted({k for totals in sums.values() for k in totals})
+    keys = broadcast_object(keys, ctx)  # a rank that saw no batch still needs the key order
+    if not keys:
+        return {}
+    table = torch.zeros(len(set_names), len(keys), dtype=torch.float64, device=ctx.device)
+    for set_id, totals in sums.items():
+        for j, key in enumerate(keys):
+            if key in totals:
+                table[set_id, j] = totals[key]
+    table = reduce_to_main(table, ctx)
+    if not ctx.is_main:
+        return {}
+    results = {}
+    for set_id, name in enumerate(set_names):
+        row = dict(zip(keys, table[set_id].cpu().tolist()))
+        count = row.pop("count")
+        if count > 0:
+            results[name] = {k: v / count for k, v in row.items()}
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+def save_code_and_config(config: PretrainConfig) -> None:
+    os.makedirs(config.checkpoint_path, exist_ok=True)
+    for name in (config.arch.name, config.arch.loss.name):
+        source = model_source_path(name)
+        shutil.copy(source, os.path.join(config.checkpoint_path, os.path.basename(source)))
+    write_atomically(os.path.join(config.checkpoint_path, "all_config.yaml"),
+                     lambda f: yaml.safe_dump(config.model_dump(), f, sort_keys=False), mode="w")
+
+
+def write_atomically(path: str, write, mode: str = "wb") -> None:
+    """Write to a temporary name, then rename: a crash never leaves a half-written file at `path`."""
+    tmp = f"{path}.tmp"
+    with open(tmp, mode) as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_weights(config: PretrainConfig, model: nn.Module, step: int) -> str:
+    """The evaluated weights' state dict, as published (`step_N`, loadable by `load_checkpoint`)."""
+    model = getattr(model, "_orig_mod", model)
+    path = os.path.join(config.checkpoint_path, f"step_{step}")
+    os.makedirs(config.checkpoint_path, exist_ok=True)
+    write_atomically(path, lambda f: torch.save(model.state_dict(), f))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+def prepare_config(config: PretrainConfig, ctx: DistContext) -> PretrainConfig:
+    """Derive names on rank 0 (the random slug) and share the result with every rank."""
+    if ctx.is_main:
+        config = derive_names(config, coolname.generate_slug(2))
+    return broadcast_object(config, ctx)
+
+
+def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
+    """Train as configured; returns the last evaluation's metrics on rank 0."""
+    config = prepare_config(config, ctx)
+    torch.random.manual_seed(config.seed + ctx.rank)
+
+    train_loader, train_metadata = create_dataloader(config, "train", ctx, test_set_mode=False,
+                                                     epochs_per_iter=config.epochs_per_iter,
+                                                     global_batch_size=config.global_batch_size)
+    eval_loader = eval_metadata = None
+    if has_split(config, "test"):
+        eval_loader, eval_metadata = create_dataloader(config, "test", ctx, test_set_mode=True, epochs_per_iter=1,
+                                                       global_batch_size=config.global_batch_size)
+    elif ctx.is_main:
+        print("No test split found: training without evaluation.")
+    evaluators = create_evaluators(config, eval_metadata) if eval_metadata is not None else []
+
+    state = init_train_state(config, train_metadata, ctx)
+    if config.ema:
+        state.ema = EMAHelper(mu=config.ema_rate)
+        state.ema.register(state.raw_model)
+
+    logger = None
+    if ctx.is_main:
+        save_code_and_config(config)
+        logger = RunLogger(config.checkpoint_path, config.project_name, config.run_name, config.model_dump(),
+                           resolve_wandb_mode(config.wandb_mode))
+        logger.log({"num_params": sum(p.numel() for p in state.raw_model.parameters())}, step=0)
+        print(f"Run {config.run_name!r}: {state.total_steps} steps on {ctx.device} x{ctx.world_size}; "
+              f"checkpoints and metrics.jsonl in {config.checkpoint_path}")
+
+    last_eval = None
+    progress = tqdm(total=state.total_steps, desc="train", unit="step", disable=not ctx.is_main)
+    try:
+        for iter_id in range(config.total_iters):
+            state.model.train()
+            for _, batch, global_batch_size in train_loader:
+                metrics = train_batch(config, state, batch, global_batch_size, ctx)
+                if metrics is not None:
+                    logger.log(metrics, step=state.step)
+                    progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3g}", refresh=False)
+                progress.update(min(state.step, state.total_steps) - progress.n)
+
+            if iter_id >= (config.min_eval_interval or 0):
+                eval_model = evaluation_model(state)
+                if eval_loader is not None:
+                    last_eval = evaluate(config, eval_model, eval_loader, eval_metadata, evaluators, ctx,
+                                         state.step, config.checkpoint_path)
+                    if ctx.is_main and last_eval:
+                        logger.log(flatten_metrics(last_eval), step=state.step)
+                if ctx.is_main and (config.checkpoint_every_eval or iter_id == config.total_iters - 1):
+                    save_weights(config, eval_model, state.step)
+                del eval_model
+    finally:
+        progress.close()
+        if logger is not None:
+            logger.finish()
+    return last_eval
+
+
+def flatten_metrics(metrics: dict) -> dict:
+    """{"all": {"accuracy": x}, "ARC/pass@1": y} -> {"all/accuracy": x, "ARC/pass@1": y}."""
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}/{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+

@@ -1,0 +1,136 @@
+"""Typed training configuration, validated once at start-up.
+
+Hydra composes `config/cfg_pretrain.yaml` with the command-line overrides; `PretrainConfig`
+then rejects unknown or mistyped keys and impossible combinations, and the model class's own
+config (e.g. `TRMConfig`) checks the `arch` keys, before any data is read or weights are built.
+"""
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration the user has to fix; printed without a traceback."""
+
+
+class LossConfig(BaseModel):
+    # Extra keys are the loss head's keyword arguments (e.g. loss_type).
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class ArchConfig(BaseModel):
+    # Extra keys are the model's config (checked by the model's own config class).
+    model_config = ConfigDict(extra="allow")
+    name: str
+    loss: LossConfig
+
+    @property
+    def model_keys(self) -> dict:
+        return dict(self.__pydantic_extra__ or {})
+
+
+class EvaluatorConfig(BaseModel):
+    # Extra keys are the evaluator's keyword arguments.
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class PretrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arch: ArchConfig
+    data_paths: list[str]
+    data_paths_test: list[str] = []
+    evaluators: list[EvaluatorConfig] = []
+
+    global_batch_size: int
+    epochs: int
+    lr: float
+    lr_min_ratio: float
+    lr_warmup_steps: int
+    weight_decay: float
+    beta1: float
+    beta2: float
+    puzzle_emb_lr: float
+    puzzle_emb_weight_decay: float
+
+    project_name: str | None = None
+    run_name: str | None = None
+    load_checkpoint: str | None = None
+    checkpoint_path: str | None = None
+
+    seed: int = 0
+    checkpoint_every_eval: bool = False
+    eval_interval: int | None = None
+    min_eval_interval: int | None = 0
+    eval_save_outputs: list[str] = []
+
+    ema: bool = False
+    ema_rate: float = 0.999
+    freeze_weights: bool = False
+
+    # Ours: where and how to run.
+    device: str = "auto"
+    compile: bool | None = None
+    wandb_mode: Literal["online", "offline", "disabled"] | None = None
+    num_workers: Literal[0, 1] = 1
+
+    @field_validator("data_paths")
+    @classmethod
+    def _some_data(cls, paths: list[str]) -> list[str]:
+        if not paths:
+            raise ValueError("data_paths is empty; give at least one built dataset directory, e.g. data_paths=[data/sudoku]")
+        return paths
+
+    @model_validator(mode="after")
+    def _check(self) -> "PretrainConfig":
+        if self.global_batch_size < 1 or self.epochs < 1:
+            raise ValueError("global_batch_size and epochs must be >= 1")
+        if self.eval_interval is not None and (self.eval_interval < 1 or self.epochs % self.eval_interval):
+            raise ValueError(f"eval_interval ({self.eval_interval}) must be >= 1 and divide epochs ({self.epochs})")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if not 0 <= self.ema_rate <= 1:
+            raise ValueError(f"ema_rate must be in [0, 1], got {self.ema_rate}")
+        if self.lr_warmup_steps < 0:
+            raise ValueError("lr_warmup_steps must be >= 0")
+        return self
+
+    @property
+    def epochs_per_iter(self) -> int:
+        """Epochs between evaluations (one loader iteration)."""
+        return self.eval_interval if self.eval_interval is not None else self.epochs
+
+    @property
+    def total_iters(self) -> int:
+        return self.epochs // self.epochs_per_iter
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `key.path: message`, naming the offending key as the user typed it."""
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        key = f"{prefix}{where}" if where else prefix.rstrip(".") or "config"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (misspelt? see config/cfg_pretrain.yaml and config/arch/*.yaml)")
+        else:
+            lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict) -> PretrainConfig:
+    try:
+        return PretrainConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError("Invalid training configuration:\n" + format_validation_error(err)) from None
+
+
+def derive_names(config: PretrainConfig, slug: str) -> PretrainConfig:
+    """Published naming: project `<Dataset>-ACT-torch`, run `<Class> <slug>`, checkpoints/<project>/<run>."""
+    project = config.project_name or f"{os.path.basename(os.path.normpath(config.data_paths[0])).capitalize()}-ACT-torch"
+    run = config.run_name or f"{config.arch.name.split('@')[-1]} {slug}"
+    path = config.checkpoint_path or os.path.join("checkpoints", project, run)
+    return config.model_copy(update=dict(project_name=project, run_name=run, checkpoint_path=path))
