@@ -34,7 +34,7 @@ def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_ind
     """Per-token softmax cross-entropy in float32 (0 where ignored)."""
     if valid_mask is not None:
         labels = torch.where(valid_mask, labels, ignore_index)
-    flat = F.cross_entropy(logits.to(torch.float32).view(-1, logits.shape[-1]), labels.to(torch.long).view(-1),
+    flat = F.cross_entropy(logits.to(torch.float32).reshape(-1, logits.shape[-1]), labels.to(torch.long).reshape(-1),
                            ignore_index=ignore_index, reduction="none")
     return flat.view(labels.shape)
 
