@@ -116,6 +116,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         key = f"{prefix}{where}" if where else prefix.rstrip(".") or "config"
         if problem["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (misspelt? see config/cfg_pretrain.yaml and config/arch/*.yaml)")
+        elif not where:  # a check across several keys: the message names them
+            lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
     return "\n".join(lines)

@@ -1,0 +1,235 @@
+"""Time TRM training steps and print throughput figures.
+
+One timed unit is one training step exactly as the trainer runs it: one ACT (deep-supervision)
+step of the loss head on the carried state, backward of loss / batch_size, then every optimizer
+steps and zeroes its gradients. Warm-up steps (compilation, optimizer-state allocation) are not
+timed.
+
+    python benchmarks/train_step.py --steps 5 --warmup 2
+    python -m benchmarks.train_step --hidden-size 64 --json
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# Run as a script path, Python only puts benchmarks/ on sys.path; the imports below need the repo root.
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(_REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(_REPO_ROOT))
+
+import torch  # noqa: E402
+
+from models.losses import ACTLossHead  # noqa: E402
+from models.optimizers import build_adam_atan2  # noqa: E402
+from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1  # noqa: E402
+from models.sparse_embedding import SparseEmbeddingSignSGD  # noqa: E402
+from utils.device import select_device, should_compile  # noqa: E402
+
+# Published training hyper-parameters; they only matter here through the work the optimizers do.
+_LR = 1e-4
+_BETAS = (0.9, 0.95)
+_WEIGHT_DECAY = 0.1
+_PUZZLE_EMB_LR = 1e-2
+_PUZZLE_EMB_WEIGHT_DECAY = 0.1
+_HALT_EXPLORATION_PROB = 0.1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Time TRM training steps.")
+    model = parser.add_argument_group("model")
+    model.add_argument("--hidden-size", type=int, default=512)
+    model.add_argument("--num-heads", type=int, default=8)
+    model.add_argument("--expansion", type=float, default=4)
+    model.add_argument("--L-layers", dest="L_layers", type=int, default=2)
+    model.add_argument("--H-cycles", dest="H_cycles", type=int, default=3)
+    model.add_argument("--L-cycles", dest="L_cycles", type=int, default=6)
+    model.add_argument("--seq-len", type=int, default=81)
+    model.add_argument("--vocab-size", type=int, default=11)
+    model.add_argument("--puzzle-emb-len", type=int, default=16)
+    model.add_argument("--puzzle-emb-ndim", type=int, default=None, help="default: the hidden size; 0 disables it")
+    model.add_argument("--num-puzzle-identifiers", type=int, default=1000)
+    model.add_argument("--pos-encodings", choices=("rope", "learned", "none"), default="rope")
+    model.add_argument("--mlp-t", action="store_true", help="mix positions with an MLP instead of attention")
+    model.add_argument("--halt-max-steps", type=int, default=16)
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="forward dtype")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="torch.compile the model (default: only on CUDA; DISABLE_COMPILE forces it off)")
+    run.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    run.add_argument("--steps", type=int, default=10, help="timed steps")
+    run.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    args = parser.parse_args(argv)
+    if args.puzzle_emb_ndim is None:
+        args.puzzle_emb_ndim = args.hidden_size
+    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+        parser.error("--steps and --batch-size must be >= 1 and --warmup >= 0")
+    return args
+
+
+def model_config(args: argparse.Namespace) -> dict:
+    """The config dict the trainer hands the model: the arch keys plus the dataset-derived ones."""
+    return dict(
+        batch_size=args.batch_size, seq_len=args.seq_len, vocab_size=args.vocab_size,
+        num_puzzle_identifiers=args.num_puzzle_identifiers, puzzle_emb_ndim=args.puzzle_emb_ndim,
+        puzzle_emb_len=args.puzzle_emb_len, H_cycles=args.H_cycles, L_cycles=args.L_cycles, H_layers=0,
+        L_layers=args.L_layers, hidden_size=args.hidden_size, expansion=args.expansion, num_heads=args.num_heads,
+        pos_encodings=args.pos_encodings, halt_max_steps=args.halt_max_steps,
+        halt_exploration_prob=_HALT_EXPLORATION_PROB, forward_dtype=args.dtype, mlp_t=args.mlp_t,
+    )
+
+
+def build_head(config: dict, device: torch.device) -> ACTLossHead:
+    """Model in its loss head, created directly on the device as the trainer does (no CPU copy first)."""
+    with torch.device(device):
+        model = TinyRecursiveReasoningModel_ACTV1(config)
+        return ACTLossHead(model, loss_type="stablemax_cross_entropy")
+
+
+def build_optimizers(head: ACTLossHead, puzzle_emb_ndim: int) -> list[torch.optim.Optimizer]:
+    """Sign-SGD for the puzzle-embedding table when there is one, then Adam-atan2 (the trainer's order)."""
+    optimizers = []
+    if puzzle_emb_ndim > 0:
+        optimizers.append(SparseEmbeddingSignSGD(head.model.puzzle_emb.buffers(), world_size=1,
+                                                 lr=_PUZZLE_EMB_LR, weight_decay=_PUZZLE_EMB_WEIGHT_DECAY))
+    optimizers.append(build_adam_atan2(head.parameters(), lr=_LR, betas=_BETAS, weight_decay=_WEIGHT_DECAY))
+    return optimizers
+
+
+def random_batch(args: argparse.Namespace, device: torch.device) -> dict[str, torch.Tensor]:
+    """Token ids avoid 0 (the pad id) so every label position counts in the loss, as in a real puzzle."""
+    shape = (args.batch_size, args.seq_len)
+    return {
+        "inputs": torch.randint(1, args.vocab_size, shape, dtype=torch.int32, device=device),
+        "labels": torch.randint(1, args.vocab_size, shape, dtype=torch.int32, device=device),
+        "puzzle_identifiers": torch.randint(1, args.num_puzzle_identifiers, (args.batch_size,),
+                                            dtype=torch.int32, device=device),
+    }
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so the clock measures the work rather than just its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def train_step(model, optimizers, carry, batch: dict[str, torch.Tensor], batch_size: int):
+    """One trainer step; returns the new carry so halted sequences restart and others continue."""
+    carry, loss, _metrics, _, _ = model(carry=carry, batch=batch, return_keys=[])
+    (loss / batch_size).backward()
+    for optimizer in optimizers:
+        optimizer.step()
+        optimizer.zero_grad()
+    return carry
+
+
+def time_steps(model, optimizers, carry, batch, args, device: torch.device) -> list[float]:
+    """Seconds of each timed step, after the untimed warm-up ones."""
+    for _ in range(args.warmup):
+        carry = train_step(model, optimizers, carry, batch, args.batch_size)
+    synchronize(device)
+    if device.type == "cuda":
+        # Peak of the steady state: warm-up already allocated the optimizer state, which stays counted.
+        torch.cuda.reset_peak_memory_stats(device)
+    durations = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        carry = train_step(model, optimizers, carry, batch, args.batch_size)
+        synchronize(device)
+        durations.append(time.perf_counter() - start)
+    return durations
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def summarise(args, device, compiled: bool, head: ACTLossHead, durations: list[float]) -> dict:
+    mean = statistics.mean(durations)
+    results = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "compile": compiled,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "prefix_len": head.model.config.prefix_len,
+        "hidden_size": args.hidden_size,
+        "num_heads": args.num_heads,
+        "expansion": args.expansion,
+        "L_layers": args.L_layers,
+        "H_cycles": args.H_cycles,
+        "L_cycles": args.L_cycles,
+        "mlp_t": args.mlp_t,
+        "pos_encodings": args.pos_encodings,
+        "parameters": sum(p.numel() for p in head.parameters()),
+        # The puzzle table is a buffer trained by sign-SGD, so it is not among the parameters.
+        "puzzle_emb_entries": head.model.puzzle_emb.weights.numel() if args.puzzle_emb_ndim > 0 else 0,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "mean_s": mean,
+        "median_s": statistics.median(durations),
+        "min_s": min(durations),
+        "samples_per_s": args.batch_size / mean,
+    }
+    if device.type == "cuda":
+        results["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return results
+
+
+def print_report(results: dict) -> None:
+    print(f"device:      {results['device']}  (torch {results['torch']}, {results['threads']} threads, "
+          f"compile={results['compile']})")
+    print(f"config:      hidden {results['hidden_size']}, heads {results['num_heads']}, expansion {results['expansion']}, "
+          f"L_layers {results['L_layers']}, H_cycles {results['H_cycles']}, L_cycles {results['L_cycles']}, "
+          f"{'mlp_t' if results['mlp_t'] else 'attention'}, pos {results['pos_encodings']}")
+    print(f"batch:       {results['batch_size']} x (prefix {results['prefix_len']} + seq {results['seq_len']}), "
+          f"{results['dtype']}")
+    print(f"parameters:  {results['parameters']:,} (+ {results['puzzle_emb_entries']:,} puzzle-embedding entries)")
+    print(f"step time:   mean {results['mean_s'] * 1e3:.1f} ms, median {results['median_s'] * 1e3:.1f} ms, "
+          f"min {results['min_s'] * 1e3:.1f} ms over {results['steps']} steps ({results['warmup']} warm-up)")
+    print(f"throughput:  {results['samples_per_s']:.1f} samples/s")
+    if "peak_memory_gib" in results:
+        print(f"peak memory: {results['peak_memory_gib']:.2f} GiB")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = select_device(args.device)
+
+    head = build_head(model_config(args), device)
+    head.train()
+    optimizers = build_optimizers(head, args.puzzle_emb_ndim)
+    compiled = should_compile(device, args.compile)
+    # Optimizers hold the uncompiled head's tensors; the compiled wrapper shares them.
+    model = torch.compile(head) if compiled else head
+
+    batch = random_batch(args, device)
+    with torch.device(device):
+        carry = head.initial_carry(batch)
+    durations = time_steps(model, optimizers, carry, batch, args, device)
+
+    results = summarise(args, device, compiled, head, durations)
+    print_report(results)
+    if args.json:
+        print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
