@@ -8,7 +8,7 @@ import torch
 
 from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata, load_metadata, write_identifiers, write_split
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
-from tests.synthetic import offsets, write_copy_task, write_set
+from dataset.build_copy_dataset import offsets, write_copy_task, write_set
 
 SEQ_LEN = 6
 VOCAB = 9

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from models.losses import ACTLossHead
 from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
 from tests.conftest import REPO_ROOT
-from tests.synthetic import write_copy_task
+from dataset.build_copy_dataset import write_copy_task
 from trainer import cosine_schedule_with_warmup_lr
 from utils.checkpoint import load_weights
 from utils.config import parse_config

@@ -1,14 +1,21 @@
-"""Small synthetic datasets in the on-disk format of SPEC section 1, for tests.
+"""Copy task: a trivially learnable synthetic dataset (labels == inputs) for smoke tests and demos.
 
-Everything is written through `dataset.common`, so these files are exactly what the
-loader reads from a real builder.
+    python dataset/build_copy_dataset.py --output-dir data/copy-demo
+
+Everything is written through `dataset.common`, so these files are exactly what the loader reads
+from a real builder. Tests use `write_copy_task` and `write_set` directly.
 """
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from typing import Optional
 
 import numpy as np
+
+if __package__ in (None, ""):  # run as a script path: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.common import PuzzleDatasetMetadata, write_identifiers, write_split
 
@@ -125,3 +132,21 @@ def write_copy_task(
 
     write_identifiers(out_dir, ["<blank>"] + [f"copy{i}" for i in range(1, num_ids)])
     return out_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", default="data/copy-demo")
+    parser.add_argument("--num-train-puzzles", type=int, default=512)
+    parser.add_argument("--num-test-puzzles", type=int, default=128)
+    parser.add_argument("--seq-len", type=int, default=16)
+    parser.add_argument("--vocab-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    write_copy_task(args.output_dir, args.num_train_puzzles, args.num_test_puzzles, args.seq_len, args.vocab_size,
+                    seed=args.seed, num_puzzle_identifiers=args.num_train_puzzles + 1)
+    print(f"Wrote a copy task to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()
