@@ -194,3 +194,32 @@ def write_identifiers(out_dir: str, names: list[str]) -> None:
         )
     os.makedirs(out_dir, exist_ok=True)
     _write_json_atomic(os.path.join(out_dir, "identifiers.json"), names)
+
+
+# The 8 symmetries of the square, by the published ids; DIHEDRAL_INVERSE[t] undoes t.
+DIHEDRAL_INVERSE = [0, 3, 2, 1, 4, 5, 6, 7]
+
+
+def dihedral_transform(grid: np.ndarray, trans_id: int) -> np.ndarray:
+    """0 identity, 1 rot90, 2 rot180, 3 rot270, 4 fliplr, 5 flipud, 6 transpose, 7 fliplr(rot90).
+
+    Acts on the last two axes, so a stack of grids is transformed at once.
+    """
+    axes = (-2, -1)
+    if trans_id == 0:
+        return grid
+    if trans_id in (1, 2, 3):
+        return np.rot90(grid, k=trans_id, axes=axes)
+    if trans_id == 4:
+        return np.flip(grid, axis=-1)
+    if trans_id == 5:
+        return np.flip(grid, axis=-2)
+    if trans_id == 6:
+        return np.swapaxes(grid, -2, -1)
+    if trans_id == 7:
+        return np.flip(np.rot90(grid, k=1, axes=axes), axis=-1)
+    raise ValueError(f"dihedral trans_id must be in 0..7, got {trans_id}")
+
+
+def inverse_dihedral_transform(grid: np.ndarray, trans_id: int) -> np.ndarray:
+    return dihedral_transform(grid, DIHEDRAL_INVERSE[trans_id])
