@@ -1,0 +1,422 @@
+"""Shared plumbing of the CSV-sourced builders (Sudoku-Extreme, Maze-Hard) and their offline generators.
+
+Both published datasets are `train.csv` / `test.csv` with the columns `source,question,answer,rating`,
+fetched from a Hugging Face dataset repo. This module holds the single implementation of:
+locating the CSV (hub download or `--source-dir`), reading and checking its rows, the seeded random
+choices (subsets), writing one split in the SPEC section 1 format, and publishing an output directory
+atomically (build in a temp dir beside it, then rename).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+# Importers run as script paths put the repository root on sys.path before importing this module.
+from dataset.build_copy_dataset import write_set
+from dataset.common import write_identifiers
+
+CSV_COLUMNS = ("source", "question", "answer", "rating")
+# What an output directory may already hold to be replaced: a previous build of the same kind.
+DATASET_ENTRIES = {"train", "test", "identifiers.json"}
+CSV_ENTRIES = {"train.csv", "test.csv"}
+
+# Independent random streams, one per purpose, all derived from `--seed`: changing e.g. the train
+# subset size must not change which test puzzles are drawn or how the train set is augmented.
+STREAM_TRAIN_SUBSET = 0
+STREAM_TEST_SUBSET = 1
+STREAM_AUGMENT = 2
+
+
+class DatasetSourceError(Exception):
+    """Bad input or an unreachable source; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class CsvRows:
+    """The rows of one CSV file, in file order, as ASCII-code arrays (compact: 1 byte per cell)."""
+
+    path: str
+    questions: np.ndarray  # uint8 (N, seq_len), ASCII codes
+    answers: np.ndarray  # uint8 (N, seq_len), ASCII codes
+    ratings: np.ndarray  # int64 (N,)
+    line_numbers: np.ndarray  # int64 (N,), 1-based physical line of each row, for messages
+
+    def __len__(self) -> int:
+        return self.questions.shape[0]
+
+    def select(self, indices: np.ndarray) -> "CsvRows":
+        """The rows at `indices` (in that order)."""
+        return CsvRows(self.path, self.questions[indices], self.answers[indices], self.ratings[indices], self.line_numbers[indices])
+
+
+# ----------------------------------------------------------------------------------------------
+# Locating the CSV files
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "the hub could not be reached / did not serve the file".
+
+    huggingface_hub raises `LocalEntryNotFoundError` (an OSError) when offline, and HTTP errors as
+    `HfHubHTTPError`; older releases may leak `requests` errors and newer ones `httpx` errors, so
+    those are added when the library is installed. Anything else is a bug and must propagate.
+    """
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from huggingface_hub.errors import HfHubHTTPError
+        errors.append(HfHubHTTPError)
+    except ImportError:
+        pass
+    try:
+        import requests
+        errors.append(requests.exceptions.RequestException)
+    except ImportError:
+        pass
+    try:
+        import httpx
+        errors.append(httpx.HTTPError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def download_from_hub(source_repo: str, filename: str, generator_hint: str) -> str:
+    """Download `filename` of the hub dataset `source_repo`; return its local (cached) path."""
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:
+        raise DatasetSourceError(
+            f"huggingface_hub is not installed, so {filename} of {source_repo!r} cannot be downloaded. "
+            f"Install it (`pip install 'huggingface_hub>=0.20'`), or pass --source-dir DIR with local "
+            f"train.csv/test.csv, e.g. generated offline by `{generator_hint}`."
+        ) from e
+    try:
+        return hf_hub_download(repo_id=source_repo, filename=filename, repo_type="dataset")
+    except _network_errors() as e:
+        raise DatasetSourceError(
+            f"could not download {filename} of the dataset repo {source_repo!r} from the Hugging Face hub "
+            f"({type(e).__name__}: {e}). If this machine is offline, pass --source-dir DIR with local "
+            f"train.csv/test.csv (same columns {','.join(CSV_COLUMNS)}), e.g. generated offline by "
+            f"`{generator_hint}`."
+        ) from e
+
+
+def locate_csv(split: str, source_repo: str, source_dir: Optional[str], generator_hint: str) -> str:
+    """Path of `<split>.csv`: from `source_dir` when given, else downloaded from `source_repo`."""
+    filename = f"{split}.csv"
+    if source_dir is None:
+        return download_from_hub(source_repo, filename, generator_hint)
+    path = os.path.join(source_dir, filename)
+    if not os.path.isfile(path):
+        raise DatasetSourceError(
+            f"--source-dir {source_dir!r} has no {filename}; it must hold train.csv and test.csv with the "
+            f"columns {','.join(CSV_COLUMNS)} (generate them with `{generator_hint}`)."
+        )
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and checking rows
+
+
+def row_error(path: str, line: int, problem: str) -> DatasetSourceError:
+    """Error about one CSV row, naming file and line so the user can find and fix it."""
+    return DatasetSourceError(f"{path}, line {line}: {problem}. Fix or remove that row.")
+
+
+def _check_header(path: str, header: Optional[list[str]]) -> dict[str, int]:
+    """Column positions, or an error if a required column is missing."""
+    if header is None:
+        raise DatasetSourceError(f"{path} is empty; expected a header line {','.join(CSV_COLUMNS)} and rows.")
+    names = [h.strip() for h in header]
+    missing = [c for c in CSV_COLUMNS if c not in names]
+    if missing:
+        raise row_error(path, 1, f"header {names} lacks the column(s) {missing} (expected {','.join(CSV_COLUMNS)})")
+    return {c: names.index(c) for c in CSV_COLUMNS}
+
+
+def _parse_rating(path: str, line: int, text: str) -> int:
+    """Ratings are integer backtrack counts; accept "12" and "12.0", reject anything else."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise row_error(path, line, f"rating {text!r} is not a number") from None
+    if not value.is_integer():
+        raise row_error(path, line, f"rating {text!r} is not a whole number")
+    return int(value)
+
+
+def read_csv_rows(path: str, seq_len: int, question_chars: str, answer_chars: str, desc: str) -> CsvRows:
+    """Read every row; check the string lengths and characters (per-puzzle rules are the caller's).
+
+    Strings are packed into byte buffers as they are read: the full Sudoku-Extreme train file has
+    millions of rows, and Python string objects would take ~10x the memory.
+    """
+    question_bytes, answer_bytes = bytearray(), bytearray()
+    ratings: list[int] = []
+    lines: list[int] = []
+    try:
+        f = open(path, "r", newline="", encoding="utf-8")
+    except OSError as e:
+        raise DatasetSourceError(f"cannot open {path}: {e}") from e
+    with f:
+        reader = csv.reader(f)
+        try:
+            cols = _check_header(path, next(reader, None))
+            for row in progress(reader, desc=desc, unit=" rows"):
+                line = reader.line_num
+                if not row:
+                    continue  # a blank line carries no puzzle
+                if len(row) < len(CSV_COLUMNS):
+                    raise row_error(path, line, f"has {len(row)} fields, expected {len(CSV_COLUMNS)} ({','.join(CSV_COLUMNS)})")
+                for name, buffer in (("question", question_bytes), ("answer", answer_bytes)):
+                    text = row[cols[name]]
+                    if len(text) != seq_len:
+                        raise row_error(path, line, f"{name} has {len(text)} characters, expected {seq_len}")
+                    try:
+                        buffer += text.encode("ascii")
+                    except UnicodeEncodeError:
+                        raise row_error(path, line, f"{name} contains non-ASCII characters") from None
+                ratings.append(_parse_rating(path, line, row[cols["rating"]].strip()))
+                lines.append(line)
+        except csv.Error as e:
+            raise row_error(path, reader.line_num, f"is not valid CSV ({e})") from e
+        except UnicodeDecodeError as e:
+            raise DatasetSourceError(f"{path} is not UTF-8 text ({e}); expected a CSV file.") from e
+    rows = CsvRows(
+        path,
+        np.frombuffer(bytes(question_bytes), dtype=np.uint8).reshape(-1, seq_len),
+        np.frombuffer(bytes(answer_bytes), dtype=np.uint8).reshape(-1, seq_len),
+        np.asarray(ratings, dtype=np.int64),
+        np.asarray(lines, dtype=np.int64),
+    )
+    _check_charset(rows, rows.questions, "question", question_chars)
+    _check_charset(rows, rows.answers, "answer", answer_chars)
+    return rows
+
+
+def _check_charset(rows: CsvRows, codes: np.ndarray, name: str, allowed_chars: str) -> None:
+    """Error naming the first row whose `name` string has a character outside `allowed_chars`."""
+    allowed = np.zeros(256, dtype=bool)
+    allowed[np.frombuffer(allowed_chars.encode("ascii"), dtype=np.uint8)] = True
+    bad_rows = np.flatnonzero(~allowed[codes].all(axis=1))
+    if bad_rows.size:
+        row = codes[bad_rows[0]]
+        bad_chars = sorted({chr(c) for c in row[~allowed[row]]})
+        raise row_error(rows.path, int(rows.line_numbers[bad_rows[0]]),
+                        f"{name} contains {bad_chars}; allowed characters are {allowed_chars!r}")
+
+
+def codes_to_values(codes: np.ndarray, charset: str, value_of: Optional[dict[str, int]] = None) -> np.ndarray:
+    """Map ASCII codes to small integers: position in `charset`, or `value_of[char]` when given."""
+    table = np.zeros(256, dtype=np.uint8)
+    for i, ch in enumerate(charset):
+        table[ord(ch)] = i if value_of is None else value_of[ch]
+    return table[codes]
+
+
+def first_bad_row(rows: CsvRows, bad: np.ndarray, problem: str) -> None:
+    """Raise about the first row flagged in the boolean mask `bad`, if any."""
+    flagged = np.flatnonzero(bad)
+    if flagged.size:
+        raise row_error(rows.path, int(rows.line_numbers[flagged[0]]), problem)
+
+
+CHECK_CHUNK = 65536  # rows per vectorised check: bounds the temporaries on multi-million-row files
+
+
+def check_all_rows(rows: CsvRows, check: Callable[[CsvRows], object], desc: str) -> None:
+    """Run the per-puzzle `check` over every row in chunks, before any filtering or subsetting,
+    so a malformed file is reported whatever options select from it."""
+    for start in progress(range(0, len(rows), CHECK_CHUNK), desc=desc, unit=" chunks"):
+        check(rows.select(slice(start, start + CHECK_CHUNK)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeded selection
+
+
+def stream_rng(seed: int, stream: int) -> np.random.Generator:
+    """The generator of one purpose (STREAM_*) under `--seed`."""
+    return np.random.default_rng([seed, stream])
+
+
+def filter_min_rating(rows: CsvRows, min_rating: Optional[int]) -> CsvRows:
+    """Keep rows with rating >= min_rating (all rows when None)."""
+    if min_rating is None:
+        return rows
+    return rows.select(np.flatnonzero(rows.ratings >= min_rating))
+
+
+def random_subset(rows: CsvRows, size: Optional[int], rng: np.random.Generator, what: str) -> CsvRows:
+    """A random subset of `size` rows (kept in file order), or all rows when size is None or too big."""
+    if size is None:
+        return rows
+    if size >= len(rows):
+        print(f"Note: {what} has only {len(rows)} puzzles, fewer than the subset size {size}; keeping all of them.")
+        return rows
+    return rows.select(np.sort(rng.choice(len(rows), size=size, replace=False)))
+
+
+def require_rows(rows: CsvRows, what: str, hint: str) -> None:
+    if len(rows) == 0:
+        raise DatasetSourceError(f"{what} has no puzzles left ({rows.path}); {hint}.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_grouped_split(
+    out_dir: str,
+    split: str,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    group_size: int,
+    vocab_size: int,
+) -> None:
+    """One split where every example is its own puzzle (identifier 0) and groups have `group_size` puzzles.
+
+    Rows must already be ordered group by group (original first, then its augmentations).
+    """
+    num_puzzles = inputs.shape[0]
+    if num_puzzles % group_size:
+        raise ValueError(f"write_grouped_split: {num_puzzles} rows are not a multiple of the group size {group_size}.")
+    write_set(
+        out_dir, split, inputs, labels,
+        puzzle_sizes=[1] * num_puzzles,
+        group_sizes=[group_size] * (num_puzzles // group_size),
+        puzzle_identifiers=[0] * num_puzzles,
+        vocab_size=vocab_size,
+        num_puzzle_identifiers=1,
+        pad_id=0,
+        ignore_label_id=0,
+        blank_identifier_id=0,
+    )
+
+
+def write_blank_identifiers(out_dir: str) -> None:
+    """Sudoku and Maze use only the blank puzzle identifier."""
+    write_identifiers(out_dir, ["<blank>"])
+
+
+@contextmanager
+def atomic_output_dir(output_dir: str, allowed_entries: set[str]) -> Iterator[str]:
+    """Yield a fresh temp dir beside `output_dir`; on success it replaces `output_dir`, on error it is removed.
+
+    An existing `output_dir` is only replaced when it holds nothing but `allowed_entries` (a previous
+    build of the same kind), so a mistyped path never deletes unrelated files.
+    """
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir):
+        if not os.path.isdir(output_dir):
+            raise DatasetSourceError(f"output path {output_dir!r} exists and is not a directory; choose another --output-dir.")
+        unexpected = sorted(set(os.listdir(output_dir)) - allowed_entries)
+        if unexpected:
+            raise DatasetSourceError(
+                f"output directory {output_dir!r} exists and holds {unexpected[:5]}, which this tool did not write; "
+                f"remove it or choose another --output-dir."
+            )
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+    published = False
+    try:
+        yield tmp
+        _replace_dir(tmp, output_dir)
+        published = True
+    finally:
+        if not published:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dir(new_dir: str, output_dir: str) -> None:
+    """Rename `new_dir` to `output_dir`, moving an old build aside first and deleting it afterwards."""
+    old = None
+    if os.path.exists(output_dir):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=os.path.dirname(output_dir))
+        os.rmdir(old)  # only the unique name is needed; os.replace needs the target absent
+        os.replace(output_dir, old)
+    os.replace(new_dir, output_dir)
+    os.chmod(output_dir, 0o755)  # mkdtemp makes 0700; a dataset directory should be readable like any other
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_csv(path: str, rows: list[tuple[str, str, str, int]]) -> None:
+    """Write `source,question,answer,rating` rows (the layout `read_csv_rows` reads)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command-line helpers
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_source_arguments(parser: argparse.ArgumentParser, default_repo: str, default_output: str) -> None:
+    """Options common to both CSV builders."""
+    parser.add_argument("--source-repo", default=default_repo, help="Hugging Face dataset repo with train.csv/test.csv")
+    parser.add_argument("--source-dir", default=None, help="read train.csv/test.csv from this directory instead of the hub")
+    parser.add_argument("--output-dir", default=default_output)
+    parser.add_argument("--subsample-size", type=positive_int, default=None, help="train only: keep a random subset of this many puzzles")
+    parser.add_argument("--test-subsample-size", type=positive_int, default=None, help="keep a random subset of this many test puzzles")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (subsets, augmentations)")
+
+
+def run_cli(main_fn: Callable[[], None]) -> None:
+    """Run a builder's main; a DatasetSourceError becomes a one-line message and exit status 1."""
+    try:
+        main_fn()
+    except DatasetSourceError as e:
+        sys.exit(f"error: {e}")
+
+
+def progress(iterable=None, **kwargs):
+    """tqdm progress bar, refreshed at most once a second (cheap on millions of rows)."""
+    from tqdm import tqdm
+    return tqdm(iterable, mininterval=1.0, **kwargs)
+
+
+def optional_njit(fn):
+    """numba's `njit(cache=True)` when numba is installed, else the plain Python function.
+
+    The generators' solvers are written in the subset of Python that numba compiles, so without
+    numba the very same code runs (correct, only much slower).
+    """
+    try:
+        from numba import njit
+    except ImportError:
+        return fn
+    return njit(cache=True)(fn)
