@@ -15,6 +15,7 @@ from torch import nn
 
 from models.layers import (Attention, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, SwiGLU, rms_norm,
                            trunc_normal_init_)
+from models.lma import LatentLayout, LatentMetaAttention, LMAMode, SequenceGeometry, resolve_latent_layout
 from models.sparse_embedding import CastedSparseEmbedding
 
 FORWARD_DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64: numerics checks
@@ -51,6 +52,14 @@ class TRMConfig(BaseModel):
     no_ACT_continue: bool = True
     causal: bool = False  # the published trainer always passes causal=False
 
+    # Latent Meta Attention front-end (models/lma.py, SPEC §7); off = the published model exactly.
+    lma_enable: bool = False
+    lma_mode: LMAMode = "unclean"
+    lma_latent_len: int | None = None  # L_new; None = automatic (see models.lma.automatic_latent_len)
+    lma_latent_dim: int | None = None  # d'; None = hidden_size
+    lma_num_heads: int | None = None  # None = the most heads up to num_heads that split d' evenly
+    lma_compression: float = 8.0  # automatic L_new ~ L / lma_compression
+
     @model_validator(mode="after")
     def _check(self) -> "TRMConfig":
         if min(self.H_cycles, self.L_cycles, self.L_layers, self.halt_max_steps) < 1:
@@ -64,6 +73,8 @@ class TRMConfig(BaseModel):
         if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
             raise ValueError(f"puzzle_emb_ndim ({self.puzzle_emb_ndim}) does not fit in puzzle_emb_len "
                              f"({self.puzzle_emb_len}) tokens of hidden_size ({self.hidden_size})")
+        if self.lma_enable:
+            _ = self.lma_layout  # resolving it raises a ValueError naming the nearest valid values
         return self
 
     @property
@@ -87,10 +98,25 @@ class TRMConfig(BaseModel):
     def dtype(self) -> torch.dtype:
         return getattr(torch, self.forward_dtype)
 
+    @property
+    def lma_layout(self) -> LatentLayout:
+        """The LMA chunking with its automatic values filled in (only meaningful with lma_enable)."""
+        return resolve_latent_layout(
+            self.total_len, self.hidden_size, self.num_heads, mode=self.lma_mode, latent_len=self.lma_latent_len,
+            latent_dim=self.lma_latent_dim, latent_heads=self.lma_num_heads, compression=self.lma_compression,
+            uses_attention=not self.mlp_t, uses_rope=self.pos_encodings == "rope")
+
+    @property
+    def geometry(self) -> SequenceGeometry:
+        """What the recursion runs on: the input sequence, or the latent one with LMA."""
+        if self.lma_enable:
+            return self.lma_layout.latent
+        return SequenceGeometry(self.total_len, self.hidden_size, self.num_heads)
+
 
 @dataclass
 class InnerCarry:
-    z_H: torch.Tensor  # y: the current answer, (B, prefix + seq_len, d)
+    z_H: torch.Tensor  # y: the current answer, (B, geometry.length, geometry.width): (B, prefix + seq_len, d) without LMA
     z_L: torch.Tensor  # z: the latent reasoning state, same shape
 
 
@@ -105,15 +131,16 @@ class ACTCarry:
 class Block(nn.Module):
     """Post-norm block: token mixing (attention, or an MLP across positions) then a SwiGLU."""
 
-    def __init__(self, config: TRMConfig):
+    def __init__(self, config: TRMConfig, geometry: SequenceGeometry | None = None):
         super().__init__()
+        geometry = geometry or config.geometry
         self.norm_eps = config.rms_norm_eps
         self.uses_mlp_t = config.mlp_t
         if config.mlp_t:
-            self.mlp_t = SwiGLU(config.total_len, config.expansion)
+            self.mlp_t = SwiGLU(geometry.length, config.expansion)
         else:
-            self.self_attn = Attention(config.hidden_size, config.num_heads, causal=config.causal)
-        self.mlp = SwiGLU(config.hidden_size, config.expansion)
+            self.self_attn = Attention(geometry.width, geometry.num_heads, causal=config.causal)
+        self.mlp = SwiGLU(geometry.width, config.expansion)
 
     def forward(self, hidden_states: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
         if self.uses_mlp_t:
@@ -141,7 +168,12 @@ class ReasoningModule(nn.Module):
 
 
 class TRMInner(nn.Module):
-    """One deep-supervision step of TRM, without the halting logic."""
+    """One deep-supervision step of TRM, without the halting logic.
+
+    With LMA the recursion (blocks, positions, z_H/z_L and their init vectors) runs on the
+    latent geometry; the input embedding is encoded into it once per step and z_H decoded back
+    for the heads.
+    """
 
     def __init__(self, config: TRMConfig):
         super().__init__()
@@ -150,6 +182,7 @@ class TRMInner(nn.Module):
         self.puzzle_emb_len = config.prefix_len
         self.embed_scale = math.sqrt(config.hidden_size)
         d = config.hidden_size
+        self.geometry = geometry = config.geometry
 
         self.embed_tokens = CastedEmbedding(config.vocab_size, d, init_std=1.0 / self.embed_scale, cast_to=self.forward_dtype)
         self.lm_head = CastedLinear(d, config.vocab_size)
@@ -159,23 +192,31 @@ class TRMInner(nn.Module):
             self.puzzle_emb = CastedSparseEmbedding(config.num_puzzle_identifiers, config.puzzle_emb_ndim,
                                                     batch_size=config.batch_size, init_std=0, cast_to=self.forward_dtype)
         if config.pos_encodings == "rope":
-            self.rotary_emb = RotaryEmbedding(d // config.num_heads, config.total_len, config.rope_theta)
+            self.rotary_emb = RotaryEmbedding(geometry.width // geometry.num_heads, geometry.length, config.rope_theta)
         elif config.pos_encodings == "learned":
-            self.embed_pos = CastedEmbedding(config.total_len, d, init_std=1.0 / self.embed_scale, cast_to=self.forward_dtype)
+            self.embed_pos = CastedEmbedding(geometry.length, geometry.width, init_std=1.0 / math.sqrt(geometry.width),
+                                             cast_to=self.forward_dtype)
 
-        self.L_level = ReasoningModule([Block(config) for _ in range(config.L_layers)])
-        self.register_buffer("H_init", trunc_normal_init_(torch.empty(d, dtype=self.forward_dtype), std=1))
-        self.register_buffer("L_init", trunc_normal_init_(torch.empty(d, dtype=self.forward_dtype), std=1))
+        self.L_level = ReasoningModule([Block(config, geometry) for _ in range(config.L_layers)])
+        self.register_buffer("H_init", trunc_normal_init_(torch.empty(geometry.width, dtype=self.forward_dtype), std=1))
+        self.register_buffer("L_init", trunc_normal_init_(torch.empty(geometry.width, dtype=self.forward_dtype), std=1))
         with torch.no_grad():
             # Q head starts at "do not halt" (sigmoid(-5) ~ 0.007) so early training runs all steps.
             self.q_head.weight.zero_()
             self.q_head.bias.fill_(-5)
+        # Created last and only when enabled, so that without LMA the parameters, their
+        # initialisation order and the state-dict keys are the published ones.
+        self.lma = LatentMetaAttention(config.lma_layout) if config.lma_enable else None
 
     def cos_sin(self) -> CosSin | None:
         return self.rotary_emb() if hasattr(self, "rotary_emb") else None
 
     def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        """x: token embeddings with the puzzle-embedding prefix, scaled by sqrt(d)."""
+        """x: token embeddings with the puzzle-embedding prefix, scaled by sqrt(d).
+
+        Learned positions are added here only without LMA; with LMA they belong to the latent
+        sequence (`input_injection`).
+        """
         embedding = self.embed_tokens(inputs.to(torch.int32))
         if self.config.puzzle_emb_ndim > 0:
             puzzle = self.puzzle_emb(puzzle_identifiers)
@@ -183,12 +224,30 @@ class TRMInner(nn.Module):
             if pad > 0:
                 puzzle = nn.functional.pad(puzzle, (0, pad))
             embedding = torch.cat((puzzle.view(-1, self.puzzle_emb_len, self.config.hidden_size), embedding), dim=-2)
-        if self.config.pos_encodings == "learned":
+        if self.config.pos_encodings == "learned" and self.lma is None:
             embedding = 0.707106781 * (embedding + self.embed_pos.embedding_weight.to(self.forward_dtype))
         return self.embed_scale * embedding
 
+    def input_injection(self, x: torch.Tensor) -> torch.Tensor:
+        """What the recursion adds to its input: x itself, or with LMA its latent encoding Z.
+
+        Learned positions are those of the latent sequence, mixed in as the plain model mixes
+        them into x (equal weights, table stored at 1/sqrt(width) and scaled up).
+        """
+        if self.lma is None:
+            return x
+        z = self.lma.encode(x)
+        if self.config.pos_encodings == "learned":
+            positions = math.sqrt(z.shape[-1]) * self.embed_pos.embedding_weight.to(z.dtype)
+            z = 0.707106781 * (z + positions)
+        return z
+
+    def head_input(self, z_H: torch.Tensor) -> torch.Tensor:
+        """What lm_head and q_head read: z_H, decoded back to (B, L, d0) with LMA."""
+        return z_H if self.lma is None else self.lma.decode(z_H)
+
     def empty_carry(self, batch_size: int, device: torch.device | None = None) -> InnerCarry:
-        shape = (batch_size, self.config.total_len, self.config.hidden_size)
+        shape = (batch_size, self.geometry.length, self.geometry.width)
         return InnerCarry(z_H=torch.zeros(shape, dtype=self.forward_dtype, device=device),
                           z_L=torch.zeros(shape, dtype=self.forward_dtype, device=device))
 
@@ -211,10 +270,11 @@ class TRMInner(nn.Module):
         return self.latent_recursion(z_H, z_L, x, cos_sin)
 
     def forward(self, carry: InnerCarry, batch: dict[str, torch.Tensor]):
-        x = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        x = self.input_injection(self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"]))
         z_H, z_L = self.deep_recursion(carry.z_H, carry.z_L, x, self.cos_sin())
-        logits = self.lm_head(z_H)[:, self.puzzle_emb_len:]
-        q_logits = self.q_head(z_H[:, 0]).to(torch.float32)
+        answer = self.head_input(z_H)
+        logits = self.lm_head(answer)[:, self.puzzle_emb_len:]
+        q_logits = self.q_head(answer[:, 0]).to(torch.float32)
         return InnerCarry(z_H=z_H.detach(), z_L=z_L.detach()), logits, (q_logits[..., 0], q_logits[..., 1])
 
 
