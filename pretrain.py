@@ -9,8 +9,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from trainer import train
-from utils.config import ConfigError, parse_config
+from utils.config import parse_config
 from utils.distributed import destroy_distributed, init_distributed
+from utils.errors import UserFacingError
 
 
 def run(raw_config: dict) -> dict | None:
@@ -26,8 +27,8 @@ def run(raw_config: dict) -> dict | None:
 def main(hydra_config: DictConfig) -> None:
     try:
         run(OmegaConf.to_container(hydra_config, resolve=True))
-    except (ConfigError, FileNotFoundError) as err:
-        # Mistakes in the command line or missing data: say what to fix, without a traceback.
+    except (UserFacingError, FileNotFoundError) as err:
+        # Mistakes in the command line, missing data, unusable checkpoints, divergence: say what to fix.
         sys.exit(f"error: {err}")
 
 

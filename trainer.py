@@ -5,11 +5,15 @@ that `evaluate.py`, tests and notebooks can reuse them.
 """
 import math
 import os
+import random
 import shutil
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import coolname
+import numpy as np
 import torch
 import yaml
 from pydantic import ValidationError
@@ -22,10 +26,15 @@ from models.ema import EMAHelper
 from models.optimizers import build_adam_atan2
 from models.registry import load_model_class, model_source_path
 from models.sparse_embedding import SparseEmbeddingSignSGD
-from utils.checkpoint import load_weights, strip_compiled_prefix
-from utils.config import ConfigError, PretrainConfig, derive_names, format_validation_error
+from utils.checkpoint import (TMP_SUFFIX, capture_rng_state, carry_from_state, carry_to_state, commit_train_state,
+                              list_train_states, load_train_state, load_weights, prune_checkpoints,
+                              remove_stale_temporaries, restore_rng_state, safe_load, strip_compiled_prefix,
+                              train_state_dir, write_rank_state)
+from utils.config import PretrainConfig, derive_names, format_validation_error
 from utils.device import should_compile
-from utils.distributed import (DistContext, all_reduce_grads, broadcast_module_state, broadcast_object, reduce_to_main)
+from utils.distributed import (DistContext, all_reduce_grads, all_reduce_sum, any_rank, barrier, broadcast_module_state,
+                               broadcast_object, reduce_to_main)
+from utils.errors import CheckpointError, ConfigError, NonFiniteLossError
 from utils.logging import RunLogger, resolve_wandb_mode
 
 
@@ -39,9 +48,12 @@ class TrainState:
     optimizer_lrs: list[float]
     total_steps: int
     step: int = 0
+    iter_id: int = 0  # loader iteration (eval_interval epochs) in progress
+    batches_in_iter: int = 0  # batches of that iteration already trained on
     carry: Any = None
+    saved_carry: Any = None  # carry restored from a checkpoint, applied to the first batch's fresh carry
     ema: EMAHelper | None = None
-    extra: dict = field(default_factory=dict)
+    last_checkpoint: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +96,7 @@ def build_model(config: PretrainConfig, metadata: PuzzleDatasetMetadata, ctx: Di
 
 def load_initial_weights(head: nn.Module, path: str) -> None:
     """`load_checkpoint`: weights only (published fine-tuning); a puzzle table of another size is reset."""
-    state_dict = strip_compiled_prefix(torch.load(path, map_location="cpu", weights_only=True))
+    state_dict = strip_compiled_prefix(safe_load(path))
     key = "model.inner.puzzle_emb.weights"
     inner = getattr(head.model, "inner", None)
     if key in state_dict and inner is not None and hasattr(inner, "puzzle_emb"):
@@ -138,13 +150,21 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def reduce_metrics(metrics: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float] | None:
-    """Sum metric tensors over ranks; returns plain numbers on rank 0, None elsewhere."""
+def reduce_metrics(metrics: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float]:
+    """Sum metric tensors over ranks; every rank gets the totals (all decide together on a bad loss)."""
     keys = sorted(metrics)
-    values = reduce_to_main(torch.stack([metrics[k].to(torch.float64) for k in keys]), ctx)
-    if not ctx.is_main:
-        return None
+    values = all_reduce_sum(torch.stack([metrics[k].detach().to(torch.float64) for k in keys]), ctx)
     return dict(zip(keys, values.cpu().tolist()))
+
+
+def check_finite_losses(reduced: dict[str, float], state: TrainState) -> None:
+    """Stop before a NaN/inf loss reaches the weights (and so any checkpoint)."""
+    bad = {k: v for k, v in reduced.items() if k.endswith("loss") and not math.isfinite(v)}
+    if bad:
+        last = state.last_checkpoint or "none saved yet"
+        raise NonFiniteLossError(f"Non-finite loss at step {state.step} ({bad}). Training stopped before the update; "
+                                 f"the last good checkpoint is untouched: {last}. Try a lower lr, a longer warm-up "
+                                 "or arch.forward_dtype=float32.")
 
 
 def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_batch_size: int,
@@ -155,8 +175,12 @@ def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_b
     batch = to_device(batch, ctx.device)
     if state.carry is None:
         state.carry = state.model.initial_carry(batch)
+        if state.saved_carry is not None:
+            state.carry, state.saved_carry = carry_from_state(state.carry, state.saved_carry), None
 
     state.carry, loss, metrics, _, _ = state.model(carry=state.carry, batch=batch, return_keys=[])
+    reduced = reduce_metrics(metrics, ctx)
+    check_finite_losses(reduced, state)
     (loss / global_batch_size).backward()
     all_reduce_grads(state.raw_model.parameters(), ctx)
 
@@ -170,8 +194,7 @@ def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_b
     if state.ema is not None:
         state.ema.update(state.raw_model)
 
-    reduced = reduce_metrics(metrics, ctx)
-    if reduced is None:
+    if not ctx.is_main:
         return None
     count = max(reduced["count"], 1)
     logged = {f"train/{k}": v / (global_batch_size if k.endswith("loss") else count) for k, v in reduced.items()}
@@ -303,9 +326,114 @@ def save_weights(config: PretrainConfig, model: nn.Module, step: int) -> str:
     return path
 
 
+def shared_training_state(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata,
+                          ctx: DistContext) -> dict:
+    """What every rank has in common: enough, with the rank files, to continue bit for bit."""
+    return {
+        "format": 1,
+        "step": state.step,
+        "iter_id": state.iter_id,
+        "batches_in_iter": state.batches_in_iter,
+        "total_steps": state.total_steps,
+        "world_size": ctx.world_size,
+        "model": state.raw_model.state_dict(),
+        "optimizers": [optimizer.state_dict() for optimizer in state.optimizers],
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "config": config.model_dump(),
+        "train_metadata": metadata.model_dump(),
+    }
+
+
+def save_checkpoint(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata, ctx: DistContext,
+                    eval_model: nn.Module | None = None) -> str:
+    """Weights file `step_N` (evaluated weights) plus the full training state, both written atomically."""
+    final_dir = train_state_dir(config.checkpoint_path, state.step)
+    tmp_dir = final_dir + TMP_SUFFIX
+    write_rank_state(tmp_dir, ctx.rank, {"rng": capture_rng_state(ctx.device),
+                                         "carry": carry_to_state(state.carry) if state.carry is not None else None})
+    barrier(ctx)  # every rank file is on disk before rank 0 declares the state complete
+    if ctx.is_main:
+        save_weights(config, eval_model if eval_model is not None else evaluation_model(state), state.step)
+        commit_train_state(tmp_dir, final_dir, shared_training_state(config, state, metadata, ctx))
+        if config.checkpoint_keep_last:
+            prune_checkpoints(config.checkpoint_path, config.checkpoint_keep_last)
+    barrier(ctx)
+    state.last_checkpoint = final_dir
+    return final_dir
+
+
+def find_resume_dir(config: PretrainConfig) -> str | None:
+    if config.resume is None:
+        return None
+    if config.resume != "auto":
+        return config.resume
+    states = list_train_states(config.checkpoint_path)
+    return states[-1][1] if states else None
+
+
+def restore_training_state(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata,
+                           state_dir: str, ctx: DistContext) -> dict:
+    """Load weights, optimizer and EMA states and counters; returns this rank's RNG/carry state."""
+    shared, rank_state = load_train_state(state_dir, ctx.rank)
+    if shared.get("world_size") != ctx.world_size:
+        raise CheckpointError(f"{state_dir} was saved by {shared.get('world_size')} processes, this run has "
+                              f"{ctx.world_size}: resume with the same number of processes.")
+    current = metadata.model_dump()
+    differing = {k: (shared["train_metadata"].get(k), v) for k, v in current.items() if shared["train_metadata"].get(k) != v}
+    if differing:
+        raise CheckpointError(f"The dataset differs from the one {state_dir} was trained on "
+                              f"(field: (checkpoint, now)): {differing}. Point data_paths at the original dataset.")
+    try:
+        load_weights(state.raw_model, shared["model"])
+        for optimizer, optimizer_state in zip(state.optimizers, shared["optimizers"], strict=True):
+            optimizer.load_state_dict(optimizer_state)
+            for group in optimizer.param_groups:
+                if "world_size" in group:
+                    group["world_size"] = ctx.world_size
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{state_dir} does not match this model/optimizer configuration: {err}") from None
+    if (shared["ema"] is None) != (state.ema is None):
+        raise CheckpointError(f"{state_dir} was saved with ema={shared['ema'] is not None}; resume with the same setting.")
+    if state.ema is not None:
+        state.ema.load_state_dict(shared["ema"])
+    state.step, state.iter_id, state.batches_in_iter = shared["step"], shared["iter_id"], shared["batches_in_iter"]
+    state.saved_carry = rank_state["carry"]
+    state.last_checkpoint = state_dir
+    return rank_state
+
+
+class StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop finishes the current step, saves and exits cleanly."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """torch as published (seed + rank); python and numpy too, so that a whole run is reproducible."""
+    torch.random.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 def prepare_config(config: PretrainConfig, ctx: DistContext) -> PretrainConfig:
     """Derive names on rank 0 (the random slug) and share the result with every rank."""
     if ctx.is_main:
@@ -314,9 +442,9 @@ def prepare_config(config: PretrainConfig, ctx: DistContext) -> PretrainConfig:
 
 
 def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
-    """Train as configured; returns the last evaluation's metrics on rank 0."""
+    """Train as configured (resuming if asked); returns the last evaluation's metrics on rank 0."""
     config = prepare_config(config, ctx)
-    torch.random.manual_seed(config.seed + ctx.rank)
+    seed_everything(config.seed + ctx.rank)
 
     train_loader, train_metadata = create_dataloader(config, "train", ctx, test_set_mode=False,
                                                      epochs_per_iter=config.epochs_per_iter,
@@ -334,26 +462,52 @@ def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
         state.ema = EMAHelper(mu=config.ema_rate)
         state.ema.register(state.raw_model)
 
+    resume_dir = find_resume_dir(config)
+    rank_state = restore_training_state(config, state, train_metadata, resume_dir, ctx) if resume_dir else None
+    # The loader replays the same batch order from the saved position (its own seeded generators).
+    train_loader.dataset.load_state_dict({"iters": state.iter_id * len(train_metadata.sets),
+                                          "skip_batches": state.batches_in_iter})
+
     logger = None
     if ctx.is_main:
+        remove_stale_temporaries(config.checkpoint_path)
         save_code_and_config(config)
         logger = RunLogger(config.checkpoint_path, config.project_name, config.run_name, config.model_dump(),
                            resolve_wandb_mode(config.wandb_mode))
-        logger.log({"num_params": sum(p.numel() for p in state.raw_model.parameters())}, step=0)
+        if resume_dir:
+            print(f"Resuming from {resume_dir} at step {state.step}")
+        else:
+            logger.log({"num_params": sum(p.numel() for p in state.raw_model.parameters())}, step=0)
         print(f"Run {config.run_name!r}: {state.total_steps} steps on {ctx.device} x{ctx.world_size}; "
               f"checkpoints and metrics.jsonl in {config.checkpoint_path}")
+    if rank_state is not None:
+        restore_rng_state(rank_state["rng"], ctx.device)  # last: building the model consumed random numbers
 
     last_eval = None
-    progress = tqdm(total=state.total_steps, desc="train", unit="step", disable=not ctx.is_main)
+    stop = StopRequest()
+    progress = tqdm(total=state.total_steps, initial=min(state.step, state.total_steps), desc="train", unit="step",
+                    disable=not ctx.is_main)
     try:
-        for iter_id in range(config.total_iters):
+        for iter_id in range(state.iter_id, config.total_iters):
             state.model.train()
             for _, batch, global_batch_size in train_loader:
                 metrics = train_batch(config, state, batch, global_batch_size, ctx)
+                state.batches_in_iter += 1
                 if metrics is not None:
                     logger.log(metrics, step=state.step)
                     progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3g}", refresh=False)
                 progress.update(min(state.step, state.total_steps) - progress.n)
+
+                stopping = any_rank(stop.requested, ctx) or (config.stop_at_step is not None
+                                                             and state.step >= config.stop_at_step)
+                if stopping or (config.checkpoint_interval and state.step % config.checkpoint_interval == 0):
+                    path = save_checkpoint(config, state, train_metadata, ctx)
+                if stopping:
+                    if ctx.is_main:
+                        reason = f"on {stop.signal_name}" if stop.requested else f"at stop_at_step={config.stop_at_step}"
+                        print(f"Stopped {reason}: saved {path}; continue with resume=auto")
+                    return last_eval
+            state.iter_id, state.batches_in_iter = iter_id + 1, 0
 
             if iter_id >= (config.min_eval_interval or 0):
                 eval_model = evaluation_model(state)
@@ -362,10 +516,11 @@ def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
                                          state.step, config.checkpoint_path)
                     if ctx.is_main and last_eval:
                         logger.log(flatten_metrics(last_eval), step=state.step)
-                if ctx.is_main and (config.checkpoint_every_eval or iter_id == config.total_iters - 1):
-                    save_weights(config, eval_model, state.step)
+                if config.checkpoint_every_eval or iter_id == config.total_iters - 1:
+                    save_checkpoint(config, state, train_metadata, ctx, eval_model=eval_model)
                 del eval_model
     finally:
+        stop.restore()
         progress.close()
         if logger is not None:
             logger.finish()

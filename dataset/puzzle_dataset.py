@@ -7,6 +7,7 @@ same global batch, so all ranks agree on the batch without communicating.
 from __future__ import annotations
 
 import os
+import signal
 from typing import Iterator, Optional
 
 import numpy as np
@@ -155,6 +156,7 @@ class PuzzleDataset(IterableDataset):
         self._source_sets = load_metadata(config.dataset_paths[0], split).sets
         self._data: Optional[dict[str, dict[str, np.ndarray]]] = None
         self._iters = 0
+        self._skip_batches = 0  # train batches to pass over at the next iteration (resume mid-iteration)
 
     @staticmethod
     def _check_config(config: PuzzleDatasetConfig) -> None:
@@ -176,13 +178,17 @@ class PuzzleDataset(IterableDataset):
 
     def state_dict(self) -> dict[str, int]:
         """Loader position; restoring it replays the same future group orders."""
-        return {"iters": self._iters}
+        return {"iters": self._iters, "skip_batches": self._skip_batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Restore a position saved by `state_dict`."""
+        """Restore a position: `iters` sets already started, and batches of the next iteration already consumed.
+
+        Set it before the DataLoader's first iteration: a persistent worker copies the dataset then.
+        """
         if "iters" not in state:
             raise ValueError(f"PuzzleDataset.load_state_dict: expected a dict with key 'iters', got keys {list(state)}.")
         self._iters = int(state["iters"])
+        self._skip_batches = int(state.get("skip_batches", 0))
 
     # ---- loading --------------------------------------------------------------------
 
@@ -238,6 +244,9 @@ class PuzzleDataset(IterableDataset):
                 global_effective_batch_size = puzzle_ids.size
                 if global_effective_batch_size < cfg.global_batch_size:
                     break
+                if self._skip_batches > 0:  # consumed before a resume: same draws, no collation
+                    self._skip_batches -= 1
+                    continue
 
                 lo, hi = cfg.rank * self.local_batch_size, (cfg.rank + 1) * self.local_batch_size
                 example_ids, puzzle_ids = example_ids[lo:hi], puzzle_ids[lo:hi]
@@ -281,6 +290,17 @@ class PuzzleDataset(IterableDataset):
             yield from self._iter_train()
 
 
+def _exit_quietly(_signum, _frame) -> None:
+    os._exit(0)
+
+
+def _quiet_worker_signals(_worker_id: int) -> None:
+    """A SIGTERM sent to the whole job ends the worker with status 0, so that the DataLoader does not
+    raise "worker killed by signal" in the trainer while it finishes its step and saves a checkpoint.
+    (SIGINT already ends a worker quietly.)"""
+    signal.signal(signal.SIGTERM, _exit_quietly)
+
+
 def make_dataloader(dataset: PuzzleDataset, device_type: str, num_workers: int = 1) -> DataLoader:
     """DataLoader that passes the dataset's ready-made batches through unchanged.
 
@@ -289,13 +309,18 @@ def make_dataloader(dataset: PuzzleDataset, device_type: str, num_workers: int =
     """
     if num_workers not in (0, 1):
         raise ValueError(f"make_dataloader: num_workers must be 0 or 1 (got {num_workers}); PuzzleDataset is single-worker.")
+    # Starting an iteration draws a worker seed; a private generator keeps that draw off the global
+    # torch RNG, whose stream (ACT exploration) must not depend on when iterators are created.
+    generator = torch.Generator().manual_seed(dataset.config.seed)
     if num_workers == 0:
-        return DataLoader(dataset, batch_size=None, num_workers=0, pin_memory=(device_type == "cuda"))
+        return DataLoader(dataset, batch_size=None, num_workers=0, pin_memory=(device_type == "cuda"), generator=generator)
     return DataLoader(
         dataset,
         batch_size=None,
         num_workers=1,
+        generator=generator,
         prefetch_factor=8,
         persistent_workers=True,
+        worker_init_fn=_quiet_worker_signals,
         pin_memory=(device_type == "cuda"),
     )

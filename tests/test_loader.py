@@ -177,7 +177,7 @@ def test_train_batches_match_spec_sampling(copy_dir):
         # The identifier of each example is that of the puzzle whose rows contain it.
         np.testing.assert_array_equal(batch["puzzle_identifiers"], ids[np.searchsorted(pidx, got_examples, side="right") - 1])
         np.testing.assert_array_equal(batch["labels"], inputs[ex])  # copy task
-    assert ds.state_dict() == {"iters": 1}
+    assert ds.state_dict() == {"iters": 1, "skip_batches": 0}
 
 
 def test_train_batch_packs_partial_puzzle_to_fill(tmp_path):
@@ -206,7 +206,7 @@ def test_second_pass_uses_next_seed_and_state_dict_restores_it(copy_dir):
     ds = PuzzleDataset(make_config([copy_dir], seed=7))
     first = collect(ds)
     second = collect(ds)
-    assert ds.state_dict() == {"iters": 2}
+    assert ds.state_dict() == {"iters": 2, "skip_batches": 0}
     # The second pass equals a fresh dataset whose seed is one higher.
     assert_same_batches(second, collect(PuzzleDataset(make_config([copy_dir], seed=8))))
     assert not np.array_equal(first[0][1]["inputs"], second[0][1]["inputs"])
@@ -215,6 +215,16 @@ def test_second_pass_uses_next_seed_and_state_dict_restores_it(copy_dir):
     assert_same_batches(collect(restored), second)
     with pytest.raises(ValueError, match="iters"):
         restored.load_state_dict({})
+
+
+def test_skip_batches_resumes_mid_iteration(copy_dir):
+    full = collect(PuzzleDataset(make_config([copy_dir], seed=5)))
+    assert len(full) >= 3
+    resumed = PuzzleDataset(make_config([copy_dir], seed=5))
+    resumed.load_state_dict({"iters": 0, "skip_batches": 2})
+    assert_same_batches(collect(resumed), full[2:])
+    # Skipping applies once: the following pass is the ordinary next iteration.
+    assert resumed.state_dict() == {"iters": 1, "skip_batches": 0}
 
 
 def test_two_replicas_concatenate_to_global_train_batch(copy_dir):
@@ -321,7 +331,7 @@ def test_merged_paths_expose_numbered_sets_and_sum_totals(tmp_path):
     train = collect(PuzzleDataset(make_config([a, b], batch=2), split="train"))
     # "all": 4 one-example groups -> 2 batches; "all1": 2 groups, each filling a batch of 2 from one puzzle.
     assert [n for n, _, _ in train] == ["all"] * 2 + ["all1"] * 2
-    assert ds.state_dict() == {"iters": 0} and train is not None
+    assert ds.state_dict() == {"iters": 0, "skip_batches": 0} and train is not None
 
 
 def test_merged_paths_with_different_seq_len_raise(tmp_path):

@@ -1,6 +1,17 @@
-"""Loading weights saved by this project or by the published code."""
+"""Checkpoints: published-style weight files and the full, resumable training state."""
+import dataclasses
+import os
+import pickle
+import random
+import shutil
+import time
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
+
+from utils.errors import CheckpointError
 
 COMPILED_PREFIX = "_orig_mod."
 
@@ -22,3 +33,157 @@ def load_weights(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> None
     if problems:
         raise ValueError("Checkpoint does not match the model (" + "; ".join(problems) + "). "
                          "Check that the arch config equals the one the checkpoint was trained with.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Full training state (exact resume)
+# ---------------------------------------------------------------------------------------------
+# A training state is a directory `train_state_step_N/` holding `state.pt` (what all ranks share:
+# weights, EMA shadow, optimizer states, counters, config, dataset metadata) and `rank<r>.pt` (what
+# is per rank: RNG states and the ACT carry). It is written as `train_state_step_N.tmp/` and renamed
+# only when complete, so a crash mid-save leaves the previous state the newest complete one.
+TRAIN_STATE_PREFIX = "train_state_step_"
+TMP_SUFFIX = ".tmp"
+WRITE_DELAY_ENV = "TRM_CHECKPOINT_WRITE_DELAY"  # fault-injection for tests: seconds to pause mid-save
+
+
+def safe_load(path: str, map_location="cpu") -> Any:
+    """torch.load with weights_only=True (checkpoints may come from the internet), with readable errors."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"Checkpoint file {path} does not exist.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"Cannot read checkpoint {path}: it is truncated, corrupt or not a checkpoint "
+                              f"({type(err).__name__}: {err}). Resume from an earlier one (resume=PATH).") from None
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename durable: fsync the directory entry (no-op where directories cannot be opened)."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_file_synced(obj: Any, path: str) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def train_state_dir(run_dir: str, step: int) -> str:
+    return os.path.join(run_dir, f"{TRAIN_STATE_PREFIX}{step}")
+
+
+def list_train_states(run_dir: str) -> list[tuple[int, str]]:
+    """Complete training states in `run_dir`, oldest first."""
+    if not os.path.isdir(run_dir):
+        return []
+    found = []
+    for name in os.listdir(run_dir):
+        step = name.removeprefix(TRAIN_STATE_PREFIX)
+        if name.startswith(TRAIN_STATE_PREFIX) and step.isdigit():
+            found.append((int(step), os.path.join(run_dir, name)))
+    return sorted(found)
+
+
+def write_rank_state(tmp_dir: str, rank: int, rank_state: dict) -> None:
+    os.makedirs(tmp_dir, exist_ok=True)
+    save_file_synced(rank_state, os.path.join(tmp_dir, f"rank{rank}.pt"))
+
+
+def commit_train_state(tmp_dir: str, final_dir: str, shared_state: dict) -> None:
+    """Write the shared part last, then rename the directory into place (replacing a same-step one)."""
+    save_file_synced(shared_state, os.path.join(tmp_dir, "state.pt"))
+    fsync_dir(tmp_dir)
+    delay = float(os.environ.get(WRITE_DELAY_ENV, "0"))
+    if delay > 0:
+        time.sleep(delay)
+    if os.path.exists(final_dir):  # e.g. a stop right after resuming: same step saved again
+        shutil.rmtree(final_dir)
+    os.replace(tmp_dir, final_dir)
+    fsync_dir(os.path.dirname(final_dir) or ".")
+
+
+def load_train_state(state_dir: str, rank: int) -> tuple[dict, dict]:
+    """(shared state, this rank's state) of a training state directory."""
+    if not os.path.isdir(state_dir):
+        raise CheckpointError(f"Training state {state_dir} does not exist (resume=PATH must name a "
+                              f"{TRAIN_STATE_PREFIX}N directory).")
+    rank_file = os.path.join(state_dir, f"rank{rank}.pt")
+    if not os.path.exists(rank_file):
+        raise CheckpointError(f"Training state {state_dir} has no {os.path.basename(rank_file)}: it was saved with "
+                              "fewer processes. Resume with the same number of processes.")
+    return safe_load(os.path.join(state_dir, "state.pt")), safe_load(rank_file)
+
+
+def prune_checkpoints(run_dir: str, keep_last: int) -> None:
+    """Keep the `keep_last` newest training states and weight files; remove older ones and stale temporaries."""
+    for _, path in list_train_states(run_dir)[:-keep_last]:
+        shutil.rmtree(path)
+    weights = sorted((int(n[5:]), n) for n in os.listdir(run_dir) if n.startswith("step_") and n[5:].isdigit())
+    for _, name in weights[:-keep_last]:
+        os.remove(os.path.join(run_dir, name))
+
+
+def remove_stale_temporaries(run_dir: str) -> None:
+    """Leftovers of a save that was interrupted (never complete, never read)."""
+    if os.path.isdir(run_dir):
+        for name in os.listdir(run_dir):
+            if name.startswith(TRAIN_STATE_PREFIX) and name.endswith(TMP_SUFFIX):
+                shutil.rmtree(os.path.join(run_dir, name), ignore_errors=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states and the ACT carry as plain tensors (loadable with weights_only=True)
+# ---------------------------------------------------------------------------------------------
+def capture_rng_state(device: torch.device) -> dict:
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    elif device.type == "mps" and "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
+
+def carry_to_state(carry: Any) -> Any:
+    """Nested dataclasses/dicts of tensors -> nested dicts of CPU tensors."""
+    if dataclasses.is_dataclass(carry):
+        return {f.name: carry_to_state(getattr(carry, f.name)) for f in dataclasses.fields(carry)}
+    if isinstance(carry, dict):
+        return {k: carry_to_state(v) for k, v in carry.items()}
+    if isinstance(carry, torch.Tensor):
+        return carry.detach().cpu()
+    raise TypeError(f"cannot save a carry field of type {type(carry).__name__}")
+
+
+def carry_from_state(template: Any, state: Any) -> Any:
+    """Fill a freshly made carry (`model.initial_carry(batch)`) with saved values, on the template's devices."""
+    if dataclasses.is_dataclass(template):
+        return dataclasses.replace(template, **{f.name: carry_from_state(getattr(template, f.name), state[f.name])
+                                                for f in dataclasses.fields(template)})
+    if isinstance(template, dict):
+        return {k: carry_from_state(v, state[k]) for k, v in template.items()}
+    return state.to(device=template.device, dtype=template.dtype)

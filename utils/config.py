@@ -9,9 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from utils.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration the user has to fix; printed without a traceback."""
+__all__ = ["ConfigError", "PretrainConfig", "parse_config", "derive_names", "format_validation_error"]
 
 
 class LossConfig(BaseModel):
@@ -77,6 +77,12 @@ class PretrainConfig(BaseModel):
     wandb_mode: Literal["online", "offline", "disabled"] | None = None
     num_workers: Literal[0, 1] = 1
 
+    # Ours: surviving preemption (see README "Resuming").
+    resume: str | None = None  # "auto" = newest complete training state in checkpoint_path; or a path to one
+    checkpoint_interval: int | None = None  # also save the full training state every N steps
+    checkpoint_keep_last: int | None = None  # keep only the N newest checkpoints (null = keep all, as published)
+    stop_at_step: int | None = None  # save and stop once this step is reached (time-limited jobs)
+
     @field_validator("data_paths")
     @classmethod
     def _some_data(cls, paths: list[str]) -> list[str]:
@@ -96,6 +102,12 @@ class PretrainConfig(BaseModel):
             raise ValueError(f"ema_rate must be in [0, 1], got {self.ema_rate}")
         if self.lr_warmup_steps < 0:
             raise ValueError("lr_warmup_steps must be >= 0")
+        for key in ("checkpoint_interval", "checkpoint_keep_last", "stop_at_step"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1 (or null), got {getattr(self, key)}")
+        if self.resume == "auto" and not (self.checkpoint_path or self.run_name):
+            raise ValueError("resume=auto needs a fixed run directory: give +checkpoint_path=DIR or +run_name=NAME "
+                             "(a derived run name is random, so a restarted job would not find its checkpoints)")
         return self
 
     @property

@@ -148,3 +148,24 @@ def reduce_to_main(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.is_distributed:
         dist.reduce(tensor, dst=0, op=dist.ReduceOp.SUM, group=_group_for(tensor, ctx))
     return tensor
+
+
+def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum `tensor` over ranks in place, every rank gets the result."""
+    if ctx.is_distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=_group_for(tensor, ctx))
+    return tensor
+
+
+def any_rank(flag: bool, ctx: DistContext) -> bool:
+    """True on every rank when `flag` is true on at least one (so all ranks take the same branch)."""
+    if not ctx.is_distributed:
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=ctx.cpu_group)
+    return bool(value.item())
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.is_distributed:
+        dist.barrier(group=ctx.cpu_group)
