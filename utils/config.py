@@ -37,6 +37,19 @@ class EvaluatorConfig(BaseModel):
     name: str
 
 
+class GeneratedDataConfig(BaseModel):
+    """Offline data built on first use when `data_paths[0]` is missing (the quick demo needs no hub)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["sudoku", "maze"]
+    num_train: int
+    num_test: int
+    num_aug: int = 0
+    seed: int = 0
+    blanks: int | None = None  # sudoku: exact number of blanks per puzzle
+    min_path_length: int | None = None  # maze: keep mazes whose shortest path is at least this long
+
+
 class PretrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -82,6 +95,10 @@ class PretrainConfig(BaseModel):
     checkpoint_interval: int | None = None  # also save the full training state every N steps
     checkpoint_keep_last: int | None = None  # keep only the N newest checkpoints (null = keep all, as published)
     stop_at_step: int | None = None  # save and stop once this step is reached (time-limited jobs)
+
+    # Ours: conveniences for small and offline runs (the quick demo).
+    generate_if_missing: GeneratedDataConfig | None = None
+    pictures: bool = False  # after training: predictions picture and training curves in the run directory
 
     @field_validator("data_paths")
     @classmethod
