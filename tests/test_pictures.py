@@ -1,0 +1,397 @@
+"""Pictures of puzzles/predictions (utils.pictures) and training curves (utils.curves), via visualize.py.
+
+Each picture kind is rendered from a tiny dataset made by the project's own generators and builders;
+the checks count the grids and cells in the HTML, look for the marks of a wrong prediction and for
+the expected colours, and compare the PNG's pixel size with the figure's.
+"""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import visualize
+from dataset import build_arc_dataset, build_maze_dataset, build_sudoku_dataset, generate_maze, generate_sudoku
+from dataset.build_copy_dataset import write_copy_task
+from dataset.common import PuzzleDatasetMetadata
+from utils import curves, pictures
+
+NUM_SUDOKU, NUM_MAZES = 3, 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny datasets and fake evaluation outputs
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sudoku_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sudoku")
+    generate_sudoku.main(["--output-dir", str(root / "csv"), "--num-train", "2", "--num-test", str(NUM_SUDOKU),
+                          "--blanks", "40", "--seed", "1"])
+    build_sudoku_dataset.main(["--source-dir", str(root / "csv"), "--output-dir", str(root / "data")])
+    return str(root / "data")
+
+
+@pytest.fixture(scope="module")
+def maze_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("maze")
+    generate_maze.main(["--output-dir", str(root / "csv"), "--num-train", "1", "--num-test", str(NUM_MAZES),
+                        "--min-path-length", "10", "--seed", "1"])
+    build_maze_dataset.main(["--source-dir", str(root / "csv"), "--output-dir", str(root / "data")])
+    return str(root / "data")
+
+
+ARC_TASKS = {
+    "aaaa0001": {"train": [{"input": [[1, 2], [3, 4]], "output": [[4, 3], [2, 1]]}],
+                 "test": [{"input": [[1, 2, 3], [4, 5, 6]], "output": [[6, 5, 4], [3, 2, 1]]}]},
+    "bbbb0002": {"train": [{"input": [[1]], "output": [[1, 1]]}],
+                 "test": [{"input": [[7, 8]], "output": [[9, 0]]}]},
+}
+
+
+@pytest.fixture(scope="module")
+def arc_dir(tmp_path_factory):
+    """Two tasks as the evaluation subset (so they form the test split), each with one augmentation."""
+    root = tmp_path_factory.mktemp("arc")
+    prefix = str(root / "arc-agi")
+    with open(f"{prefix}_evaluation_challenges.json", "w") as f:
+        json.dump({k: {"train": v["train"], "test": [{"input": p["input"]} for p in v["test"]]}
+                   for k, v in ARC_TASKS.items()}, f)
+    with open(f"{prefix}_evaluation_solutions.json", "w") as f:
+        json.dump({k: [p["output"] for p in v["test"]] for k, v in ARC_TASKS.items()}, f)
+    out = str(root / "data")
+    build_arc_dataset.main(["--input-file-prefix", prefix, "--output-dir", out, "--subsets", "evaluation",
+                            "--test-set-name", "evaluation", "--num-aug", "1"])
+    return out
+
+
+def load_test_split(dataset_dir):
+    split = os.path.join(dataset_dir, "test")
+    return np.load(os.path.join(split, "all__inputs.npy")), np.load(os.path.join(split, "all__labels.npy"))
+
+
+def example_identifiers(dataset_dir):
+    """Puzzle identifier of every test example (one example per puzzle in these tiny datasets)."""
+    identifiers = np.load(os.path.join(dataset_dir, "test", "all__puzzle_identifiers.npy"))
+    assert np.array_equal(np.load(os.path.join(dataset_dir, "test", "all__puzzle_indices.npy")),
+                          np.arange(identifiers.size + 1))
+    return identifiers
+
+
+def fake_outputs(dataset_dir, wrong_rows=(1,), with_inputs=True, corrupt=None):
+    """What trainer.evaluate saves: int32 batch tensors (ignored labels -100) and int64 preds.
+
+    Preds equal the labels (PAD where ignored); `corrupt(preds_row, inputs_row)` changes each row in
+    `wrong_rows` in place.
+    """
+    inputs, labels = load_test_split(dataset_dir)
+    preds = labels.astype(np.int64)
+    for row in wrong_rows:
+        corrupt(preds[row], inputs[row])
+    outputs = {"labels": torch.from_numpy(np.where(labels == 0, -100, labels).astype(np.int32)),
+               "preds": torch.from_numpy(preds)}
+    if with_inputs:
+        outputs["inputs"] = torch.from_numpy(inputs.astype(np.int32))
+        outputs["puzzle_identifiers"] = torch.from_numpy(example_identifiers(dataset_dir))
+    return outputs
+
+
+def count(text, pattern):
+    return len(re.findall(pattern, text))
+
+
+def png_size(path):
+    with Image.open(path) as image:
+        return image.size
+
+
+def png_colours(path):
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    return {"#%02X%02X%02X" % tuple(p) for p in np.unique(pixels, axis=0)}
+
+
+def expected_png_size(columns, rows):
+    """sheet_figure: (columns, rows) panels of PANEL_INCHES plus a fixed header, at PNG_DPI."""
+    side = pictures.PANEL_INCHES * pictures.PNG_DPI
+    return round(columns * side), round(rows * side + 0.9 * pictures.PNG_DPI)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kind detection
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("vocab, seq_len, kind", [(12, 900, "arc"), (11, 81, "sudoku"), (6, 900, "maze"),
+                                                  (8, 16, "generic"), (6, 81, "generic")])
+def test_detect_kind(vocab, seq_len, kind):
+    metadata = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab,
+                                     seq_len=seq_len, num_puzzle_identifiers=1, total_groups=1,
+                                     mean_puzzle_examples=1.0, total_puzzles=1, sets=["all"])
+    assert pictures.detect_kind(metadata) == kind
+
+
+# ---------------------------------------------------------------------------------------------
+# Sudoku
+# ---------------------------------------------------------------------------------------------
+def _wrong_sudoku_digit(row, inputs):
+    """Change the digit of the first blank cell (digit d -> d % 9 + 1; tokens are digit + 1, blank 1)."""
+    cell = np.flatnonzero(inputs == 1)[0]
+    row[cell] = (row[cell] - 1) % 9 + 2
+
+
+def test_sudoku_html_marks_clues_fills_and_errors(sudoku_dir, tmp_path):
+    outputs = fake_outputs(sudoku_dir, corrupt=_wrong_sudoku_digit)
+    path = pictures.render_predictions(sudoku_dir, outputs, str(tmp_path / "sudoku.html"))
+    page = open(path, encoding="utf-8").read()
+
+    assert count(page, r'<table class="grid sudoku') == NUM_SUDOKU * 3  # puzzle, solution, prediction
+    assert count(page, r"<td") == NUM_SUDOKU * 3 * 81
+    assert count(page, r'<section class="example wrong"') == 1
+    assert count(page, r'<section class="example right"') == NUM_SUDOKU - 1
+    assert count(page, r'class="[^"]*\bwrong err') == 1  # exactly the changed digit
+    assert "\u2717 wrong" in page and "<script" not in page and "http" not in page
+    inputs, _ = load_test_split(sudoku_dir)
+    clues = int((inputs > 1).sum())  # every board of an example repeats its clues
+    assert count(page, r'class="[^"]*\bclue\b') == 3 * clues
+    assert count(page, r'class="[^"]*\bfill\b') > 0
+
+
+def test_sudoku_png_has_expected_size(sudoku_dir, tmp_path):
+    outputs = fake_outputs(sudoku_dir, corrupt=_wrong_sudoku_digit)
+    path = pictures.render_predictions(sudoku_dir, outputs, str(tmp_path / "sudoku.png"), num=2)
+    assert png_size(path) == expected_png_size(3, 2)
+    assert pictures.SUDOKU_WRONG_BG in png_colours(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Maze
+# ---------------------------------------------------------------------------------------------
+def _maze_path_errors(row, _inputs):
+    """Drop one true path cell and add one path cell on an open cell off the path."""
+    row[np.flatnonzero(row == pictures.MAZE_PATH)[0]] = pictures.MAZE_OPEN
+    row[np.flatnonzero(row == pictures.MAZE_OPEN)[-1]] = pictures.MAZE_PATH
+
+
+def test_maze_html_and_png_show_true_vs_predicted_path(maze_dir, tmp_path):
+    outputs = fake_outputs(maze_dir, wrong_rows=(0,), corrupt=_maze_path_errors)
+    sheet = pictures.build_sheet(maze_dir, outputs)
+    html_path = pictures.write_sheet(sheet, str(tmp_path / "maze.html"))
+    page = open(html_path, encoding="utf-8").read()
+    assert count(page, r'<table class="grid maze') == NUM_MAZES * 3
+    assert count(page, r"<td") == NUM_MAZES * 3 * 900
+    assert [e.verdict for e in sheet.examples] == [False, True]
+    overlay = sheet.examples[0].panels[2].colours
+    assert (overlay == pictures.MAZE_COLOURS["missed"]).sum() == 1
+    assert (overlay == pictures.MAZE_COLOURS["extra"]).sum() == 1
+    for colour in ("wall", "start", "goal", "path", "missed", "extra"):
+        assert pictures.MAZE_COLOURS[colour] in page
+
+    png_path = pictures.write_sheet(sheet, str(tmp_path / "maze.png"))
+    assert png_size(png_path) == expected_png_size(3, NUM_MAZES)
+    assert {pictures.MAZE_COLOURS[c] for c in ("wall", "path", "missed", "extra")} <= png_colours(png_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# ARC
+# ---------------------------------------------------------------------------------------------
+def _wrong_arc_colour(row, _inputs):
+    """Recolour the top-left cell (colour tokens are 2..11)."""
+    row[0] = 2 + (row[0] - 2 + 1) % 10
+
+
+def test_arc_html_shows_grids_in_arc_colours(arc_dir, tmp_path):
+    inputs, _ = load_test_split(arc_dir)
+    outputs = fake_outputs(arc_dir, wrong_rows=(0,), corrupt=_wrong_arc_colour)
+    sheet = pictures.build_sheet(arc_dir, outputs)
+    page = open(pictures.write_sheet(sheet, str(tmp_path / "arc.html")), encoding="utf-8").read()
+
+    assert len(sheet.examples) == inputs.shape[0] == 4  # 2 tasks x (original + 1 augmentation)
+    assert count(page, r'<table class="grid arc') == 4 * 3  # input, expected, prediction
+    # Cells: each test pair's input and twice its output (expected and the same-shaped prediction).
+    cells = sum(np.size(p["input"]) + 2 * np.size(p["output"]) for t in ARC_TASKS.values() for p in t["test"])
+    assert count(page, r"<td") == 2 * cells
+    assert count(page, r'<section class="example wrong"') == 1
+    assert count(page, r'class="[^"]*\berr\b') == 1
+    for colour in pictures.ARC_PALETTE:  # the test grids use every colour 0..9
+        assert colour.lower() in page.lower()
+    # The published tasks come before their augmentations.
+    assert [("|||" in e.name) for e in sheet.examples] == [False, False, True, True]
+
+
+def test_arc_png_and_dataset_only(arc_dir, tmp_path):
+    path = pictures.render_predictions(arc_dir, None, str(tmp_path / "arc.png"), num=2)
+    assert png_size(path) == expected_png_size(2, 2)  # input and expected only
+    used = {ARC_TASKS["aaaa0001"]["test"][0]["input"][0][0], ARC_TASKS["bbbb0002"]["test"][0]["input"][0][0]}
+    assert {pictures.ARC_PALETTE[c] for c in used} <= png_colours(path)
+
+
+def test_arc_submission_shows_both_attempts(arc_dir, tmp_path):
+    good = ARC_TASKS["aaaa0001"]["test"][0]["output"]
+    submission = {"aaaa0001": [{"attempt_1": [[0]], "attempt_2": good}],
+                  "bbbb0002": [{"attempt_1": [[3, 3]], "attempt_2": [[3]]}]}
+    path = str(tmp_path / "submission.json")
+    with open(path, "w") as f:
+        json.dump(submission, f)
+    out = str(tmp_path / "submission.html")
+    visualize.main(["puzzles", "--data", arc_dir, "--submission", path, "--out", out])
+    page = open(out, encoding="utf-8").read()
+    assert count(page, r'<table class="grid arc') == 2 * 4
+    assert "attempt 1" in page and "attempt 2" in page
+    assert count(page, r'<section class="example right"') == 1  # attempt 2 of the first task
+    assert count(page, r'<figure class="panel wrong"') == 3
+
+    with open(path, "w") as f:
+        json.dump({"cccc0003": [{"attempt_1": [[1]]}]}, f)
+    with pytest.raises(ValueError, match="not in"):
+        pictures.build_sheet(arc_dir, submission=path)
+    with open(path, "w") as f:
+        json.dump({"bbbb0002": [{"attempt_1": [[1, 2], [3]]}]}, f)
+    with pytest.raises(ValueError, match="attempt_1 of task 'bbbb0002' test 0"):
+        pictures.build_sheet(arc_dir, submission=path)
+
+
+def test_arc_prediction_crop_matches_the_evaluator():
+    canvas = np.zeros((30, 30), dtype=np.int64)
+    canvas[:3, :4] = 5
+    canvas[1, 3] = 1  # EOS inside row 1 shrinks the width to 3 from there on
+    canvas[3, :3] = 1
+    assert pictures.arc_prediction_grid(canvas.ravel()).shape == (3, 3)
+    canvas[:, :] = 0
+    assert pictures.arc_prediction_grid(canvas.ravel()).shape == (0, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic (copy task)
+# ---------------------------------------------------------------------------------------------
+def test_copy_task_renders_a_token_grid(tmp_path):
+    data = write_copy_task(str(tmp_path / "copy"), 4, 3, seq_len=16, vocab_size=8)
+    outputs = fake_outputs(data, with_inputs=False, corrupt=lambda row, _inputs: row.__setitem__(0, row[0] % 7 + 1))
+    page = open(pictures.render_predictions(data, outputs, str(tmp_path / "copy.html")), encoding="utf-8").read()
+    assert "not recognised" in page
+    assert count(page, r'<table class="grid generic') == 3 * 3
+    assert count(page, r"<td") == 3 * 3 * 16  # 16 tokens as a 4x4 grid
+    assert count(page, r'<section class="example wrong"') == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs handling and errors
+# ---------------------------------------------------------------------------------------------
+def test_saved_outputs_file_and_run_dir(sudoku_dir, tmp_path):
+    outputs = fake_outputs(sudoku_dir, wrong_rows=())
+    # A padded last batch: an all-PAD row that must not be drawn.
+    outputs = {k: torch.cat([v, torch.full_like(v[:1], -100 if k == "labels" else 0)]) for k, v in outputs.items()}
+    torch.save(outputs, tmp_path / "step_3_all_preds.0")
+    torch.save(outputs, tmp_path / "step_12_all_preds.0")
+    assert pictures.find_outputs_file(str(tmp_path)).endswith("step_12_all_preds.0")
+    sheet = pictures.build_sheet(sudoku_dir, str(tmp_path), num=10)
+    assert len(sheet.examples) == NUM_SUDOKU and all(e.verdict for e in sheet.examples)
+
+
+def test_outputs_in_another_order_are_matched_by_inputs(sudoku_dir):
+    outputs = {k: v.flip(0) for k, v in fake_outputs(sudoku_dir, wrong_rows=()).items()}
+    sheet = pictures.build_sheet(sudoku_dir, outputs)
+    assert [e.name for e in sheet.examples] == [f"test #{i}" for i in reversed(range(NUM_SUDOKU))]
+    assert all(e.verdict for e in sheet.examples)
+
+
+def test_mismatched_inputs_are_clear_errors(sudoku_dir, maze_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pictures.build_sheet(str(tmp_path / "nowhere"))
+    maze_outputs = fake_outputs(maze_dir, wrong_rows=())
+    with pytest.raises(ValueError, match="do not match"):  # other seq_len
+        pictures.build_sheet(sudoku_dir, maze_outputs)
+    outputs = fake_outputs(sudoku_dir, wrong_rows=())
+    outputs["inputs"][0, :5] = 1  # a puzzle that is not in the dataset
+    with pytest.raises(ValueError, match="not an example"):
+        pictures.build_sheet(sudoku_dir, outputs)
+    with pytest.raises(ValueError, match="no 'preds'"):
+        pictures.build_sheet(sudoku_dir, {"inputs": outputs["inputs"]})
+    short = fake_outputs(sudoku_dir, wrong_rows=(), with_inputs=False)
+    short = {k: v[:1] for k, v in short.items()}
+    with pytest.raises(ValueError, match="cannot be matched by order"):
+        pictures.build_sheet(sudoku_dir, short)
+    with pytest.raises(ValueError, match=r"\.html or \.png"):
+        pictures.render_predictions(sudoku_dir, None, str(tmp_path / "x.jpg"))
+    with pytest.raises(ValueError, match="for ARC"):
+        pictures.build_sheet(sudoku_dir, submission=str(tmp_path / "s.json"))
+
+
+def test_cli_writes_html_and_png_and_reports_errors(sudoku_dir, tmp_path, capsys):
+    outputs_file = tmp_path / "step_1_all_preds.0"
+    torch.save(fake_outputs(sudoku_dir, corrupt=_wrong_sudoku_digit), outputs_file)
+    html_out, png_out = str(tmp_path / "p.html"), str(tmp_path / "p.png")
+    visualize.main(["puzzles", "--data", sudoku_dir, "--outputs", str(outputs_file), "--num", "1",
+                    "--out", html_out, "--out", png_out])
+    assert os.path.isfile(html_out) and png_size(png_out) == expected_png_size(3, 1)
+    assert f"Wrote {html_out}" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="error: .*does not exist"):
+        visualize.main(["puzzles", "--data", str(tmp_path / "missing")])
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves
+# ---------------------------------------------------------------------------------------------
+def write_metrics(run_dir):
+    """A short run: step-0 parameter count, train lines (some with no halted sequence), two evaluations,
+    and a resume that re-logs step 4."""
+    lines = [{"step": 0, "num_params": 1000}]
+    for step in range(1, 7):
+        halted = 0.0 if step % 3 == 0 else 4.0
+        lines.append({"step": step, "train/accuracy": 0.1 * step, "train/count": halted,
+                      "train/exact_accuracy": 0.0 if not halted else 0.1 * step, "train/lm_loss": 2.0 / step,
+                      "train/q_halt_loss": 0.5 / step, "train/steps": 0.0 if not halted else 8.0,
+                      "train/lr": 1e-4 * step})
+    lines.insert(4, {"step": 3, "all/exact_accuracy": 0.25, "all/lm_loss": 1.0, "all/steps": 16.0})
+    lines.append({"step": 6, "all/exact_accuracy": 0.5, "all/lm_loss": 0.5, "all/steps": 16.0})
+    lines.append({"step": 4, "train/lm_loss": 0.123, "train/lr": 4e-4, "train/count": 4.0})  # after a resume
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+        f.write("\n".join(json.dumps(line) for line in lines) + "\n")
+    return os.path.join(run_dir, "metrics.jsonl")
+
+
+def test_curves_figure_has_the_four_panels(tmp_path):
+    path = write_metrics(str(tmp_path / "run"))
+    fig = curves.curves_figure(path)
+    assert [ax.get_title() for ax in fig.axes] == list(curves.PANEL_TITLES)
+    labels = {ax.get_title(): [line.get_label() for line in ax.get_lines()] for ax in fig.axes}
+    assert labels["Loss"] == ["train/lm_loss", "train/q_halt_loss", "all/lm_loss"]
+    assert labels["Exact accuracy"] == ["train/exact_accuracy", "all/exact_accuracy"]
+    assert labels["ACT steps"] == ["train/steps", "all/steps"]
+    assert labels["Learning rate"] == ["train/lr"]
+    loss_lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert loss_lines["train/lm_loss"].get_color() == loss_lines["all/lm_loss"].get_color()  # same metric
+    assert fig.axes[0].get_yscale() == "log"  # losses of very different sizes stay readable
+
+
+def test_curves_series_skip_empty_steps_and_keep_the_resumed_value(tmp_path):
+    records = curves.read_metrics(write_metrics(str(tmp_path / "run")))
+    steps, values = curves.series(records, "train/exact_accuracy")
+    assert steps.tolist() == [1, 2, 4, 5]  # steps 3 and 6 had no halted sequence
+    steps, values = curves.series(records, "train/lm_loss")
+    assert steps.tolist() == [1, 2, 3, 4, 5, 6] and values[3] == 0.123
+
+
+def test_plot_curves_png_and_cli(tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    write_metrics(run_dir)
+    path = curves.plot_curves(run_dir)
+    assert path == os.path.join(run_dir, "curves.png")
+    width, height = curves.FIGURE_INCHES
+    assert png_size(path) == (width * curves.PNG_DPI, height * curves.PNG_DPI)
+    out = str(tmp_path / "c.png")
+    visualize.main(["curves", os.path.join(run_dir, "metrics.jsonl"), "--out", out])
+    assert os.path.isfile(out) and f"Wrote {out}" in capsys.readouterr().out
+
+
+def test_curves_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
+        curves.plot_curves(str(tmp_path))
+    bad = tmp_path / "metrics.jsonl"
+    bad.write_text('{"step": 1, "train/lm_loss": 1.0}\nnot json\n{"step": 2, "train/lm_loss": 0.5}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        curves.read_metrics(str(bad))
+    bad.write_text('{"step": 1, "train/lm_loss": 1.0}\n{"step": 2, "train/l')  # a line being written
+    with pytest.warns(UserWarning, match="incomplete last line"):
+        assert len(curves.read_metrics(str(bad))) == 1
