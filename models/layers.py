@@ -101,26 +101,32 @@ class RotaryEmbedding(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection; non-causal unless asked."""
+    """Multi-head self-attention with a fused qkv projection; non-causal unless asked.
+
+    Heads have hidden_size // num_heads features, as published; when num_heads does not divide
+    hidden_size (the transformer baseline's 12 heads of 512) attention runs on
+    num_heads * head_dim features and o_proj maps them back to hidden_size.
+    """
 
     def __init__(self, hidden_size: int, num_heads: int, causal: bool = False):
         super().__init__()
-        if hidden_size % num_heads:
-            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        if not 1 <= num_heads <= hidden_size:
+            raise ValueError(f"num_heads ({num_heads}) must be between 1 and hidden_size ({hidden_size})")
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.causal = causal
-        self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size)
-        self.o_proj = CastedLinear(hidden_size, hidden_size)
+        attention_width = num_heads * self.head_dim
+        self.qkv_proj = CastedLinear(hidden_size, 3 * attention_width)
+        self.o_proj = CastedLinear(attention_width, hidden_size)
 
     def forward(self, hidden_states: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
-        batch, seq, width = hidden_states.shape
+        batch, seq, _ = hidden_states.shape
         qkv = self.qkv_proj(hidden_states).view(batch, seq, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(dim=2)
         if cos_sin is not None:
             q, k = apply_rotary_pos_emb(q, k, *cos_sin)
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=self.causal)
-        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, width))
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
 
 
 def swiglu_inner_size(hidden_size: int, expansion: float) -> int:

@@ -4,339 +4,42 @@ Paper symbols: x = input embedding, y = z_H (the current answer), z = z_L (the l
 reasoning state), n = L_cycles (latent updates per answer update), T = H_cycles (answer
 updates per deep-supervision step). One forward call of the ACT wrapper is one
 deep-supervision step; the carry holds (z_H, z_L) between calls.
+
+Embeddings, blocks, heads, carries and the ACT wrapper are shared with the rest of the family
+(`common.py`); this file is TRM's recursion policy.
 """
-import math
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, model_validator
-from torch import nn
 
-from models.layers import (Attention, CastedEmbedding, CastedLinear, CosSin, RotaryEmbedding, SwiGLU, rms_norm,
-                           trunc_normal_init_)
-from models.lma import LatentLayout, LatentMetaAttention, LMAMode, SequenceGeometry, resolve_latent_layout
-from models.sparse_embedding import CastedSparseEmbedding
+from models.layers import CosSin
+from models.recursive_reasoning.common import (ACTCarry, ACTModel, Block, InnerCarry, ReasoningModule, RecursiveInner,
+                                               RecursiveReasoningConfig)
 
-FORWARD_DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64: numerics checks
+__all__ = ["TRMConfig", "TRMInner", "TinyRecursiveReasoningModel_ACTV1", "TRM", "ACTCarry", "InnerCarry", "Block",
+           "ReasoningModule"]
 
 
-class TRMConfig(BaseModel):
-    """Model configuration: the `arch` keys plus what the trainer derives from the dataset."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    batch_size: int
-    seq_len: int
-    vocab_size: int
-    num_puzzle_identifiers: int
-    puzzle_emb_ndim: int = 0
-    puzzle_emb_len: int = 16  # 0 = ceil(puzzle_emb_ndim / hidden_size)
-
-    H_cycles: int
-    L_cycles: int
-    H_layers: int = 0  # unused by TRM (one shared network); kept so published configs load
-    L_layers: int
-
-    hidden_size: int
-    expansion: float
-    num_heads: int
-    pos_encodings: Literal["rope", "learned", "none"]
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-
-    halt_max_steps: int
-    halt_exploration_prob: float
-    forward_dtype: Literal[FORWARD_DTYPES] = "bfloat16"  # type: ignore[valid-type]
-    mlp_t: bool = False
-    no_ACT_continue: bool = True
-    causal: bool = False  # the published trainer always passes causal=False
-
-    # Latent Meta Attention front-end (models/lma.py, SPEC §7); off = the published model exactly.
-    lma_enable: bool = False
-    lma_mode: LMAMode = "unclean"
-    lma_latent_len: int | None = None  # L_new; None = automatic (see models.lma.automatic_latent_len)
-    lma_latent_dim: int | None = None  # d'; None = hidden_size
-    lma_num_heads: int | None = None  # None = the most heads up to num_heads that split d' evenly
-    lma_compression: float = 8.0  # automatic L_new ~ L / lma_compression
-
-    @model_validator(mode="after")
-    def _check(self) -> "TRMConfig":
-        if min(self.H_cycles, self.L_cycles, self.L_layers, self.halt_max_steps) < 1:
-            raise ValueError("H_cycles, L_cycles, L_layers and halt_max_steps must all be >= 1")
-        if not 0.0 <= self.halt_exploration_prob <= 1.0:
-            raise ValueError(f"halt_exploration_prob must be in [0, 1], got {self.halt_exploration_prob}")
-        if not self.mlp_t and self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        if self.puzzle_emb_ndim < 0 or self.puzzle_emb_len < 0:
-            raise ValueError("puzzle_emb_ndim and puzzle_emb_len must be >= 0")
-        if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
-            raise ValueError(f"puzzle_emb_ndim ({self.puzzle_emb_ndim}) does not fit in puzzle_emb_len "
-                             f"({self.puzzle_emb_len}) tokens of hidden_size ({self.hidden_size})")
-        if self.lma_enable:
-            _ = self.lma_layout  # resolving it raises a ValueError naming the nearest valid values
-        return self
-
-    @property
-    def prefix_len(self) -> int:
-        """Number of puzzle-embedding tokens prepended to the sequence.
-
-        Without a puzzle embedding (puzzle_emb_ndim = 0) there is no prefix, whatever
-        puzzle_emb_len says (the published code crashes on that combination).
-        """
-        if self.puzzle_emb_ndim == 0:
-            return 0
-        if self.puzzle_emb_len == 0:
-            return -(-self.puzzle_emb_ndim // self.hidden_size)
-        return self.puzzle_emb_len
-
-    @property
-    def total_len(self) -> int:
-        return self.prefix_len + self.seq_len
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return getattr(torch, self.forward_dtype)
-
-    @property
-    def lma_layout(self) -> LatentLayout:
-        """The LMA chunking with its automatic values filled in (only meaningful with lma_enable)."""
-        return resolve_latent_layout(
-            self.total_len, self.hidden_size, self.num_heads, mode=self.lma_mode, latent_len=self.lma_latent_len,
-            latent_dim=self.lma_latent_dim, latent_heads=self.lma_num_heads, compression=self.lma_compression,
-            uses_attention=not self.mlp_t, uses_rope=self.pos_encodings == "rope")
-
-    @property
-    def geometry(self) -> SequenceGeometry:
-        """What the recursion runs on: the input sequence, or the latent one with LMA."""
-        if self.lma_enable:
-            return self.lma_layout.latent
-        return SequenceGeometry(self.total_len, self.hidden_size, self.num_heads)
+class TRMConfig(RecursiveReasoningConfig):
+    """TRM's keys. `H_layers` is unused (one shared network) and kept so that published configs load."""
 
 
-@dataclass
-class InnerCarry:
-    z_H: torch.Tensor  # y: the current answer, (B, geometry.length, geometry.width): (B, prefix + seq_len, d) without LMA
-    z_L: torch.Tensor  # z: the latent reasoning state, same shape
+class TRMInner(RecursiveInner):
+    """One network `L_level` updates both the latent and the answer."""
 
+    carry_cls = InnerCarry
 
-@dataclass
-class ACTCarry:
-    inner_carry: InnerCarry
-    steps: torch.Tensor  # int32 (B,): deep-supervision steps taken by each sequence
-    halted: torch.Tensor  # bool (B,): sequences to be replaced by new data at the next call
-    current_data: dict[str, torch.Tensor]
-
-
-class Block(nn.Module):
-    """Post-norm block: token mixing (attention, or an MLP across positions) then a SwiGLU."""
-
-    def __init__(self, config: TRMConfig, geometry: SequenceGeometry | None = None):
-        super().__init__()
-        geometry = geometry or config.geometry
-        self.norm_eps = config.rms_norm_eps
-        self.uses_mlp_t = config.mlp_t
-        if config.mlp_t:
-            self.mlp_t = SwiGLU(geometry.length, config.expansion)
-        else:
-            self.self_attn = Attention(geometry.width, geometry.num_heads, causal=config.causal)
-        self.mlp = SwiGLU(geometry.width, config.expansion)
-
-    def forward(self, hidden_states: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
-        if self.uses_mlp_t:
-            # Mix positions on the transposed tensor; the norm there is over positions too,
-            # which is what the published model does.
-            h = hidden_states.transpose(1, 2)
-            hidden_states = rms_norm(h + self.mlp_t(h), self.norm_eps).transpose(1, 2)
-        else:
-            hidden_states = rms_norm(hidden_states + self.self_attn(hidden_states, cos_sin), self.norm_eps)
-        return rms_norm(hidden_states + self.mlp(hidden_states), self.norm_eps)
-
-
-class ReasoningModule(nn.Module):
-    """The tiny network: net(h, injection) = blocks(h + injection)."""
-
-    def __init__(self, layers: list[nn.Module]):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, hidden_states: torch.Tensor, input_injection: torch.Tensor, cos_sin: CosSin | None) -> torch.Tensor:
-        hidden_states = hidden_states + input_injection
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, cos_sin)
-        return hidden_states
-
-
-class TRMInner(nn.Module):
-    """One deep-supervision step of TRM, without the halting logic.
-
-    With LMA the recursion (blocks, positions, z_H/z_L and their init vectors) runs on the
-    latent geometry; the input embedding is encoded into it once per step and z_H decoded back
-    for the heads.
-    """
-
-    def __init__(self, config: TRMConfig):
-        super().__init__()
-        self.config = config
-        self.forward_dtype = config.dtype
-        self.puzzle_emb_len = config.prefix_len
-        self.embed_scale = math.sqrt(config.hidden_size)
-        d = config.hidden_size
-        self.geometry = geometry = config.geometry
-
-        self.embed_tokens = CastedEmbedding(config.vocab_size, d, init_std=1.0 / self.embed_scale, cast_to=self.forward_dtype)
-        self.lm_head = CastedLinear(d, config.vocab_size)
-        self.q_head = CastedLinear(d, 2, bias=True)
-        if config.puzzle_emb_ndim > 0:
-            # Zero-initialised: a new puzzle starts from "no puzzle-specific information".
-            self.puzzle_emb = CastedSparseEmbedding(config.num_puzzle_identifiers, config.puzzle_emb_ndim,
-                                                    batch_size=config.batch_size, init_std=0, cast_to=self.forward_dtype)
-        if config.pos_encodings == "rope":
-            self.rotary_emb = RotaryEmbedding(geometry.width // geometry.num_heads, geometry.length, config.rope_theta)
-        elif config.pos_encodings == "learned":
-            self.embed_pos = CastedEmbedding(geometry.length, geometry.width, init_std=1.0 / math.sqrt(geometry.width),
-                                             cast_to=self.forward_dtype)
-
-        self.L_level = ReasoningModule([Block(config, geometry) for _ in range(config.L_layers)])
-        self.register_buffer("H_init", trunc_normal_init_(torch.empty(geometry.width, dtype=self.forward_dtype), std=1))
-        self.register_buffer("L_init", trunc_normal_init_(torch.empty(geometry.width, dtype=self.forward_dtype), std=1))
-        with torch.no_grad():
-            # Q head starts at "do not halt" (sigmoid(-5) ~ 0.007) so early training runs all steps.
-            self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5)
-        # Created last and only when enabled, so that without LMA the parameters, their
-        # initialisation order and the state-dict keys are the published ones.
-        self.lma = LatentMetaAttention(config.lma_layout) if config.lma_enable else None
-
-    def cos_sin(self) -> CosSin | None:
-        return self.rotary_emb() if hasattr(self, "rotary_emb") else None
-
-    def input_embeddings(self, inputs: torch.Tensor, puzzle_identifiers: torch.Tensor) -> torch.Tensor:
-        """x: token embeddings with the puzzle-embedding prefix, scaled by sqrt(d).
-
-        Learned positions are added here only without LMA; with LMA they belong to the latent
-        sequence (`input_injection`).
-        """
-        embedding = self.embed_tokens(inputs.to(torch.int32))
-        if self.config.puzzle_emb_ndim > 0:
-            puzzle = self.puzzle_emb(puzzle_identifiers)
-            pad = self.puzzle_emb_len * self.config.hidden_size - puzzle.shape[-1]
-            if pad > 0:
-                puzzle = nn.functional.pad(puzzle, (0, pad))
-            embedding = torch.cat((puzzle.view(-1, self.puzzle_emb_len, self.config.hidden_size), embedding), dim=-2)
-        if self.config.pos_encodings == "learned" and self.lma is None:
-            embedding = 0.707106781 * (embedding + self.embed_pos.embedding_weight.to(self.forward_dtype))
-        return self.embed_scale * embedding
-
-    def input_injection(self, x: torch.Tensor) -> torch.Tensor:
-        """What the recursion adds to its input: x itself, or with LMA its latent encoding Z.
-
-        Learned positions are those of the latent sequence, mixed in as the plain model mixes
-        them into x (equal weights, table stored at 1/sqrt(width) and scaled up).
-        """
-        if self.lma is None:
-            return x
-        z = self.lma.encode(x)
-        if self.config.pos_encodings == "learned":
-            positions = math.sqrt(z.shape[-1]) * self.embed_pos.embedding_weight.to(z.dtype)
-            z = 0.707106781 * (z + positions)
-        return z
-
-    def head_input(self, z_H: torch.Tensor) -> torch.Tensor:
-        """What lm_head and q_head read: z_H, decoded back to (B, L, d0) with LMA."""
-        return z_H if self.lma is None else self.lma.decode(z_H)
-
-    def empty_carry(self, batch_size: int, device: torch.device | None = None) -> InnerCarry:
-        shape = (batch_size, self.geometry.length, self.geometry.width)
-        return InnerCarry(z_H=torch.zeros(shape, dtype=self.forward_dtype, device=device),
-                          z_L=torch.zeros(shape, dtype=self.forward_dtype, device=device))
-
-    def reset_carry(self, reset: torch.Tensor, carry: InnerCarry) -> InnerCarry:
-        reset = reset.view(-1, 1, 1)
-        return InnerCarry(z_H=torch.where(reset, self.H_init, carry.z_H), z_L=torch.where(reset, self.L_init, carry.z_L))
-
-    def latent_recursion(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, cos_sin: CosSin | None):
+    def latent_recursion(self, carry: InnerCarry, x: torch.Tensor, cos_sin: CosSin | None) -> InnerCarry:
         """n latent updates z = net(z, y + x), then one answer update y = net(y, z)."""
+        z_H, z_L = carry.z_H, carry.z_L
         for _ in range(self.config.L_cycles):
             z_L = self.L_level(z_L, z_H + x, cos_sin)
-        z_H = self.L_level(z_H, z_L, cos_sin)
-        return z_H, z_L
-
-    def deep_recursion(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor, cos_sin: CosSin | None):
-        """T latent recursions; only the last one is back-propagated through."""
-        with torch.no_grad():
-            for _ in range(self.config.H_cycles - 1):
-                z_H, z_L = self.latent_recursion(z_H, z_L, x, cos_sin)
-        return self.latent_recursion(z_H, z_L, x, cos_sin)
-
-    def forward(self, carry: InnerCarry, batch: dict[str, torch.Tensor]):
-        x = self.input_injection(self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"]))
-        z_H, z_L = self.deep_recursion(carry.z_H, carry.z_L, x, self.cos_sin())
-        answer = self.head_input(z_H)
-        logits = self.lm_head(answer)[:, self.puzzle_emb_len:]
-        q_logits = self.q_head(answer[:, 0]).to(torch.float32)
-        return InnerCarry(z_H=z_H.detach(), z_L=z_L.detach()), logits, (q_logits[..., 0], q_logits[..., 1])
+        return InnerCarry(z_H=self.L_level(z_H, z_L, cos_sin), z_L=z_L)
 
 
-class TinyRecursiveReasoningModel_ACTV1(nn.Module):
-    """TRM wrapped in ACT: each call runs one deep-supervision step and decides who halts."""
+class TinyRecursiveReasoningModel_ACTV1(ACTModel):
+    """TRM wrapped in ACT (published class path `recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1`)."""
 
-    def __init__(self, config_dict: dict):
-        super().__init__()
-        self.config = TRMConfig(**config_dict)
-        self.inner = TRMInner(self.config)
-
-    @property
-    def puzzle_emb(self):
-        return self.inner.puzzle_emb
-
-    def initial_carry(self, batch: dict[str, torch.Tensor]) -> ACTCarry:
-        batch_size = batch["inputs"].shape[0]
-        device = batch["inputs"].device
-        return ACTCarry(
-            inner_carry=self.inner.empty_carry(batch_size, device),
-            steps=torch.zeros((batch_size,), dtype=torch.int32, device=device),
-            halted=torch.ones((batch_size,), dtype=torch.bool, device=device),  # all "halted": load data first call
-            current_data={k: torch.empty_like(v) for k, v in batch.items()},
-        )
-
-    def forward(self, carry: ACTCarry, batch: dict[str, torch.Tensor]):
-        # Halted sequences restart from the init state with the next example of the batch.
-        inner_carry = self.inner.reset_carry(carry.halted, carry.inner_carry)
-        steps = torch.where(carry.halted, 0, carry.steps)
-        current_data = {k: torch.where(carry.halted.view((-1,) + (1,) * (batch[k].ndim - 1)), batch[k], v)
-                        for k, v in carry.current_data.items()}
-
-        inner_carry, logits, (q_halt_logits, q_continue_logits) = self.inner(inner_carry, current_data)
-        outputs = {"logits": logits, "q_halt_logits": q_halt_logits, "q_continue_logits": q_continue_logits}
-
-        with torch.no_grad():
-            steps = steps + 1
-            is_last_step = steps >= self.config.halt_max_steps
-            halted = is_last_step
-            # Evaluation always runs halt_max_steps so that batches stay aligned.
-            if self.training and self.config.halt_max_steps > 1:
-                halted = halted | self._wants_to_halt(q_halt_logits, q_continue_logits)
-                halted = halted & (steps >= self._min_halt_steps(q_halt_logits, steps))
-                if not self.config.no_ACT_continue:
-                    outputs["target_q_continue"] = self._q_continue_target(inner_carry, current_data, is_last_step)
-
-        return ACTCarry(inner_carry, steps, halted, current_data), outputs
-
-    def _wants_to_halt(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
-        if self.config.no_ACT_continue:
-            return q_halt_logits > 0
-        return q_halt_logits > q_continue_logits
-
-    def _min_halt_steps(self, q_halt_logits: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-        """Exploration: with prob halt_exploration_prob a sequence must run U[2, halt_max_steps] steps."""
-        explore = torch.rand_like(q_halt_logits) < self.config.halt_exploration_prob
-        return explore * torch.randint_like(steps, low=2, high=self.config.halt_max_steps + 1)
-
-    def _q_continue_target(self, inner_carry: InnerCarry, current_data: dict, is_last_step: torch.Tensor) -> torch.Tensor:
-        """Q-learning target for "continue": the value of the next step, from one more (gradient-free) step."""
-        _, _, (next_q_halt, next_q_continue) = self.inner(inner_carry, current_data)
-        return torch.sigmoid(torch.where(is_last_step, next_q_halt, torch.maximum(next_q_halt, next_q_continue)))
+    config_cls = TRMConfig
+    inner_cls = TRMInner
 
 
 # A clearer name beside the published one.

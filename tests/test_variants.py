@@ -1,0 +1,474 @@
+"""The published architecture family (SPEC §8): HRM, single-z, hier6 and the transformer baseline.
+
+Each variant builds from its `config/arch/<name>.yaml` and published class path, has the
+published state-dict keys, loads published-style checkpoints, composes with LMA, trains with
+the trainer, and its recursion matches a hand-written loop (values and gradients).
+"""
+import contextlib
+import math
+import os
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+import tests.test_parity as parity
+from dataset.build_copy_dataset import write_copy_task
+from dataset.common import PuzzleDatasetMetadata
+from models.layers import Attention
+from models.losses import ACTLossHead
+from models.registry import load_model_class
+from tests.test_training import compose_config, cpu_context, read_metrics
+from utils.checkpoint import load_weights
+from utils.config import parse_config
+
+CLASS_PATHS = {
+    "trm": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+    "hrm": "recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1",
+    "trm_singlez": "recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1",
+    "trm_hier6": "recursive_reasoning.trm_hier6@TinyRecursiveReasoningModel_ACTV1",
+    "transformers_baseline": "recursive_reasoning.transformers_baseline@Model_ACTV2",
+}
+NEW_VARIANTS = ["hrm", "trm_singlez", "trm_hier6", "transformers_baseline"]
+
+# Tiny Hydra overrides per variant (each yaml has only the keys its variant uses).
+TINY_COMMON = ["arch.hidden_size=32", "arch.num_heads=2", "arch.expansion=2", "arch.halt_max_steps=2",
+               "arch.forward_dtype=float32"]
+TINY_ARCH = {
+    "hrm": ["arch.H_layers=1", "arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2"],
+    "trm_singlez": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2", "arch.puzzle_emb_len=1"],
+    "trm_hier6": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=3", "arch.puzzle_emb_len=1"],
+    "transformers_baseline": ["arch.H_layers=2", "arch.puzzle_emb_len=1"],
+}
+
+# The same tiny models as plain config dicts (float64 for the exact recursion checks).
+SMALL = dict(batch_size=2, seq_len=8, vocab_size=6, num_puzzle_identifiers=3, puzzle_emb_ndim=32, puzzle_emb_len=1,
+             hidden_size=32, expansion=2, num_heads=2, pos_encodings="rope", halt_max_steps=3,
+             halt_exploration_prob=0.0, forward_dtype="float64")
+SMALL_ARCH = {
+    "trm": dict(H_cycles=3, L_cycles=2, L_layers=1),
+    "hrm": dict(H_cycles=3, L_cycles=2, H_layers=1, L_layers=2),
+    "trm_singlez": dict(H_cycles=3, L_cycles=2, L_layers=1),
+    "trm_hier6": dict(H_cycles=2, L_cycles=4, L_layers=1),
+    "transformers_baseline": dict(H_layers=2),
+}
+
+BLOCK_KEYS = ["self_attn.qkv_proj.weight", "self_attn.o_proj.weight", "mlp.gate_up_proj.weight", "mlp.down_proj.weight"]
+SHARED_KEYS = ["embed_tokens.embedding_weight", "lm_head.weight", "q_head.weight", "q_head.bias", "puzzle_emb.weights"]
+
+
+def expected_keys(inits: list[str], networks: dict[str, int]) -> set[str]:
+    keys = SHARED_KEYS + [f"{name}_init" for name in inits]
+    keys += [f"{net}.layers.{i}.{k}" for net, layers in networks.items() for i in range(layers) for k in BLOCK_KEYS]
+    return {f"model.inner.{k}" for k in keys}
+
+
+EXPECTED_KEYS = {
+    "trm": expected_keys(["H", "L"], {"L_level": 1}),
+    "hrm": expected_keys(["H", "L"], {"H_level": 1, "L_level": 2}),
+    "trm_singlez": expected_keys(["L"], {"L_level": 1}),
+    "trm_hier6": expected_keys(["H"] + [f"L{i}" for i in range(1, 7)], {"L_level": 1}),
+    "transformers_baseline": expected_keys(["H"], {"H_level": 2}),
+}
+
+
+def build_head(variant: str, **overrides) -> ACTLossHead:
+    torch.manual_seed(0)
+    model = load_model_class(CLASS_PATHS[variant])({**SMALL, **SMALL_ARCH[variant], **overrides})
+    return ACTLossHead(model, loss_type="stablemax_cross_entropy")
+
+
+def small_batch(batch_size: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, 6, (batch_size, 8), dtype=torch.int32, generator=generator)
+    return dict(inputs=tokens, labels=tokens.clone(), puzzle_identifiers=torch.arange(batch_size, dtype=torch.int32) % 3)
+
+
+def randomise_zero_inits(head: ACTLossHead) -> None:
+    """Give the puzzle embedding and Q head non-trivial values so that they are exercised."""
+    generator = torch.Generator().manual_seed(1)
+    inner = head.model.inner
+    with torch.no_grad():
+        inner.puzzle_emb.weights.copy_(torch.randn(inner.puzzle_emb.weights.shape, generator=generator))
+        inner.q_head.weight.copy_(0.1 * torch.randn(inner.q_head.weight.shape, generator=generator))
+        inner.q_head.bias.copy_(torch.tensor([0.3, -0.2]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs: the published yamls and the class paths
+# ---------------------------------------------------------------------------------------------
+PUBLISHED_DEFAULTS = {
+    "hrm": dict(H_cycles=2, L_cycles=2, H_layers=4, L_layers=4, num_heads=8),
+    "trm_singlez": dict(H_cycles=3, L_cycles=6, L_layers=2, num_heads=8, puzzle_emb_len=16),
+    "trm_hier6": dict(H_cycles=3, L_cycles=6, L_layers=2, num_heads=8, puzzle_emb_len=16),
+    "transformers_baseline": dict(H_layers=8, num_heads=12, puzzle_emb_len=16),
+}
+
+
+@pytest.mark.parametrize("variant", NEW_VARIANTS)
+def test_published_yaml(variant):
+    arch = compose_config([f"arch={variant}", "data_paths=[unused]"])["arch"]
+    assert arch["name"] == CLASS_PATHS[variant]
+    assert arch["loss"] == {"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"}
+    shared = dict(halt_exploration_prob=0.1, halt_max_steps=16, hidden_size=512, expansion=4, puzzle_emb_ndim=512,
+                  pos_encodings="rope", forward_dtype="bfloat16", mlp_t=False, no_ACT_continue=True, lma_enable=False)
+    for key, value in {**shared, **PUBLISHED_DEFAULTS[variant]}.items():
+        assert arch[key] == value, f"{variant}: {key} = {arch[key]!r}, published {value!r}"
+    # The full-size config validates (the model itself is not built: it is large for a test).
+    model_keys = {k: v for k, v in arch.items() if k not in ("name", "loss")}
+    model_cls = load_model_class(arch["name"])
+    config = model_cls.config_cls(**model_keys, batch_size=768, seq_len=81, vocab_size=11, num_puzzle_identifiers=10)
+    expected_prefix = 1 if variant == "hrm" else 16  # HRM: always ceil(512 / 512)
+    assert config.prefix_len == expected_prefix
+
+
+def test_baseline_heads_that_do_not_divide_the_width():
+    """12 heads of 512 // 12 = 42 features: attention on 504 features, projected back to 512."""
+    attention = Attention(512, 12)
+    assert attention.qkv_proj.weight.shape == (3 * 504, 512) and attention.o_proj.weight.shape == (512, 504)
+    assert attention(torch.randn(2, 5, 512), None).shape == (2, 5, 512)
+
+
+@pytest.mark.parametrize("variant, overrides, message", [
+    ("trm_hier6", dict(L_cycles=7), r"L_cycles \(7\) must be <= 6"),
+    ("hrm", dict(H_layers=0), r"H_cycles, L_cycles, H_layers, L_layers, halt_max_steps must all be >= 1 \(got H_layers=0\)"),
+    ("hrm", dict(lma_latent_lenght=4), r"lma_latent_lenght"),
+    ("transformers_baseline", dict(H_layers=0), r"H_layers, halt_max_steps must all be >= 1"),
+    ("transformers_baseline", dict(pos_encodings="rope", hidden_size=30, num_heads=2), r"head size .* must be even"),
+])
+def test_invalid_configs_are_rejected(variant, overrides, message):
+    with pytest.raises(ValidationError, match=message):
+        build_head(variant, **overrides)
+
+
+def test_keys_a_variant_does_not_use_are_accepted_and_ignored():
+    # HRM: the prefix is always ceil(puzzle_emb_ndim / hidden_size), whatever puzzle_emb_len says.
+    hrm = build_head("hrm", puzzle_emb_len=16, puzzle_emb_ndim=40)
+    assert hrm.model.inner.puzzle_emb_len == 2 and hrm.model.inner.empty_carry(1).z_H.shape == (1, 10, 32)
+    # Baseline: TRM's recursion keys load (published configs carry them) and change nothing.
+    torch.manual_seed(0)
+    plain = build_head("transformers_baseline")
+    with_keys = build_head("transformers_baseline", H_cycles=3, L_cycles=6, L_layers=2)
+    batch = small_batch()
+    plain.eval(), with_keys.eval()
+    with torch.no_grad():
+        out_a = plain(carry=plain.initial_carry(batch), batch=batch, return_keys=["logits"])[3]["logits"]
+        out_b = with_keys(carry=with_keys.initial_carry(batch), batch=batch, return_keys=["logits"])[3]["logits"]
+    assert torch.equal(out_a, out_b)
+
+
+# ---------------------------------------------------------------------------------------------
+# State dicts and published checkpoints
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", list(CLASS_PATHS))
+def test_state_dict_keys_are_the_published_ones(variant):
+    head = build_head(variant)
+    assert set(head.state_dict()) == EXPECTED_KEYS[variant]
+
+
+@pytest.mark.parametrize("variant", NEW_VARIANTS)
+def test_published_checkpoint_loads(variant):
+    head = build_head(variant)
+    randomise_zero_inits(head)
+    published = {f"_orig_mod.{k}": v.clone() for k, v in head.state_dict().items()}  # a compiled model's state dict
+    other = build_head(variant)
+    torch.manual_seed(123)  # other init vectors and weights than `head`
+    load_weights(other, published)
+    batch = small_batch()
+    head.eval(), other.eval()
+    with torch.no_grad():
+        expected = head(carry=head.initial_carry(batch), batch=batch, return_keys=["logits", "q_halt_logits"])[3]
+        got = other(carry=other.initial_carry(batch), batch=batch, return_keys=["logits", "q_halt_logits"])[3]
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+def _hier6_state_dict() -> tuple[ACTLossHead, dict[str, torch.Tensor]]:
+    head = build_head("trm_hier6")
+    return head, {k: v.clone() for k, v in head.state_dict().items()}
+
+
+@pytest.mark.parametrize("naming", ["stacked", "L_init_0", "L_init_1", "L_1_init", "L_init1"])
+def test_hier6_reads_other_init_vector_namings(naming):
+    head, state = _hier6_state_dict()
+    slots = [state.pop(f"model.inner.L{i}_init") for i in range(1, 7)]
+    if naming == "stacked":
+        state["model.inner.L_init"] = torch.stack(slots)
+    else:
+        template, first = {"L_init_0": ("L_init_{}", 0), "L_init_1": ("L_init_{}", 1), "L_1_init": ("L_{}_init", 1),
+                           "L_init1": ("L_init{}", 1)}[naming]
+        state.update({f"model.inner.{template.format(i + first)}": slot for i, slot in enumerate(slots)})
+    other = build_head("trm_hier6", forward_dtype="float64")
+    with torch.no_grad():
+        for i in range(1, 7):
+            getattr(other.model.inner, f"L{i}_init").zero_()
+    load_weights(other, state)
+    for i in range(1, 7):
+        assert torch.equal(getattr(other.model.inner, f"L{i}_init"), getattr(head.model.inner, f"L{i}_init"))
+
+
+def test_hier6_unknown_init_naming_is_explained():
+    _, state = _hier6_state_dict()
+    for i in range(1, 7):
+        state[f"model.inner.z{i}_start"] = state.pop(f"model.inner.L{i}_init")
+    with pytest.raises(RuntimeError, match=r"trm_hier6: the checkpoint's init vectors .* add theirs to Hier6Inner._init_aliases"):
+        load_weights(build_head("trm_hier6"), state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recursion semantics against hand-written loops
+# ---------------------------------------------------------------------------------------------
+def blocks(network: torch.nn.Module, h: torch.Tensor, cos_sin) -> torch.Tensor:
+    """The network's blocks applied in order, without its injection argument."""
+    for layer in network.layers:
+        h = layer(h, cos_sin)
+    return h
+
+
+def grad_mode(track: bool):
+    return contextlib.nullcontext() if track else torch.no_grad()
+
+
+def reference_trm(inner, carry, x, cos_sin):
+    T, n = inner.config.H_cycles, inner.config.L_cycles
+    y, z = carry.z_H, carry.z_L
+    for t in range(T):
+        with grad_mode(t == T - 1):
+            for _ in range(n):
+                z = blocks(inner.L_level, z + (y + x), cos_sin)
+            y = blocks(inner.L_level, y + z, cos_sin)
+    return {"z_H": y, "z_L": z}
+
+
+def reference_hrm(inner, carry, x, cos_sin, one_step_gradient: bool = True):
+    """The step as a flat schedule of updates; with the one-step gradient only the final L and H track gradients."""
+    schedule = (["L"] * inner.config.L_cycles + ["H"]) * inner.config.H_cycles
+    z_H, z_L = carry.z_H, carry.z_L
+    for i, update in enumerate(schedule):
+        with grad_mode(not one_step_gradient or i >= len(schedule) - 2):
+            if update == "L":
+                z_L = blocks(inner.L_level, z_L + (z_H + x), cos_sin)
+            else:
+                z_H = blocks(inner.H_level, z_H + z_L, cos_sin)
+    return {"z_H": z_H, "z_L": z_L}
+
+
+def reference_singlez(inner, carry, x, cos_sin):
+    T, n = inner.config.H_cycles, inner.config.L_cycles
+    z = carry.z_L
+    for t in range(T):
+        with grad_mode(t == T - 1):
+            for _ in range(n):
+                z = blocks(inner.L_level, z + x, cos_sin)
+            z = blocks(inner.L_level, z, cos_sin)
+    return {"z_L": z}
+
+
+def reference_hier6(inner, carry, x, cos_sin):
+    T, n = inner.config.H_cycles, inner.config.L_cycles
+    y = carry.z_H
+    z = {i: getattr(carry, f"z_L{i}") for i in range(1, 7)}
+    for t in range(T):
+        with grad_mode(t == T - 1):
+            for i in range(1, n + 1):
+                z[i] = blocks(inner.L_level, z[1] + z[2] + z[3] + z[4] + z[5] + z[6] + (y + x), cos_sin)
+            y = blocks(inner.L_level, y + (z[1] + z[2] + z[3] + z[4] + z[5] + z[6]), cos_sin)
+    return {"z_H": y, **{f"z_L{i}": z[i] for i in range(1, 7)}}
+
+
+def reference_baseline(inner, carry, x, cos_sin):
+    return {"z_H": blocks(inner.H_level, carry.z_H + x, cos_sin)}
+
+
+REFERENCES = {"trm": reference_trm, "hrm": reference_hrm, "trm_singlez": reference_singlez, "trm_hier6": reference_hier6,
+              "transformers_baseline": reference_baseline}
+ANSWER = {"trm_singlez": "z_L"}
+
+
+def random_carry(inner, batch_size: int):
+    generator = torch.Generator().manual_seed(7)
+    empty = inner.empty_carry(batch_size)
+    return type(empty)(**{name: torch.randn(value.shape, generator=generator, dtype=value.dtype)
+                          for name, value in vars(empty).items()})
+
+
+def run_reference(variant: str, inner, carry, batch, **kwargs):
+    """The reference recursion with the model's own embeddings and heads around it: (new latents, logits, q logits)."""
+    x = inner.input_injection(inner.input_embeddings(batch["inputs"], batch["puzzle_identifiers"]))
+    latents = REFERENCES[variant](inner, carry, x, inner.cos_sin(), **kwargs)
+    answer = latents[ANSWER.get(variant, "z_H")]
+    return latents, inner.lm_head(answer)[:, inner.puzzle_emb_len:], inner.q_head(answer[:, 0])
+
+
+def gradients(inner, outputs: torch.Tensor) -> dict[str, torch.Tensor]:
+    inner.zero_grad(set_to_none=True)
+    outputs.backward()
+    return {name: p.grad.clone() for name, p in inner.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("variant", list(CLASS_PATHS))
+def test_recursion_matches_hand_written_loop(variant):
+    head = build_head(variant)
+    randomise_zero_inits(head)
+    inner = head.model.inner
+    inner.eval()  # the puzzle embedding reads its table directly, so both runs see the same rows
+    batch = small_batch()
+    carry = random_carry(inner, 2)
+
+    new_carry, logits, (q_halt, q_continue) = inner(carry, batch)
+    ours = gradients(inner, logits.square().sum() + q_halt.sum() - q_continue.sum())
+    latents, ref_logits, ref_q = run_reference(variant, inner, carry, batch)
+    reference = gradients(inner, ref_logits.square().sum() + ref_q[..., 0].sum() - ref_q[..., 1].sum())
+
+    for name, value in latents.items():
+        torch.testing.assert_close(getattr(new_carry, name), value, rtol=0, atol=1e-10, msg=name)
+    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-10)
+    assert set(ours) == set(reference)
+    for name in ours:
+        torch.testing.assert_close(ours[name], reference[name], rtol=1e-9, atol=1e-10, msg=name)
+    assert all(not value.requires_grad for value in vars(new_carry).values()), "the carry must be detached"
+
+
+def test_hrm_back_propagates_through_the_last_updates_only():
+    """HRM's one-step gradient: exactly one L and one H update record gradients, and it matters."""
+    head = build_head("hrm")
+    inner = head.model.inner
+    calls = []
+    for name in ("L_level", "H_level"):
+        getattr(inner, name).register_forward_hook(lambda module, args, out, name=name: calls.append((name, out.requires_grad)))
+    batch = small_batch()
+    carry = random_carry(inner, 2)
+    _, logits, _ = inner(carry, batch)
+    H, L = inner.config.H_cycles, inner.config.L_cycles
+    assert [name for name, _ in calls] == (["L_level"] * L + ["H_level"]) * H
+    assert [name for name, tracked in calls if tracked] == ["L_level", "H_level"]
+
+    ours = gradients(inner, logits.square().sum())
+    full = gradients(inner, run_reference("hrm", inner, carry, batch, one_step_gradient=False)[1].square().sum())
+    differs = [name for name in ours if not torch.allclose(ours[name], full[name], rtol=1e-6, atol=1e-9)]
+    assert differs, "back-propagating through every update should change the gradients"
+
+
+def test_hier6_untouched_slots_keep_their_init():
+    head = build_head("trm_hier6", L_cycles=2)
+    inner = head.model.inner
+    carry = inner.reset_carry(torch.ones(2, dtype=torch.bool), inner.empty_carry(2))
+    new_carry, _, _ = inner(carry, small_batch())
+    for i in range(1, 7):
+        slot, init = getattr(new_carry, f"z_L{i}"), getattr(inner, f"L{i}_init")
+        assert torch.equal(slot, init.expand_as(slot)) == (i > 2), f"slot {i}"
+
+
+# ---------------------------------------------------------------------------------------------
+# LMA composes with every variant
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", NEW_VARIANTS)
+def test_lma_composes(variant):
+    head = build_head(variant, forward_dtype="float32", lma_enable=True, lma_latent_len=4, lma_latent_dim=24)
+    inner = head.model.inner
+    batch = small_batch()
+    carry = head.initial_carry(batch)
+    assert all(value.shape == (2, 4, 24) for value in vars(carry.inner_carry).values())
+    head.train()
+    carry, loss, _, outputs, _ = head(carry=carry, batch=batch, return_keys=["logits"])
+    loss.backward()
+    assert outputs["logits"].shape == (2, 8, 6) and torch.isfinite(loss)
+    assert inner.lma.residual_encoder.weight.grad.abs().sum() > 0
+    assert inner.lma.chunk_decoder.weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The parity test accepts fixtures of every variant
+# ---------------------------------------------------------------------------------------------
+def write_fixture(variant: str, path: str) -> None:
+    """A fixture in the reference format (../shared/reference/README.md), made by our own model.
+
+    This checks the parity test's handling of each published class path, not the numbers (the
+    published code's fixtures do that when dropped into $TRM_REFERENCE_DIR).
+    """
+    config = dict(SMALL, **SMALL_ARCH[variant], forward_dtype="float32", batch_size=3)
+    head = ACTLossHead(load_model_class(CLASS_PATHS[variant])(config), loss_type="stablemax_cross_entropy")
+    randomise_zero_inits(head)
+    batch = small_batch(3)
+    batch["labels"][-1] = -100
+    keys = ["logits", "q_halt_logits", "q_continue_logits", "preds"]
+
+    def record(carry, loss, metrics, outputs):
+        return dict(loss=loss.detach(), metrics={k: v.detach() for k, v in metrics.items()}, outputs=outputs,
+                    halted=carry.halted.clone(), steps=carry.steps.clone())
+
+    eval_steps, train_steps = [], []
+    head.eval()
+    carry = head.initial_carry(batch)
+    with torch.no_grad():
+        while True:
+            carry, loss, metrics, outputs, all_halted = head(carry=carry, batch=batch, return_keys=keys)
+            eval_steps.append(record(carry, loss, metrics, outputs))
+            if all_halted:
+                break
+    head.train()
+    carry = head.initial_carry(batch)
+    for _ in range(2):
+        head.zero_grad(set_to_none=True)
+        head.model.inner.puzzle_emb.local_weights.grad = None
+        carry, loss, metrics, outputs, _ = head(carry=carry, batch=batch, return_keys=["logits", "q_halt_logits"])
+        loss.backward()
+        step = record(carry, loss, metrics, outputs)
+        step["grads"] = {k: v.clone() for k, v in parity._gradients(head).items()}
+        train_steps.append(step)
+    torch.save(dict(case=variant, arch_name=CLASS_PATHS[variant], loss_type="stablemax_cross_entropy", config=config,
+                    state_dict=head.state_dict(), batch=batch, eval_steps=eval_steps, train_steps=train_steps), path)
+
+
+@pytest.mark.parametrize("variant", NEW_VARIANTS)
+def test_parity_test_runs_fixtures_of_every_variant(variant, tmp_path):
+    path = str(tmp_path / f"{variant}.pt")
+    write_fixture(variant, path)
+    parity.test_parity(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training with the trainer (what `python pretrain.py arch=<variant> ...` runs)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def copy_task(tmp_path_factory) -> str:
+    return write_copy_task(str(tmp_path_factory.mktemp("data") / "copy"), num_train_puzzles=64, num_test_puzzles=16,
+                           seq_len=8, vocab_size=6, num_puzzle_identifiers=65)
+
+
+@pytest.mark.parametrize("variant", NEW_VARIANTS)
+def test_pretrain_trains_variant(variant, copy_task, tmp_path):
+    from trainer import build_model, train
+    raw = compose_config([f"arch={variant}", f"data_paths=[{copy_task}]", "evaluators=[]", *TINY_COMMON,
+                          *TINY_ARCH[variant], "global_batch_size=16", "epochs=6", "eval_interval=6", "lr=3e-3",
+                          "lr_warmup_steps=2", "wandb_mode=disabled", "num_workers=0", f"+checkpoint_path={tmp_path}"])
+    config = parse_config(raw)
+    result = train(config, cpu_context())
+    losses = [m["train/lm_loss"] for m in read_metrics(str(tmp_path)) if "train/lm_loss" in m]
+    assert len(losses) >= 12 and all(math.isfinite(x) for x in losses)
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.5 * first, f"{variant}: lm_loss {first:.3f} -> {last:.3f}"
+    assert 0.0 <= result["all"]["accuracy"] <= 1.0
+
+    steps = sorted((f for f in os.listdir(tmp_path) if f.startswith("step_") and f[5:].isdigit()), key=lambda f: int(f[5:]))
+    weights = torch.load(os.path.join(tmp_path, steps[-1]), weights_only=True)
+    metadata = PuzzleDatasetMetadata.model_validate_json(open(os.path.join(copy_task, "train", "dataset.json")).read())
+    fresh = build_model(config, metadata, cpu_context())
+    assert type(fresh.model).__module__ == "models." + CLASS_PATHS[variant].split("@")[0]
+    load_weights(fresh, weights)  # strict: the saved keys are the variant's published ones
+
+
+def test_readme_commands_are_valid_configs():
+    """The README's ablation commands compose and validate (the data paths are not read here)."""
+    import shlex
+    from tests.conftest import REPO_ROOT
+    text = open(os.path.join(REPO_ROOT, "README.md")).read()
+    section = text[text.index("## Ablations and baselines"):]
+    section = section[:section.index("\n## ")]
+    commands = [c for c in section.replace("\\\n", " ").splitlines() if c.startswith("python pretrain.py arch=")]
+    assert {shlex.split(c)[2] for c in commands} == {f"arch={v}" for v in NEW_VARIANTS}
+    for command in commands:
+        config = parse_config(compose_config(shlex.split(command)[2:]))
+        assert config.arch.name == CLASS_PATHS[shlex.split(command)[2].removeprefix("arch=")]
+        model_keys = dict(config.arch.model_keys, batch_size=768, seq_len=81, vocab_size=11, num_puzzle_identifiers=10)
+        load_model_class(config.arch.name).config_cls(**model_keys)
