@@ -18,11 +18,13 @@ import torch
 import yaml
 from pydantic import ValidationError
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from dataset.common import PuzzleDatasetMetadata
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
 from models.ema import EMAHelper
+from models.losses import IGNORE_LABEL_ID
 from models.optimizers import build_adam_atan2
 from models.registry import load_model_class, model_source_path
 from models.sparse_embedding import SparseEmbeddingSignSGD
@@ -31,7 +33,7 @@ from utils.checkpoint import (TMP_SUFFIX, capture_rng_state, carry_from_state, c
                               remove_stale_temporaries, restore_rng_state, safe_load, strip_compiled_prefix,
                               train_state_dir, write_rank_state)
 from utils.config import PretrainConfig, derive_names, format_validation_error
-from utils.device import should_compile
+from utils.device import should_compile, wide_float_dtype
 from utils.distributed import (DistContext, all_reduce_grads, all_reduce_sum, any_rank, barrier, broadcast_module_state,
                                broadcast_object, reduce_to_main)
 from utils.errors import CheckpointError, ConfigError, NonFiniteLossError
@@ -153,7 +155,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 def reduce_metrics(metrics: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float]:
     """Sum metric tensors over ranks; every rank gets the totals (all decide together on a bad loss)."""
     keys = sorted(metrics)
-    values = all_reduce_sum(torch.stack([metrics[k].detach().to(torch.float64) for k in keys]), ctx)
+    values = all_reduce_sum(torch.stack([metrics[k].detach().to(wide_float_dtype(metrics[k].device)) for k in keys]), ctx)
     return dict(zip(keys, values.cpu().tolist()))
 
 
@@ -228,8 +230,13 @@ def evaluation_model(state: TrainState) -> nn.Module:
 
 @torch.inference_mode()
 def evaluate(config: PretrainConfig, model: nn.Module, loader, metadata: PuzzleDatasetMetadata, evaluators: list,
-             ctx: DistContext, step: int, save_dir: str | None) -> dict | None:
-    """Run every test example for halt_max_steps ACT steps; per-set metrics (divided by count) on rank 0."""
+             ctx: DistContext, step: int, save_dir: str | None, halt_early: bool = False) -> dict | None:
+    """Run every test example through the ACT loop; per-set metrics (divided by count) on rank 0.
+
+    By default every sequence runs halt_max_steps steps, as published. With `halt_early` a sequence
+    stops at the first step its Q head says halt (see `run_act_halting_early`); `<set>/steps` is
+    then the mean number of steps used.
+    """
     model.eval()
     return_keys = set(config.eval_save_outputs)
     for evaluator in evaluators:
@@ -242,11 +249,10 @@ def evaluate(config: PretrainConfig, model: nn.Module, loader, metadata: PuzzleD
     progress = tqdm(desc="eval", unit="batch", disable=not ctx.is_main, leave=False)
     for set_name, batch, _ in loader:
         batch = to_device(batch, ctx.device)
-        carry = model.initial_carry(batch)
-        while True:
-            carry, _, metrics, outputs, all_finish = model(carry=carry, batch=batch, return_keys=return_keys)
-            if all_finish:
-                break
+        if halt_early:
+            metrics, outputs = run_act_halting_early(model, batch, return_keys, halts_on_q_halt_alone(config))
+        else:
+            metrics, outputs = run_act_all_steps(model, batch, return_keys)
         for collection in (batch, outputs):
             for key, value in collection.items():
                 if key in config.eval_save_outputs:
@@ -255,7 +261,7 @@ def evaluate(config: PretrainConfig, model: nn.Module, loader, metadata: PuzzleD
             evaluator.update_batch(batch, outputs)
         totals = sums.setdefault(set_ids[set_name], {})
         for key, value in metrics.items():
-            totals[key] = totals.get(key, 0) + value.to(torch.float64)
+            totals[key] = totals.get(key, 0) + value.to(wide_float_dtype(value.device))  # no float64 on MPS
         progress.update()
     progress.close()
 
@@ -272,13 +278,83 @@ def evaluate(config: PretrainConfig, model: nn.Module, loader, metadata: PuzzleD
     return results if ctx.is_main else None
 
 
+def run_act_all_steps(model: nn.Module, batch: dict, return_keys: set[str]) -> tuple[dict, dict]:
+    """Published evaluation: call the model until every sequence halted (halt_max_steps in eval mode)."""
+    carry = model.initial_carry(batch)
+    while True:
+        carry, _, metrics, outputs, all_finish = model(carry=carry, batch=batch, return_keys=return_keys)
+        if all_finish:
+            return metrics, outputs
+
+
+def halts_on_q_halt_alone(config: PretrainConfig) -> bool:
+    """The halting rule the model trained with: q_halt > 0 (no_ACT_continue, the default), else q_halt > q_continue."""
+    return bool(config.arch.model_keys.get("no_ACT_continue", True))
+
+
+def run_act_halting_early(model: nn.Module, batch: dict, return_keys: set[str],
+                          q_halt_alone: bool = True) -> tuple[dict, dict]:
+    """Inference-time halting: each sequence keeps the outputs of the first step its Q head says halt.
+
+    The model itself runs every sequence in lock-step (batches stay aligned, model code untouched);
+    outputs of sequences that already halted are frozen and the loop ends once all have halted or
+    halt_max_steps is reached. Metrics are computed from the frozen outputs with the loss head's
+    definitions (`act_eval_metrics`), so without early halts they equal the published ones.
+    """
+    keys = set(return_keys) | {"logits", "preds", "q_halt_logits", "q_continue_logits"}
+    carry = model.initial_carry(batch)
+    frozen: dict[str, torch.Tensor] = {}
+    steps_used = torch.zeros_like(carry.steps)
+    done = torch.zeros_like(carry.halted)
+    while not done.all():
+        carry, _, _, outputs, _ = model(carry=carry, batch=batch, return_keys=keys)
+        q_halt = outputs["q_halt_logits"]
+        wants_halt = q_halt > 0 if q_halt_alone else q_halt > outputs["q_continue_logits"]
+        stop_now = ~done & (wants_halt | carry.halted)  # carry.halted: halt_max_steps reached
+        for key, value in outputs.items():
+            mask = stop_now.view((-1,) + (1,) * (value.ndim - 1))
+            frozen[key] = torch.where(mask, value, frozen[key]) if key in frozen else value.clone()
+        steps_used = torch.where(stop_now, carry.steps, steps_used)
+        done |= stop_now
+    metrics = act_eval_metrics(frozen, batch["labels"], steps_used, getattr(model, "loss_fn", None))
+    return metrics, {k: v for k, v in frozen.items() if k in return_keys}
+
+
+def act_eval_metrics(outputs: dict[str, torch.Tensor], labels: torch.Tensor, steps: torch.Tensor,
+                     loss_fn=None) -> dict[str, torch.Tensor]:
+    """The loss head's evaluation metric sums (models/losses.py), for per-sequence final outputs.
+
+    As there, rates count sequences with labels only, while lm_loss and q_halt_loss sum over every
+    row of the batch (padding rows included).
+    """
+    mask = labels != IGNORE_LABEL_ID
+    loss_counts = mask.sum(-1)
+    loss_divisor = loss_counts.clamp_min(1).unsqueeze(-1)
+    is_correct = mask & (outputs["preds"] == labels)
+    seq_is_correct = is_correct.sum(-1) == loss_counts
+    valid = loss_counts > 0
+    q_halt = outputs["q_halt_logits"]
+    metrics = {
+        "count": valid.sum(),
+        "accuracy": torch.where(valid, (is_correct.to(torch.float32) / loss_divisor).sum(-1), 0).sum(),
+        "exact_accuracy": (valid & seq_is_correct).sum(),
+        "q_halt_accuracy": (valid & ((q_halt >= 0) == seq_is_correct)).sum(),
+        "steps": torch.where(valid, steps, 0).sum(),
+        "q_halt_loss": F.binary_cross_entropy_with_logits(q_halt, seq_is_correct.to(q_halt.dtype), reduction="sum"),
+    }
+    if loss_fn is not None and "logits" in outputs:
+        metrics["lm_loss"] = (loss_fn(outputs["logits"], labels, ignore_index=IGNORE_LABEL_ID, valid_mask=mask)
+                              / loss_divisor).sum()
+    return metrics
+
+
 def _reduce_eval_metrics(sums: dict[int, dict[str, torch.Tensor]], set_names: list[str], ctx: DistContext) -> dict:
     """Sum per-set metrics over ranks (every rank contributes a fixed-shape table) and divide by count."""
     keys = sorted({k for totals in sums.values() for k in totals})
     keys = broadcast_object(keys, ctx)  # a rank that saw no batch still needs the key order
     if not keys:
         return {}
-    table = torch.zeros(len(set_names), len(keys), dtype=torch.float64, device=ctx.device)
+    table = torch.zeros(len(set_names), len(keys), dtype=wide_float_dtype(ctx.device), device=ctx.device)
     for set_id, totals in sums.items():
         for j, key in enumerate(keys):
             if key in totals:
@@ -300,8 +376,13 @@ def _reduce_eval_metrics(sums: dict[int, dict[str, torch.Tensor]], set_names: li
 # ---------------------------------------------------------------------------------------------
 def save_code_and_config(config: PretrainConfig) -> None:
     os.makedirs(config.checkpoint_path, exist_ok=True)
-    for name in (config.arch.name, config.arch.loss.name):
-        source = model_source_path(name)
+    sources = [model_source_path(name) for name in (config.arch.name, config.arch.loss.name)]
+    shared = os.path.join(os.path.dirname(sources[0]), "common.py")  # parts every variant is built from
+    if os.path.exists(shared):
+        sources.append(shared)
+    if config.arch.model_keys.get("lma_enable"):
+        sources.append(model_source_path("lma@"))  # the LMA front-end is part of such a model
+    for source in sources:
         shutil.copy(source, os.path.join(config.checkpoint_path, os.path.basename(source)))
     write_atomically(os.path.join(config.checkpoint_path, "all_config.yaml"),
                      lambda f: yaml.safe_dump(config.model_dump(), f, sort_keys=False), mode="w")
@@ -445,6 +526,7 @@ def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
     """Train as configured (resuming if asked); returns the last evaluation's metrics on rank 0."""
     config = prepare_config(config, ctx)
     seed_everything(config.seed + ctx.rank)
+    ensure_dataset(config, ctx)
 
     train_loader, train_metadata = create_dataloader(config, "train", ctx, test_set_mode=False,
                                                      epochs_per_iter=config.epochs_per_iter,
@@ -519,12 +601,58 @@ def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
                 if config.checkpoint_every_eval or iter_id == config.total_iters - 1:
                     save_checkpoint(config, state, train_metadata, ctx, eval_model=eval_model)
                 del eval_model
+        if ctx.is_main:
+            report_run(config, state, last_eval)
     finally:
         stop.restore()
         progress.close()
         if logger is not None:
             logger.finish()
     return last_eval
+
+
+def ensure_dataset(config: PretrainConfig, ctx: DistContext) -> None:
+    """`generate_if_missing`: build data_paths[0] with the offline generators on first use."""
+    spec, path = config.generate_if_missing, config.data_paths[0]
+    if spec is None or os.path.exists(path):
+        return
+    if ctx.is_main:
+        from dataset.generated import build_generated_dataset
+        print(f"{path} does not exist yet: generating a {spec.kind} dataset there (once).")
+        build_generated_dataset(path, **spec.model_dump())
+    barrier(ctx)
+
+
+def report_run(config: PretrainConfig, state: TrainState, last_eval: dict | None) -> None:
+    """Where everything is, and (last line) the test exact accuracy."""
+    run_dir = config.checkpoint_path
+    print(f"checkpoint: {state.last_checkpoint or 'none saved'}")
+    print(f"metrics: {os.path.join(run_dir, 'metrics.jsonl')}")
+    if config.pictures:
+        for line in draw_pictures(config, state.step):
+            print(line)
+    sets = {name: m for name, m in (last_eval or {}).items() if isinstance(m, dict) and "exact_accuracy" in m}
+    if sets:
+        for name, m in sets.items():
+            if len(sets) > 1:
+                print(f"{name} exact_accuracy: {m['exact_accuracy']:.4f}")
+        print(f"test exact_accuracy: {sum(m['exact_accuracy'] for m in sets.values()) / len(sets):.4f}")
+
+
+def draw_pictures(config: PretrainConfig, step: int) -> list[str]:
+    """Training curves, and the last evaluation's predictions when they were saved (eval_save_outputs)."""
+    from utils.curves import plot_curves
+    from utils.pictures import render_predictions
+
+    run_dir = config.checkpoint_path
+    lines = [f"curves: {plot_curves(os.path.join(run_dir, 'metrics.jsonl'), os.path.join(run_dir, 'curves.png'))}"]
+    outputs_path = os.path.join(run_dir, f"step_{step}_all_preds.0")
+    if os.path.exists(outputs_path):
+        outputs = torch.load(outputs_path, weights_only=True)
+        data_dir = (config.data_paths_test or config.data_paths)[0]
+        picture = render_predictions(data_dir, outputs, os.path.join(run_dir, "predictions.html"))
+        lines.append(f"pictures: {picture}")
+    return lines
 
 
 def flatten_metrics(metrics: dict) -> dict:

@@ -1,0 +1,213 @@
+"""Evaluate a checkpoint on the test split: `python evaluate.py checkpoint=PATH [key=value ...]`.
+
+    python evaluate.py checkpoint=checkpoints/Arc1concept-aug-1000-ACT-torch/RUN/step_518071
+    python evaluate.py checkpoint=step_100 config=runs/x/all_config.yaml data_paths="[data/sudoku-extreme-1k-aug-1000]"
+    torchrun --nproc-per-node 4 evaluate.py checkpoint=... global_batch_size=1536
+
+Reads the training configuration `all_config.yaml` beside the checkpoint (the trainer writes it;
+published runs have one too), builds the model exactly as training did, loads the weights (ours,
+or published ones whose keys start with `_orig_mod.`), runs the test split through the trainer's
+`evaluate` with the configured evaluators, prints the metrics and writes to `output_dir`:
+`metrics.json` (the flat metrics, as in a run's metrics.jsonl), the ARC evaluator's
+`evaluator_ARC_step_N/submission.json`, and `step_N_all_preds.<rank>` with the outputs named in
+`save_outputs`. Keys (Hydra-style `key=value`, checked; unknown keys are errors): see `EvaluateConfig`.
+"""
+import json
+import os
+import re
+import sys
+from typing import Literal
+
+import torch
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dataset.puzzle_dataset import merge_metadata
+from trainer import (build_model, create_dataloader, create_evaluators, evaluate, flatten_metrics, has_split,
+                     seed_everything)
+from utils.checkpoint import load_weights, safe_load
+from utils.config import EvaluatorConfig, PretrainConfig, format_validation_error, parse_config
+from utils.device import should_compile
+from utils.distributed import DistContext, destroy_distributed, init_distributed
+from utils.errors import CheckpointError, ConfigError, UserFacingError
+
+CONFIG_FILE = "all_config.yaml"
+WEIGHTS_FILE = re.compile(r"step_(\d+)")
+
+
+class EvaluateConfig(BaseModel):
+    """Command-line keys of evaluate.py; the rest comes from the training config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str  # weights file (`step_N`, ours or published), or a run directory (its newest step_N)
+    config: str | None = None  # training config; default: all_config.yaml beside the checkpoint
+    data_paths: list[str] | None = None  # evaluate on other built datasets (default: the training config's)
+    evaluators: list[EvaluatorConfig] | None = None  # e.g. [] to skip ARC voting; default: the training config's
+    save_outputs: list[str] = []  # raw outputs to save, e.g. [inputs, labels, puzzle_identifiers, preds, q_halt_logits]
+    output_dir: str | None = None  # default: eval_<checkpoint name> beside the checkpoint
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    global_batch_size: int | None = None  # default: the training batch size
+    halt_early: bool = False  # stop each sequence when its Q head says halt (default: all halt_max_steps, as published)
+    compile: bool | None = None  # torch.compile; null = on CUDA only (as in training)
+    num_workers: Literal[0, 1] = 1  # data loader workers
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def parse_args(argv: list[str]) -> EvaluateConfig:
+    """Hydra-style `key=value` arguments (values in YAML syntax: lists `[a,b]`, `true`, numbers)."""
+    bad = [arg for arg in argv if "=" not in arg]
+    if bad:
+        raise ConfigError(f"Arguments must be key=value, got {bad}. Example: python evaluate.py checkpoint=PATH")
+    try:
+        raw = OmegaConf.to_container(OmegaConf.from_dotlist([arg.lstrip("+") for arg in argv]), resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Cannot parse the arguments {argv}: {err}") from None
+    try:
+        return EvaluateConfig(**raw)
+    except ValidationError as err:
+        raise ConfigError("Invalid evaluate.py arguments:\n" + format_validation_error(err).replace(
+            "see config/cfg_pretrain.yaml and config/arch/*.yaml", "see EvaluateConfig in evaluate.py")) from None
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A weights file as given, or the newest `step_N` of a run directory."""
+    if os.path.isdir(path):
+        steps = [(int(m.group(1)), name) for name in os.listdir(path) if (m := WEIGHTS_FILE.fullmatch(name))]
+        if not steps:
+            raise CheckpointError(f"{path} is a directory without step_N weight files; give checkpoint=PATH/step_N.")
+        return os.path.join(path, max(steps)[1])
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Checkpoint {path} does not exist (checkpoint= takes a step_N weights file "
+                              "or a run directory).")
+    return path
+
+
+def checkpoint_step(path: str) -> int:
+    """N of a `step_N` file (names the outputs, as in training); 0 for other names."""
+    match = WEIGHTS_FILE.fullmatch(os.path.basename(path))
+    return int(match.group(1)) if match else 0
+
+
+def load_training_config(args: EvaluateConfig, checkpoint: str) -> tuple[PretrainConfig, str]:
+    """The training config with this command's overrides applied, and where it was read from."""
+    path = args.config or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise ConfigError(f"No training config at {path}. The trainer writes {CONFIG_FILE} into the run directory; "
+                          f"point at it with config=PATH/{CONFIG_FILE}.")
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} is not a training config (expected a YAML mapping).")
+    if args.data_paths is not None:
+        raw["data_paths"], raw["data_paths_test"] = args.data_paths, []
+    if args.evaluators is not None:
+        raw["evaluators"] = [e.model_dump() for e in args.evaluators]
+    if args.global_batch_size is not None:
+        raw["global_batch_size"] = args.global_batch_size
+    raw.update(device=args.device, compile=args.compile, num_workers=args.num_workers,
+               eval_save_outputs=args.save_outputs)
+    raw.pop("generate_if_missing", None)  # evaluation never builds data
+    try:
+        config = parse_config(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    missing = [p for p in (config.data_paths_test or config.data_paths) if not os.path.isdir(p)]
+    if missing:
+        raise ConfigError(f"Dataset directories {missing} (from {path}) do not exist here; "
+                          "point at the built dataset with data_paths=[DIR].")
+    return config, path
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+def build_and_load(config: PretrainConfig, checkpoint: str, test_metadata, ctx: DistContext) -> torch.nn.Module:
+    """The model as training built it (train-split metadata when present), with the checkpoint's weights."""
+    metadata = merge_metadata(config.data_paths, "train") if has_split(config, "train") else test_metadata
+    head = build_model(config, metadata, ctx)
+    state_dict = safe_load(checkpoint)
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{checkpoint} is not a weights file (a state dict of tensors); give a step_N file.")
+    try:
+        load_weights(head, state_dict)
+    except (ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{checkpoint} does not fit the model of this config and dataset: {err}") from None
+    return torch.compile(head) if should_compile(ctx.device, config.compile) else head
+
+
+def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
+    """Evaluate; on rank 0 print and write the metrics and return them (flat), None elsewhere."""
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    config, config_path = load_training_config(args, checkpoint)
+    seed_everything(config.seed + ctx.rank)
+    if not has_split(config, "test"):
+        raise ConfigError(f"{config.data_paths_test or config.data_paths} has no test split to evaluate.")
+    loader, test_metadata = create_dataloader(config, "test", ctx, test_set_mode=True, epochs_per_iter=1,
+                                              global_batch_size=config.global_batch_size)
+    model = build_and_load(config, checkpoint, test_metadata, ctx)
+    evaluators = create_evaluators(config, test_metadata)
+    output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(checkpoint)),
+                                                 f"eval_{os.path.basename(checkpoint)}")
+    step = checkpoint_step(checkpoint)
+    if ctx.is_main:
+        os.makedirs(output_dir, exist_ok=True)
+        print(f"Evaluating {checkpoint} ({config_path}) on {config.data_paths_test or config.data_paths}, "
+              f"device {ctx.device} x{ctx.world_size}, halt_early={args.halt_early}")
+
+    results = evaluate(config, model, loader, test_metadata, evaluators, ctx, step, output_dir,
+                       halt_early=args.halt_early)
+    if not ctx.is_main:
+        return None
+    flat = flatten_metrics(results)
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+        json.dump({"step": step, **flat}, f, indent=1)
+    print_report(results, output_dir, step, evaluators)
+    return flat
+
+
+def print_report(results: dict, output_dir: str, step: int, evaluators: list) -> None:
+    """Per set: exact (whole-answer) accuracy and token accuracy first, then the rest; evaluator metrics."""
+    for set_name, metrics in results.items():
+        if not isinstance(metrics, dict):
+            continue
+        print(f"[{set_name}] exact accuracy {metrics.get('exact_accuracy', float('nan')):.4f}   "
+              f"token accuracy {metrics.get('accuracy', float('nan')):.4f}   "
+              f"mean steps {metrics.get('steps', float('nan')):.2f}")
+        others = {k: v for k, v in metrics.items() if k not in ("exact_accuracy", "accuracy", "steps")}
+        print("    " + "   ".join(f"{k} {v:.4g}" for k, v in sorted(others.items())))
+    for key, value in results.items():
+        if not isinstance(value, dict):
+            print(f"{key} {value:.4f}")
+    print(f"Metrics written to {os.path.join(output_dir, 'metrics.json')}")
+    for evaluator in evaluators:
+        path = os.path.join(output_dir, f"evaluator_{evaluator.__class__.__name__}_step_{step}", "submission.json")
+        if os.path.isfile(path):
+            print(f"Submission written to {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if argv else 2)
+    try:
+        args = parse_args(argv)
+        try:
+            ctx = init_distributed(args.device)
+        except ValueError as err:  # an unusable device request
+            raise ConfigError(str(err)) from None
+        try:
+            run(args, ctx)
+        finally:
+            destroy_distributed(ctx)
+    except (UserFacingError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()
