@@ -601,13 +601,13 @@ def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
                 if config.checkpoint_every_eval or iter_id == config.total_iters - 1:
                     save_checkpoint(config, state, train_metadata, ctx, eval_model=eval_model)
                 del eval_model
-        if ctx.is_main:
-            report_run(config, state, last_eval)
     finally:
         stop.restore()
         progress.close()
         if logger is not None:
             logger.finish()
+    if ctx.is_main:
+        report_run(config, state, last_eval)
     return last_eval
 
 
