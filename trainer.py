@@ -9,7 +9,7 @@ import random
 import shutil
 import signal
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import coolname

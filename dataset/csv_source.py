@@ -420,3 +420,33 @@ def optional_njit(fn):
     except ImportError:
         return fn
     return njit(cache=True)(fn)
+
+
+def generate_unique_rows(count: int, make_row, seen: set[str], desc: str, unit: str, max_attempts: int,
+                         hint: str) -> list[tuple[str, str, str, int]]:
+    """`count` CSV rows from `make_row()` (None = rejected by a filter), none whose question is in `seen`.
+
+    `seen` is updated, so calling this for train then test keeps the splits disjoint and free of repeats.
+    """
+    rows: list[tuple[str, str, str, int]] = []
+    attempts = 0
+    with progress(total=count, desc=desc, unit=f" {unit}") as bar:
+        while len(rows) < count:
+            attempts += 1
+            if attempts > max_attempts:
+                raise DatasetSourceError(f"only {len(rows)} of {count} {desc} {unit} passed the filters after "
+                                         f"{attempts - 1} attempts; {hint}.")
+            row = make_row()
+            if row is None or row[1] in seen:
+                continue
+            seen.add(row[1])
+            rows.append(row)
+            bar.update(1)
+    return rows
+
+
+def write_generated_csvs(output_dir: str, train: list, test: list, unit: str) -> None:
+    with atomic_output_dir(output_dir, CSV_ENTRIES) as tmp:
+        write_csv(os.path.join(tmp, "train.csv"), train)
+        write_csv(os.path.join(tmp, "test.csv"), test)
+    print(f"Wrote {output_dir}: {len(train)} train and {len(test)} test {unit}.")

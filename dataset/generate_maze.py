@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script path: make the repository root 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.csv_source import (
-    CSV_ENTRIES, DatasetSourceError, atomic_output_dir, non_negative_int, optional_njit, progress, run_cli, write_csv,
+    generate_unique_rows, non_negative_int, optional_njit, run_cli, write_generated_csvs,
 )
 
 GRID = 30
@@ -171,27 +171,15 @@ def from_string(text: str) -> np.ndarray:
 
 def generate_rows(count: int, rng: np.random.Generator, min_path_length: int, seen: set[str], desc: str) -> list[tuple[str, str, str, int]]:
     """`count` CSV rows of new mazes (not in `seen`, which is updated)."""
-    rows = []
-    attempts = 0
-    with progress(total=count, desc=desc, unit=" mazes") as bar:
-        while len(rows) < count:
-            attempts += 1
-            if attempts > MAX_ATTEMPTS_PER_MAZE * (count + 10):
-                raise DatasetSourceError(
-                    f"only {len(rows)} of {count} {desc} mazes passed the filters after {attempts - 1} attempts; "
-                    f"lower --min-path-length."
-                )
-            made = make_maze(rng, min_path_length)
-            if made is None:
-                continue
-            question, answer, length = made
-            text = to_string(question)
-            if text in seen:  # keeps train and test disjoint (and each free of repeats)
-                continue
-            seen.add(text)
-            rows.append(("generated", text, to_string(answer), length))
-            bar.update(1)
-    return rows
+    def make_row():
+        made = make_maze(rng, min_path_length)
+        if made is None:
+            return None
+        question, answer, length = made
+        return ("generated", to_string(question), to_string(answer), length)
+
+    return generate_unique_rows(count, make_row, seen, desc, "mazes", MAX_ATTEMPTS_PER_MAZE * (count + 10),
+                                "lower --min-path-length")
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -199,10 +187,7 @@ def generate(args: argparse.Namespace) -> None:
     seen: set[str] = set()
     train = generate_rows(args.num_train, rng, args.min_path_length, seen, "train")
     test = generate_rows(args.num_test, rng, args.min_path_length, seen, "test")
-    with atomic_output_dir(args.output_dir, CSV_ENTRIES) as tmp:
-        write_csv(os.path.join(tmp, "train.csv"), train)
-        write_csv(os.path.join(tmp, "test.csv"), test)
-    print(f"Wrote {args.output_dir}: {len(train)} train and {len(test)} test mazes.")
+    write_generated_csvs(args.output_dir, train, test, "mazes")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -22,8 +22,8 @@ if __package__ in (None, ""):  # run as a script path: make the repository root 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dataset.csv_source import (
-    CSV_ENTRIES, DatasetSourceError, atomic_output_dir, non_negative_int, optional_njit, positive_int, progress, run_cli,
-    write_csv,
+    generate_unique_rows, non_negative_int, optional_njit, positive_int, run_cli,
+    write_generated_csvs,
 )
 
 ALL_BITS = 0b1111111110  # candidate bits 1..9
@@ -213,27 +213,15 @@ def generate_rows(
     desc: str,
 ) -> list[tuple[str, str, str, int]]:
     """`count` CSV rows of new puzzles (not in `seen`, which is updated) passing the filters."""
-    rows = []
-    attempts = 0
-    with progress(total=count, desc=desc, unit=" puzzles") as bar:
-        while len(rows) < count:
-            attempts += 1
-            if attempts > MAX_ATTEMPTS_PER_PUZZLE * (count + 10):
-                raise DatasetSourceError(
-                    f"only {len(rows)} of {count} {desc} puzzles passed the filters after {attempts - 1} attempts; "
-                    f"lower --min-difficulty or --min-blanks."
-                )
-            made = make_puzzle(rng, min_blanks, max_blanks)
-            if made is None or made[2] < min_difficulty:
-                continue
-            puzzle, solution, rating = made
-            question = grid_to_string(puzzle)
-            if question in seen:  # keeps train and test disjoint (and each free of repeats)
-                continue
-            seen.add(question)
-            rows.append(("generated", question, grid_to_string(solution), rating))
-            bar.update(1)
-    return rows
+    def make_row():
+        made = make_puzzle(rng, min_blanks, max_blanks)
+        if made is None or made[2] < min_difficulty:
+            return None
+        puzzle, solution, rating = made
+        return ("generated", grid_to_string(puzzle), grid_to_string(solution), rating)
+
+    return generate_unique_rows(count, make_row, seen, desc, "puzzles", MAX_ATTEMPTS_PER_PUZZLE * (count + 10),
+                                "lower --min-difficulty or --min-blanks")
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -241,10 +229,7 @@ def generate(args: argparse.Namespace) -> None:
     seen: set[str] = set()
     train = generate_rows(args.num_train, rng, args.min_blanks, args.max_blanks, args.min_difficulty, seen, "train")
     test = generate_rows(args.num_test, rng, args.min_blanks, args.max_blanks, args.min_difficulty, seen, "test")
-    with atomic_output_dir(args.output_dir, CSV_ENTRIES) as tmp:
-        write_csv(os.path.join(tmp, "train.csv"), train)
-        write_csv(os.path.join(tmp, "test.csv"), test)
-    print(f"Wrote {args.output_dir}: {len(train)} train and {len(test)} test puzzles.")
+    write_generated_csvs(args.output_dir, train, test, "puzzles")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
