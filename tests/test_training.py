@@ -21,9 +21,9 @@ TINY_ARCH = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch
              "arch.halt_max_steps=2", "arch.forward_dtype=float32", "arch.puzzle_emb_len=1", "arch.expansion=2"]
 
 
-def compose_config(overrides: list[str]) -> dict:
+def compose_config(overrides: list[str], config_name: str = "cfg_pretrain") -> dict:
     with initialize_config_dir(config_dir=os.path.join(REPO_ROOT, "config"), version_base="1.3"):
-        cfg = compose(config_name="cfg_pretrain", overrides=overrides)
+        cfg = compose(config_name=config_name, overrides=overrides)
     from omegaconf import OmegaConf
     return OmegaConf.to_container(cfg, resolve=True)
 

@@ -1,0 +1,103 @@
+"""Every command in README.md must still parse against the code, so the README cannot drift.
+
+Commands are taken from the README's ```bash blocks. Training commands (`python pretrain.py`, also
+under `torchrun`) are composed with Hydra exactly as written and the model is built from them (with a
+stand-in dataset description); builder, evaluation, picture and benchmark commands go through their own
+argument parsers. What each command then does is covered by the other test files (e.g. test_quickstart,
+test_arc_dataset, test_sudoku_maze_datasets, test_evaluate, test_pictures, test_resume).
+"""
+import importlib
+import os
+import re
+import shlex
+
+import pytest
+import torch
+
+from dataset.common import PuzzleDatasetMetadata
+from tests.conftest import REPO_ROOT
+from tests.test_training import compose_config, cpu_context
+from trainer import build_model
+from utils.config import parse_config
+
+SKIP_PROGRAMS = {"pip", "source", "cd", "export"}
+
+
+def readme_commands() -> list[str]:
+    with open(os.path.join(REPO_ROOT, "README.md")) as f:
+        text = f.read()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        block = block.replace("\\\n", " ")
+        for line in block.splitlines():
+            line = line.split("  #")[0].split(" # ")[0].strip()
+            if not line or line.startswith("#"):
+                continue
+            commands.extend(part.strip() for part in line.split("&&"))
+    return [c for c in commands if shlex.split(c)[0] not in SKIP_PROGRAMS and "venv" not in c]
+
+
+def split_program(command: str) -> tuple[str, list[str]]:
+    """('pretrain.py' | 'dataset.build_arc_dataset' | ..., args), unwrapping python/torchrun launchers."""
+    words = shlex.split(command)
+    if words[0] == "torchrun":
+        script = next(i for i, w in enumerate(words) if w.endswith(".py"))
+        return words[script], words[script + 1:]
+    assert words[0] == "python", f"unexpected program in README: {command}"
+    if words[1] == "-m":
+        return words[2], words[3:]
+    return words[1], words[2:]
+
+
+def fill_placeholders(args: list[str]) -> list[str]:
+    """The README writes `...` for "your other arguments" and `key=...` for "your value"."""
+    return [a.replace("=...", "=PLACEHOLDER") for a in args if a != "..."]
+
+
+STAND_IN_METADATA = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=12, seq_len=81,
+                                          num_puzzle_identifiers=10, total_groups=10, mean_puzzle_examples=1.0,
+                                          total_puzzles=10, sets=["all"])
+
+
+def check_training_command(args: list[str]) -> None:
+    config_name = "cfg_pretrain"
+    if "--config-name" in args:
+        i = args.index("--config-name")
+        config_name, args = args[i + 1], args[:i] + args[i + 2:]
+    raw = compose_config(args, config_name=config_name)
+    config = parse_config(raw)
+    model = build_model(config.model_copy(update={"global_batch_size": 8}), STAND_IN_METADATA, cpu_context())
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def module_for(program: str):
+    name = program.removesuffix(".py").replace("/", ".")
+    return importlib.import_module(name)
+
+
+COMMANDS = readme_commands()
+
+
+def test_readme_has_commands():
+    programs = {split_program(c)[0] for c in COMMANDS}
+    assert {"pretrain.py", "evaluate.py", "visualize.py", "dataset.build_arc_dataset"} <= programs, programs
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=[c[:60] for c in COMMANDS])
+def test_readme_command_parses(command, tmp_path):
+    program, args = split_program(command)
+    args = fill_placeholders(args)
+    if program == "pytest":
+        return  # the test command itself: this run
+    if program == "pretrain.py":
+        check_training_command(args)
+        return
+    module = module_for(program)
+    if hasattr(module, "parse_args"):
+        module.parse_args(args)
+    elif program in ("dataset/build_copy_dataset.py", "dataset.build_copy_dataset"):
+        module.main(["--output-dir", str(tmp_path / "copy"), *args[2:]])  # small and quick: really run it
+    else:
+        assert hasattr(module, "main"), f"{program}: no main() to run"
+
+
