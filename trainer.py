@@ -18,13 +18,12 @@ import torch
 import yaml
 from pydantic import ValidationError
 from torch import nn
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from dataset.common import PuzzleDatasetMetadata
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
 from models.ema import EMAHelper
-from models.losses import IGNORE_LABEL_ID
+from models.losses import act_metrics
 from models.optimizers import build_adam_atan2
 from models.registry import load_model_class, model_source_path
 from models.sparse_embedding import SparseEmbeddingSignSGD
@@ -299,7 +298,7 @@ def run_act_halting_early(model: nn.Module, batch: dict, return_keys: set[str],
     The model itself runs every sequence in lock-step (batches stay aligned, model code untouched);
     outputs of sequences that already halted are frozen and the loop ends once all have halted or
     halt_max_steps is reached. Metrics are computed from the frozen outputs with the loss head's
-    definitions (`act_eval_metrics`), so without early halts they equal the published ones.
+    definitions (`models.losses.act_metrics`), so without early halts they equal the published ones.
     """
     keys = set(return_keys) | {"logits", "preds", "q_halt_logits", "q_continue_logits"}
     carry = model.initial_carry(batch)
@@ -316,36 +315,9 @@ def run_act_halting_early(model: nn.Module, batch: dict, return_keys: set[str],
             frozen[key] = torch.where(mask, value, frozen[key]) if key in frozen else value.clone()
         steps_used = torch.where(stop_now, carry.steps, steps_used)
         done |= stop_now
-    metrics = act_eval_metrics(frozen, batch["labels"], steps_used, getattr(model, "loss_fn", None))
+    metrics, _, _ = act_metrics(frozen["preds"], frozen["logits"], frozen["q_halt_logits"], batch["labels"], steps_used,
+                                torch.ones_like(done), model.loss_fn)
     return metrics, {k: v for k, v in frozen.items() if k in return_keys}
-
-
-def act_eval_metrics(outputs: dict[str, torch.Tensor], labels: torch.Tensor, steps: torch.Tensor,
-                     loss_fn=None) -> dict[str, torch.Tensor]:
-    """The loss head's evaluation metric sums (models/losses.py), for per-sequence final outputs.
-
-    As there, rates count sequences with labels only, while lm_loss and q_halt_loss sum over every
-    row of the batch (padding rows included).
-    """
-    mask = labels != IGNORE_LABEL_ID
-    loss_counts = mask.sum(-1)
-    loss_divisor = loss_counts.clamp_min(1).unsqueeze(-1)
-    is_correct = mask & (outputs["preds"] == labels)
-    seq_is_correct = is_correct.sum(-1) == loss_counts
-    valid = loss_counts > 0
-    q_halt = outputs["q_halt_logits"]
-    metrics = {
-        "count": valid.sum(),
-        "accuracy": torch.where(valid, (is_correct.to(torch.float32) / loss_divisor).sum(-1), 0).sum(),
-        "exact_accuracy": (valid & seq_is_correct).sum(),
-        "q_halt_accuracy": (valid & ((q_halt >= 0) == seq_is_correct)).sum(),
-        "steps": torch.where(valid, steps, 0).sum(),
-        "q_halt_loss": F.binary_cross_entropy_with_logits(q_halt, seq_is_correct.to(q_halt.dtype), reduction="sum"),
-    }
-    if loss_fn is not None and "logits" in outputs:
-        metrics["lm_loss"] = (loss_fn(outputs["logits"], labels, ignore_index=IGNORE_LABEL_ID, valid_mask=mask)
-                              / loss_divisor).sum()
-    return metrics
 
 
 def _reduce_eval_metrics(sums: dict[int, dict[str, torch.Tensor]], set_names: list[str], ctx: DistContext) -> dict:

@@ -42,6 +42,35 @@ def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_ind
 LOSS_FUNCTIONS = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_entropy": softmax_cross_entropy}
 
 
+def act_metrics(preds: torch.Tensor, logits: torch.Tensor, q_halt_logits: torch.Tensor, labels: torch.Tensor,
+                steps: torch.Tensor, halted: torch.Tensor, loss_fn) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Metric sums over sequences that halted and have labels, plus lm_loss and q_halt_loss summed over all rows.
+
+    Returns (metrics, lm_loss, q_halt_loss); `metrics` also holds the two losses, detached.
+    """
+    with torch.no_grad():
+        mask = labels != IGNORE_LABEL_ID
+        loss_counts = mask.sum(-1)
+        loss_divisor = loss_counts.clamp_min(1).unsqueeze(-1)
+        is_correct = mask & (preds == labels)
+        seq_is_correct = is_correct.sum(-1) == loss_counts
+        # Metrics only over sequences that finished this step and have something to score.
+        valid = halted & (loss_counts > 0)
+        metrics = {
+            "count": valid.sum(),
+            "accuracy": torch.where(valid, (is_correct.to(torch.float32) / loss_divisor).sum(-1), 0).sum(),
+            "exact_accuracy": (valid & seq_is_correct).sum(),
+            "q_halt_accuracy": (valid & ((q_halt_logits >= 0) == seq_is_correct)).sum(),
+            "steps": torch.where(valid, steps, 0).sum(),
+        }
+
+    lm_loss = (loss_fn(logits, labels, ignore_index=IGNORE_LABEL_ID, valid_mask=mask) / loss_divisor).sum()
+    q_halt_loss = F.binary_cross_entropy_with_logits(q_halt_logits, seq_is_correct.to(q_halt_logits.dtype), reduction="sum")
+    metrics["lm_loss"] = lm_loss.detach()
+    metrics["q_halt_loss"] = q_halt_loss.detach()
+    return metrics, lm_loss, q_halt_loss
+
+
 class ACTLossHead(nn.Module):
     """Wraps an ACT model: runs one step, returns (carry, loss, metrics, outputs, all_halted)."""
 
@@ -58,29 +87,10 @@ class ACTLossHead(nn.Module):
     def forward(self, return_keys: list[str] | tuple[str, ...] | set[str] = (), **model_kwargs):
         new_carry, outputs = self.model(**model_kwargs)
         labels = new_carry.current_data["labels"]
-
         with torch.no_grad():
             outputs["preds"] = torch.argmax(outputs["logits"], dim=-1)
-            mask = labels != IGNORE_LABEL_ID
-            loss_counts = mask.sum(-1)
-            loss_divisor = loss_counts.clamp_min(1).unsqueeze(-1)
-            is_correct = mask & (outputs["preds"] == labels)
-            seq_is_correct = is_correct.sum(-1) == loss_counts
-            # Metrics only over sequences that finished this step and have something to score.
-            valid = new_carry.halted & (loss_counts > 0)
-            metrics = {
-                "count": valid.sum(),
-                "accuracy": torch.where(valid, (is_correct.to(torch.float32) / loss_divisor).sum(-1), 0).sum(),
-                "exact_accuracy": (valid & seq_is_correct).sum(),
-                "q_halt_accuracy": (valid & ((outputs["q_halt_logits"] >= 0) == seq_is_correct)).sum(),
-                "steps": torch.where(valid, new_carry.steps, 0).sum(),
-            }
-
-        lm_loss = (self.loss_fn(outputs["logits"], labels, ignore_index=IGNORE_LABEL_ID, valid_mask=mask) / loss_divisor).sum()
-        q_halt_loss = F.binary_cross_entropy_with_logits(outputs["q_halt_logits"], seq_is_correct.to(outputs["q_halt_logits"].dtype),
-                                                         reduction="sum")
-        metrics["lm_loss"] = lm_loss.detach()
-        metrics["q_halt_loss"] = q_halt_loss.detach()
+        metrics, lm_loss, q_halt_loss = act_metrics(outputs["preds"], outputs["logits"], outputs["q_halt_logits"], labels,
+                                                    new_carry.steps, new_carry.halted, self.loss_fn)
 
         q_continue_loss = 0
         if "target_q_continue" in outputs:
