@@ -26,6 +26,8 @@ from typing import Iterable, Optional
 
 import torch
 
+from utils.device import all_on_cuda
+
 # Every foreach op the vectorised path needs; old builds or exotic backends may lack some.
 _FOREACH_OPS = ("_foreach_add_", "_foreach_mul_", "_foreach_mul", "_foreach_lerp_", "_foreach_sqrt", "_foreach_div_", "_foreach_sub_")
 
@@ -185,7 +187,7 @@ def _multi_tensor_adam_atan2(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr,
 
 
 def _all_on_cuda(params: list) -> bool:
-    return len(params) > 0 and all(p.device.type == "cuda" for p in params)
+    return all_on_cuda(params)
 
 
 def _materialize(params: Iterable) -> list:

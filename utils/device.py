@@ -94,3 +94,8 @@ def should_compile(device: torch.device, compile_flag: bool | None) -> bool:
     if compile_flag is not None:
         return bool(compile_flag)
     return torch.device(device).type == "cuda"
+
+
+def all_on_cuda(tensors: list) -> bool:
+    """True when there is at least one tensor and all are on CUDA devices (e.g. to pick a fused CUDA kernel)."""
+    return len(tensors) > 0 and all(t.device.type == "cuda" for t in tensors)
