@@ -460,6 +460,7 @@ class StopRequest:
 
     def __init__(self):
         self.signal_name: str | None = None
+        self.loader_interrupted = False
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -475,6 +476,22 @@ class StopRequest:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def batches_until_signal(loader, stop: StopRequest, ctx: DistContext):
+    """The loader's batches. A scheduler signals the whole job, so the DataLoader worker may die while a
+    batch is in transfer; in one process, that ends the iteration as a stop (the last step is complete)."""
+    batches = iter(loader)
+    while True:
+        try:
+            yield next(batches)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if not (stop.requested and not ctx.is_distributed):
+                raise
+            stop.loader_interrupted = True
+            return
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,7 +561,7 @@ def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
     try:
         for iter_id in range(state.iter_id, config.total_iters):
             state.model.train()
-            for _, batch, global_batch_size in train_loader:
+            for _, batch, global_batch_size in batches_until_signal(train_loader, stop, ctx):
                 metrics = train_batch(config, state, batch, global_batch_size, ctx)
                 state.batches_in_iter += 1
                 if metrics is not None:
@@ -561,6 +578,10 @@ def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
                         reason = f"on {stop.signal_name}" if stop.requested else f"at stop_at_step={config.stop_at_step}"
                         print(f"Stopped {reason}: saved {path}; continue with resume=auto")
                     return last_eval
+            if stop.loader_interrupted:  # the signal ended the loader's worker before the next batch
+                path = save_checkpoint(config, state, train_metadata, ctx)
+                print(f"Stopped on {stop.signal_name}: saved {path}; continue with resume=auto")
+                return last_eval
             state.iter_id, state.batches_in_iter = iter_id + 1, 0
 
             if iter_id >= (config.min_eval_interval or 0):
