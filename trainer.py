@@ -30,7 +30,7 @@ from models.sparse_embedding import SparseEmbeddingSignSGD
 from utils.checkpoint import (TMP_SUFFIX, capture_rng_state, carry_from_state, carry_to_state, commit_train_state,
                               list_train_states, load_train_state, load_weights, prune_checkpoints,
                               remove_stale_temporaries, restore_rng_state, safe_load, strip_compiled_prefix,
-                              train_state_dir, write_rank_state)
+                              train_state_dir, write_atomically, write_rank_state)
 from utils.config import PretrainConfig, derive_names, format_validation_error
 from utils.device import should_compile, wide_float_dtype
 from utils.distributed import (DistContext, all_reduce_grads, all_reduce_sum, any_rank, barrier, broadcast_module_state,
@@ -358,16 +358,6 @@ def save_code_and_config(config: PretrainConfig) -> None:
         shutil.copy(source, os.path.join(config.checkpoint_path, os.path.basename(source)))
     write_atomically(os.path.join(config.checkpoint_path, "all_config.yaml"),
                      lambda f: yaml.safe_dump(config.model_dump(), f, sort_keys=False), mode="w")
-
-
-def write_atomically(path: str, write, mode: str = "wb") -> None:
-    """Write to a temporary name, then rename: a crash never leaves a half-written file at `path`."""
-    tmp = f"{path}.tmp"
-    with open(tmp, mode) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_weights(config: PretrainConfig, model: nn.Module, step: int) -> str:

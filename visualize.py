@@ -19,18 +19,12 @@ from typing import Optional
 if __package__ in (None, ""):  # run as a script path: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from dataset.csv_source import positive_int
 from utils.curves import plot_curves
 from utils.errors import UserFacingError
 from utils.pictures import build_sheet, write_sheet
 
 DEFAULT_PICTURES = "pictures.html"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -43,7 +37,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     puzzles.add_argument("--outputs", default=None,
                          help="saved evaluation outputs: a step_N_all_preds.R file, or a run directory (latest step)")
     puzzles.add_argument("--submission", default=None, help="ARC only: an evaluator submission.json (attempts 1 and 2)")
-    puzzles.add_argument("--num", type=_positive_int, default=8, help="examples to draw")
+    puzzles.add_argument("--num", type=positive_int, default=8, help="examples to draw")
     puzzles.add_argument("--out", action="append", default=None,
                          help=f".html or .png file; repeat for both (default {DEFAULT_PICTURES})")
 

@@ -68,11 +68,23 @@ def fsync_dir(path: str) -> None:
             os.close(fd)
 
 
-def save_file_synced(obj: Any, path: str) -> None:
-    with open(path, "wb") as f:
-        torch.save(obj, f)
+def write_synced(path: str, write, mode: str = "wb") -> None:
+    """`write(f)` into `path`, then flush and fsync, so the bytes are on disk before anything refers to them."""
+    with open(path, mode) as f:
+        write(f)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_atomically(path: str, write, mode: str = "wb") -> None:
+    """Write to a temporary name, then rename: a crash never leaves a half-written file at `path`."""
+    tmp = f"{path}.tmp"
+    write_synced(tmp, write, mode)
+    os.replace(tmp, path)
+
+
+def save_file_synced(obj: Any, path: str) -> None:
+    write_synced(path, lambda f: torch.save(obj, f))
 
 
 def train_state_dir(run_dir: str, step: int) -> str:
