@@ -184,8 +184,8 @@ def print_report(results: dict, output_dir: str, step: int, evaluators: list) ->
         if not isinstance(value, dict):
             print(f"{key} {value:.4f}")
     print(f"Metrics written to {os.path.join(output_dir, 'metrics.json')}")
-    for evaluator in evaluators:
-        path = os.path.join(output_dir, f"evaluator_{evaluator.__class__.__name__}_step_{step}", "submission.json")
+    for entry in evaluators:
+        path = os.path.join(entry.output_dir(output_dir, step), "submission.json")
         if os.path.isfile(path):
             print(f"Submission written to {path}")
 

@@ -10,7 +10,7 @@ import shutil
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import coolname
 import numpy as np
@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from torch import nn
 from tqdm import tqdm
 
-from dataset.common import PuzzleDatasetMetadata
-from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
+from dataset.common import PuzzleDatasetMetadata, load_metadata
+from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, exposed_set_name, make_dataloader
 from models.ema import EMAHelper
 from models.losses import act_metrics
 from models.optimizers import build_adam_atan2
@@ -172,7 +172,7 @@ def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_b
                 ctx: DistContext) -> dict[str, float] | None:
     state.step += 1
     if state.step > state.total_steps:  # the loader's last iteration may hold a few extra batches
-        return None
+        return None  # (not trained on; the EMA still moves, see update_ema)
     batch = to_device(batch, ctx.device)
     if state.carry is None:
         state.carry = state.model.initial_carry(batch)
@@ -192,8 +192,6 @@ def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_b
             group["lr"] = lr
         optimizer.step()
         optimizer.zero_grad()
-    if state.ema is not None:
-        state.ema.update(state.raw_model)
 
     if not ctx.is_main:
         return None
@@ -206,9 +204,38 @@ def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_b
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
-def create_evaluators(config: PretrainConfig, eval_metadata: PuzzleDatasetMetadata) -> list:
-    """Every configured evaluator must be constructible: a failure here is an error, not a warning."""
-    data_path = (config.data_paths_test or config.data_paths)[0]
+@dataclass
+class PathEvaluator:
+    """One configured evaluator for one test data path (as published: every evaluator, once per path).
+
+    It sees only the batches of its path's sets. The first path's evaluator reports under the
+    evaluator's own names (`ARC/pass@2`, `evaluator_ARC_step_N/`); path i > 0 adds i to the name
+    (`ARC1/pass@2`, `evaluator_ARC1_step_N/`), as its sets are `all1`, ... (the published loop would
+    let the last path's metrics overwrite the others').
+    """
+
+    evaluator: Any
+    path_index: int
+    sets: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        base = type(self.evaluator).__name__
+        return base if self.path_index == 0 else f"{base}{self.path_index}"
+
+    def output_dir(self, save_dir: str, step: int) -> str:
+        return os.path.join(save_dir, f"evaluator_{self.name}_step_{step}")
+
+    def rename(self, metrics: dict[str, float]) -> dict[str, float]:
+        if self.path_index == 0:
+            return metrics
+        return {f"{key.split('/', 1)[0]}{self.path_index}/{key.split('/', 1)[1]}" if "/" in key
+                else f"{key}{self.path_index}": value for key, value in metrics.items()}
+
+
+def create_evaluators(config: PretrainConfig, eval_metadata: PuzzleDatasetMetadata) -> list[PathEvaluator]:
+    """Every configured evaluator for every test data path; failing to construct one is an error, not a warning."""
+    paths = config.data_paths_test or config.data_paths
     evaluators = []
     for spec in config.evaluators:
         try:
@@ -216,15 +243,30 @@ def create_evaluators(config: PretrainConfig, eval_metadata: PuzzleDatasetMetada
         except ValueError as err:
             raise ConfigError(f"evaluator {spec.name!r} is not available ({err}). "
                               "Remove it, e.g. evaluators=[] for Sudoku and Maze.") from None
-        evaluators.append(cls(data_path=data_path, eval_metadata=eval_metadata, **(spec.__pydantic_extra__ or {})))
+        for index, path in enumerate(paths):
+            sets = frozenset(exposed_set_name(name, index) for name in load_metadata(path, "test").sets)
+            evaluator = cls(data_path=path, eval_metadata=eval_metadata, **(spec.__pydantic_extra__ or {}))
+            evaluators.append(PathEvaluator(evaluator, index, sets))
     return evaluators
 
 
+def update_ema(state: TrainState) -> None:
+    """After every loader batch, as published: also after the few batches past total_steps that the
+    last iteration may hold (the step estimate can be below what the loader yields), which train
+    nothing but still move the shadow towards the final weights."""
+    if state.ema is not None:
+        state.ema.update(state.raw_model)
+
+
 def evaluation_model(state: TrainState) -> nn.Module:
-    """The weights evaluation and checkpoints use: the EMA shadow when EMA is on."""
+    """The weights evaluation and checkpoints use: the EMA shadow when EMA is on.
+
+    As published, the EMA copy is a deep copy of the model that trains, so when training is compiled
+    the EMA weights (float32, like the trained ones) run through the compiled model too.
+    """
     if state.ema is None:
         return state.model
-    return state.ema.ema_copy(state.raw_model)
+    return state.ema.ema_copy(state.model)
 
 
 @torch.inference_mode()
@@ -238,9 +280,9 @@ def evaluate(config: PretrainConfig, model: nn.Module, loader, metadata: PuzzleD
     """
     model.eval()
     return_keys = set(config.eval_save_outputs)
-    for evaluator in evaluators:
-        evaluator.begin_eval()
-        return_keys.update(evaluator.required_outputs)
+    for entry in evaluators:
+        entry.evaluator.begin_eval()
+        return_keys.update(entry.evaluator.required_outputs)
 
     set_ids = {name: i for i, name in enumerate(metadata.sets)}
     sums: dict[int, dict[str, torch.Tensor]] = {}
@@ -249,15 +291,16 @@ def evaluate(config: PretrainConfig, model: nn.Module, loader, metadata: PuzzleD
     for set_name, batch, _ in loader:
         batch = to_device(batch, ctx.device)
         if halt_early:
-            metrics, outputs = run_act_halting_early(model, batch, return_keys, halts_on_q_halt_alone(config))
+            metrics, outputs = run_act_halting_early(model, batch, return_keys)
         else:
             metrics, outputs = run_act_all_steps(model, batch, return_keys)
         for collection in (batch, outputs):
             for key, value in collection.items():
                 if key in config.eval_save_outputs:
                     saved.setdefault(key, []).append(value.cpu())
-        for evaluator in evaluators:
-            evaluator.update_batch(batch, outputs)
+        for entry in evaluators:
+            if set_name in entry.sets:
+                entry.evaluator.update_batch(batch, outputs)
         totals = sums.setdefault(set_ids[set_name], {})
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0) + value.to(wide_float_dtype(value.device))  # no float64 on MPS
@@ -269,11 +312,11 @@ def evaluate(config: PretrainConfig, model: nn.Module, loader, metadata: PuzzleD
         torch.save({k: torch.cat(v) for k, v in saved.items()}, os.path.join(save_dir, f"step_{step}_all_preds.{ctx.rank}"))
 
     results = _reduce_eval_metrics(sums, metadata.sets, ctx)
-    for evaluator in evaluators:
-        path = os.path.join(save_dir, f"evaluator_{evaluator.__class__.__name__}_step_{step}") if save_dir else None
-        evaluator_metrics = evaluator.result(path, rank=ctx.rank, world_size=ctx.world_size, group=ctx.cpu_group)
+    for entry in evaluators:
+        path = entry.output_dir(save_dir, step) if save_dir else None
+        evaluator_metrics = entry.evaluator.result(path, rank=ctx.rank, world_size=ctx.world_size, group=ctx.cpu_group)
         if ctx.is_main and evaluator_metrics is not None:
-            results.update(evaluator_metrics)
+            results.update(entry.rename(evaluator_metrics))
     return results if ctx.is_main else None
 
 
@@ -286,20 +329,25 @@ def run_act_all_steps(model: nn.Module, batch: dict, return_keys: set[str]) -> t
             return metrics, outputs
 
 
-def halts_on_q_halt_alone(config: PretrainConfig) -> bool:
-    """The halting rule the model trained with: q_halt > 0 (no_ACT_continue, the default), else q_halt > q_continue."""
-    return bool(config.arch.model_keys.get("no_ACT_continue", True))
+def act_model(head: nn.Module) -> nn.Module:
+    """The ACT model inside a loss head, compiled or not."""
+    return getattr(head, "_orig_mod", head).model
 
 
 def run_act_halting_early(model: nn.Module, batch: dict, return_keys: set[str],
-                          q_halt_alone: bool = True) -> tuple[dict, dict]:
+                          wants_to_halt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                          ) -> tuple[dict, dict]:
     """Inference-time halting: each sequence keeps the outputs of the first step its Q head says halt.
+
+    "Says halt" is the rule the model trains with (`ACTModel.wants_to_halt`: q_halt > 0 for TRM with
+    no_ACT_continue, else q_halt > q_continue), unless `wants_to_halt(q_halt, q_continue)` is given.
 
     The model itself runs every sequence in lock-step (batches stay aligned, model code untouched);
     outputs of sequences that already halted are frozen and the loop ends once all have halted or
     halt_max_steps is reached. Metrics are computed from the frozen outputs with the loss head's
     definitions (`models.losses.act_metrics`), so without early halts they equal the published ones.
     """
+    wants_to_halt = wants_to_halt or act_model(model).wants_to_halt
     keys = set(return_keys) | {"logits", "preds", "q_halt_logits", "q_continue_logits"}
     carry = model.initial_carry(batch)
     frozen: dict[str, torch.Tensor] = {}
@@ -307,9 +355,8 @@ def run_act_halting_early(model: nn.Module, batch: dict, return_keys: set[str],
     done = torch.zeros_like(carry.halted)
     while not done.all():
         carry, _, _, outputs, _ = model(carry=carry, batch=batch, return_keys=keys)
-        q_halt = outputs["q_halt_logits"]
-        wants_halt = q_halt > 0 if q_halt_alone else q_halt > outputs["q_continue_logits"]
-        stop_now = ~done & (wants_halt | carry.halted)  # carry.halted: halt_max_steps reached
+        says_halt = wants_to_halt(outputs["q_halt_logits"], outputs["q_continue_logits"])
+        stop_now = ~done & (says_halt | carry.halted)  # carry.halted: halt_max_steps reached
         for key, value in outputs.items():
             mask = stop_now.view((-1,) + (1,) * (value.ndim - 1))
             frozen[key] = torch.where(mask, value, frozen[key]) if key in frozen else value.clone()
@@ -553,6 +600,7 @@ def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
             state.model.train()
             for _, batch, global_batch_size in batches_until_signal(train_loader, stop, ctx):
                 metrics = train_batch(config, state, batch, global_batch_size, ctx)
+                update_ema(state)
                 state.batches_in_iter += 1
                 if metrics is not None:
                     logger.log(metrics, step=state.step)

@@ -265,12 +265,16 @@ class ScheduledHaltHead(nn.Module):
         return FakeCarry(steps, halted), None, {}, {k: v for k, v in outputs.items() if k in return_keys}, halted.all()
 
 
+def halts_on_positive_q_halt(q_halt, q_continue):
+    return q_halt > 0
+
+
 def test_halted_sequences_keep_their_outputs():
     halt_at = [1, 3, 9, 2]  # 9: never says halt, stops at halt_max_steps = 4
     batch = {"inputs": torch.zeros(4, 5, dtype=torch.int32),
              "labels": torch.tensor([[1] * 5, [3] * 5, [4] * 5, [-100] * 5], dtype=torch.int32)}
     head = ScheduledHaltHead(halt_at, max_steps=4)
-    metrics, outputs = run_act_halting_early(head, batch, {"preds"})
+    metrics, outputs = run_act_halting_early(head, batch, {"preds"}, halts_on_positive_q_halt)
     assert outputs.keys() == {"preds"} and outputs["preds"][:, 0].tolist() == [1, 3, 4, 2]
     assert head.calls == 4
     assert {k: float(v) for k, v in metrics.items()} == {
@@ -282,11 +286,11 @@ def test_halted_sequences_keep_their_outputs():
         "q_halt_loss": pytest.approx(3 * float(F.softplus(torch.tensor(-1.0))) + float(F.softplus(torch.tensor(1.0))))}
 
     head = ScheduledHaltHead([1, 2, 1, 2], max_steps=16)
-    _, outputs = run_act_halting_early(head, batch, {"preds", "q_halt_logits"})
+    _, outputs = run_act_halting_early(head, batch, {"preds", "q_halt_logits"}, halts_on_positive_q_halt)
     assert head.calls == 2 and outputs["preds"][:, 0].tolist() == [1, 2, 1, 2]  # stops once all halted
 
     head = ScheduledHaltHead(halt_at, max_steps=4)  # q_halt (1) never exceeds q_continue (2)
-    _, outputs = run_act_halting_early(head, batch, {"preds"}, q_halt_alone=False)
+    _, outputs = run_act_halting_early(head, batch, {"preds"}, lambda q_halt, q_continue: q_halt > q_continue)
     assert outputs["preds"][:, 0].tolist() == [4, 4, 4, 4]
 
 

@@ -38,18 +38,18 @@ TINY_ARCH = {
     "hrm": ["arch.H_layers=1", "arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2"],
     "trm_singlez": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=2", "arch.puzzle_emb_len=1"],
     "trm_hier6": ["arch.L_layers=1", "arch.H_cycles=2", "arch.L_cycles=3", "arch.puzzle_emb_len=1"],
-    "transformers_baseline": ["arch.H_layers=2", "arch.puzzle_emb_len=1"],
+    "transformers_baseline": ["arch.H_layers=2"],  # prefix ceil(32 / 32) = 1, as HRM's
 }
 
 # The same tiny models as plain config dicts (float64 for the exact recursion checks).
-SMALL = dict(batch_size=2, seq_len=8, vocab_size=6, num_puzzle_identifiers=3, puzzle_emb_ndim=32, puzzle_emb_len=1,
+SMALL = dict(batch_size=2, seq_len=8, vocab_size=6, num_puzzle_identifiers=3, puzzle_emb_ndim=32,
              hidden_size=32, expansion=2, num_heads=2, pos_encodings="rope", halt_max_steps=3,
              halt_exploration_prob=0.0, forward_dtype="float64")
-SMALL_ARCH = {
-    "trm": dict(H_cycles=3, L_cycles=2, L_layers=1),
+SMALL_ARCH = {  # HRM and the baseline have no puzzle_emb_len: their prefix is ceil(32 / 32) = 1 token
+    "trm": dict(H_cycles=3, L_cycles=2, L_layers=1, puzzle_emb_len=1),
     "hrm": dict(H_cycles=3, L_cycles=2, H_layers=1, L_layers=2),
-    "trm_singlez": dict(H_cycles=3, L_cycles=2, L_layers=1),
-    "trm_hier6": dict(H_cycles=2, L_cycles=4, L_layers=1),
+    "trm_singlez": dict(H_cycles=3, L_cycles=2, L_layers=1, puzzle_emb_len=1),
+    "trm_hier6": dict(H_cycles=2, L_cycles=4, L_layers=1, puzzle_emb_len=1),
     "transformers_baseline": dict(H_layers=2),
 }
 
@@ -99,10 +99,13 @@ def randomise_zero_inits(head: ACTLossHead) -> None:
 # ---------------------------------------------------------------------------------------------
 PUBLISHED_DEFAULTS = {
     "hrm": dict(H_cycles=2, L_cycles=2, H_layers=4, L_layers=4, num_heads=8),
-    "trm_singlez": dict(H_cycles=3, L_cycles=6, L_layers=2, num_heads=8, puzzle_emb_len=16),
-    "trm_hier6": dict(H_cycles=3, L_cycles=6, L_layers=2, num_heads=8, puzzle_emb_len=16),
-    "transformers_baseline": dict(H_layers=8, num_heads=12, puzzle_emb_len=16),
+    "trm_singlez": dict(H_cycles=3, L_cycles=6, L_layers=2, num_heads=8, puzzle_emb_len=16, no_ACT_continue=True),
+    "trm_hier6": dict(H_cycles=3, L_cycles=6, L_layers=2, num_heads=8, puzzle_emb_len=16, no_ACT_continue=True),
+    "transformers_baseline": dict(H_cycles=1, H_layers=8, num_heads=12, act_enabled=True, act_inference=False),
 }
+# Keys the published HRM and baseline classes do not have (their ACT and prefix rules are fixed).
+NOT_PUBLISHED = {"hrm": ("no_ACT_continue", "puzzle_emb_len"),
+                 "transformers_baseline": ("no_ACT_continue", "puzzle_emb_len")}
 
 
 @pytest.mark.parametrize("variant", NEW_VARIANTS)
@@ -111,14 +114,15 @@ def test_published_yaml(variant):
     assert arch["name"] == CLASS_PATHS[variant]
     assert arch["loss"] == {"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"}
     shared = dict(halt_exploration_prob=0.1, halt_max_steps=16, hidden_size=512, expansion=4, puzzle_emb_ndim=512,
-                  pos_encodings="rope", forward_dtype="bfloat16", mlp_t=False, no_ACT_continue=True, lma_enable=False)
+                  pos_encodings="rope", forward_dtype="bfloat16", mlp_t=False, lma_enable=False)
     for key, value in {**shared, **PUBLISHED_DEFAULTS[variant]}.items():
         assert arch[key] == value, f"{variant}: {key} = {arch[key]!r}, published {value!r}"
+    assert not set(NOT_PUBLISHED.get(variant, ())) & set(arch), f"{variant}: the published class has no such key"
     # The full-size config validates (the model itself is not built: it is large for a test).
     model_keys = {k: v for k, v in arch.items() if k not in ("name", "loss")}
     model_cls = load_model_class(arch["name"])
     config = model_cls.config_cls(**model_keys, batch_size=768, seq_len=81, vocab_size=11, num_puzzle_identifiers=10)
-    expected_prefix = 1 if variant == "hrm" else 16  # HRM: always ceil(512 / 512)
+    expected_prefix = 1 if variant in NOT_PUBLISHED else 16  # HRM, baseline: always ceil(512 / 512)
     assert config.prefix_len == expected_prefix
 
 
@@ -141,12 +145,22 @@ def test_invalid_configs_are_rejected(variant, overrides, message):
         build_head(variant, **overrides)
 
 
-def test_keys_a_variant_does_not_use_are_accepted_and_ignored():
-    # HRM: the prefix is always ceil(puzzle_emb_ndim / hidden_size), whatever puzzle_emb_len says.
-    hrm = build_head("hrm", puzzle_emb_len=16, puzzle_emb_ndim=40)
-    assert hrm.model.inner.puzzle_emb_len == 2 and hrm.model.inner.empty_carry(1).z_H.shape == (1, 10, 32)
-    # Baseline: TRM's recursion keys load (published configs carry them) and change nothing.
-    torch.manual_seed(0)
+@pytest.mark.parametrize("variant", ["hrm", "transformers_baseline"])
+@pytest.mark.parametrize("key, value", [("no_ACT_continue", True), ("no_ACT_continue", False), ("puzzle_emb_len", 16)])
+def test_keys_the_published_class_lacks_are_rejected_with_the_reason(variant, key, value):
+    """HRM and the baseline fix their ACT and prefix rules; a TRM key that would seem to change them is an error."""
+    with pytest.raises(ValidationError, match=rf"{key} is not a key of this architecture: .*as published"):
+        build_head(variant, **{key: value})
+
+
+def test_prefix_of_hrm_and_baseline_is_what_the_puzzle_embedding_fills():
+    for variant in ("hrm", "transformers_baseline"):
+        head = build_head(variant, puzzle_emb_ndim=40)
+        assert head.model.inner.puzzle_emb_len == 2 and head.model.inner.empty_carry(1).z_H.shape == (1, 10, 32)
+
+
+def test_recursion_keys_the_baseline_does_not_use_are_accepted_and_ignored():
+    """TRM's recursion keys load (published configs carry H_cycles: 1) and change nothing."""
     plain = build_head("transformers_baseline")
     with_keys = build_head("transformers_baseline", H_cycles=3, L_cycles=6, L_layers=2)
     batch = small_batch()
@@ -155,6 +169,84 @@ def test_keys_a_variant_does_not_use_are_accepted_and_ignored():
         out_a = plain(carry=plain.initial_carry(batch), batch=batch, return_keys=["logits"])[3]["logits"]
         out_b = with_keys(carry=with_keys.initial_carry(batch), batch=batch, return_keys=["logits"])[3]["logits"]
     assert torch.equal(out_a, out_b)
+
+
+# ---------------------------------------------------------------------------------------------
+# ACT as each published class does it
+# ---------------------------------------------------------------------------------------------
+def q_head_towards(head: ACTLossHead, q_halt: float, q_continue: float) -> None:
+    """Q logits fixed at (q_halt, q_continue) for every input."""
+    with torch.no_grad():
+        head.model.inner.q_head.weight.zero_()
+        head.model.inner.q_head.bias.copy_(torch.tensor([q_halt, q_continue]))
+
+
+@pytest.mark.parametrize("variant, q, halts", [
+    ("hrm", (0.5, 1.0), False),  # q_halt > 0 but below q_continue: HRM does not halt (TRM's default would)
+    ("hrm", (-1.0, -2.0), True),  # q_halt < 0 but above q_continue: HRM halts
+    ("transformers_baseline", (0.5, 1.0), False),
+    ("transformers_baseline", (-1.0, -2.0), True),
+    ("trm", (0.5, 1.0), True),  # no_ACT_continue (default): q_halt > 0 alone
+    ("trm", (-1.0, -2.0), False),
+])
+def test_training_halts_by_the_published_rule(variant, q, halts):
+    head = build_head(variant)
+    q_head_towards(head, *q)
+    head.train()
+    carry, _ = head.model(carry=head.initial_carry(small_batch()), batch=small_batch())
+    assert carry.halted.tolist() == [halts, halts]
+
+
+@pytest.mark.parametrize("variant, trains_q_continue", [("hrm", True), ("transformers_baseline", False),
+                                                        ("trm", False), ("trm_singlez", False), ("trm_hier6", False)])
+def test_q_continue_loss_only_where_published(variant, trains_q_continue):
+    head = build_head(variant)
+    randomise_zero_inits(head)
+    head.train()
+    batch = small_batch()
+    carry, loss, metrics, _, _ = head(carry=head.initial_carry(batch), batch=batch)
+    assert ("q_continue_loss" in metrics) == trains_q_continue
+    if trains_q_continue:  # the loss head adds it: 0.5 * (q_halt_loss + q_continue_loss)
+        expected = metrics["lm_loss"] + 0.5 * (metrics["q_halt_loss"] + metrics["q_continue_loss"])
+        torch.testing.assert_close(loss.detach(), expected)
+        assert metrics["q_continue_loss"] > 0
+
+
+def test_trm_without_no_act_continue_trains_q_continue():
+    head = build_head("trm", no_ACT_continue=False)
+    head.train()
+    batch = small_batch()
+    assert "q_continue_loss" in head(carry=head.initial_carry(batch), batch=batch)[2]
+
+
+@pytest.mark.parametrize("act_enabled, expected", [
+    (True, [[True, True]] * 3),  # halts at once, and again after each reset
+    (False, [[False, False], [False, False], [True, True]]),  # every sequence runs halt_max_steps = 3
+])
+def test_baseline_act_enabled_false_runs_halt_max_steps_in_training(act_enabled, expected):
+    batch = small_batch()
+    head = build_head("transformers_baseline", act_enabled=act_enabled)
+    q_head_towards(head, 1.0, -1.0)  # the Q head says halt everywhere
+    head.train()
+    carry, halted = head.initial_carry(batch), []
+    for _ in range(3):
+        carry, _ = head.model(carry=carry, batch=batch)
+        halted.append(carry.halted.tolist())
+    assert halted == expected
+
+
+def test_baseline_act_inference_halts_in_evaluation_and_reports_actual_steps():
+    batch = small_batch()
+    for act_inference in (False, True):
+        head = build_head("transformers_baseline", act_inference=act_inference)
+        q_head_towards(head, 1.0, -1.0)
+        head.eval()
+        with torch.no_grad():
+            carry, outputs = head.model(carry=head.initial_carry(batch), batch=batch)
+        assert carry.halted.tolist() == [act_inference] * 2
+        assert ("actual_steps" in outputs) == act_inference
+        if act_inference:
+            assert outputs["actual_steps"].tolist() == [1.0, 1.0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,10 +473,10 @@ def test_lma_composes(variant):
 # The parity test accepts fixtures of every variant
 # ---------------------------------------------------------------------------------------------
 def write_fixture(variant: str, path: str) -> None:
-    """A fixture in the reference format (../shared/reference/README.md), made by our own model.
+    """A fixture in the reference format (tests/fixtures/README.md), made by our own model.
 
-    This checks the parity test's handling of each published class path, not the numbers (the
-    published code's fixtures do that when dropped into $TRM_REFERENCE_DIR).
+    It checks the parity harness (loading each published class path, comparing every field), not
+    the numbers: those come from the published code's fixtures in tests/fixtures/.
     """
     config = dict(SMALL, **SMALL_ARCH[variant], forward_dtype="float32", batch_size=3)
     head = ACTLossHead(load_model_class(CLASS_PATHS[variant])(config), loss_type="stablemax_cross_entropy")
@@ -421,7 +513,8 @@ def write_fixture(variant: str, path: str) -> None:
 
 
 @pytest.mark.parametrize("variant", NEW_VARIANTS)
-def test_parity_test_runs_fixtures_of_every_variant(variant, tmp_path):
+def test_parity_harness_reads_fixtures_of_every_class_path(variant, tmp_path):
+    """A test of the harness only: the fixture is our own output, so it agrees by construction."""
     path = str(tmp_path / f"{variant}.pt")
     write_fixture(variant, path)
     parity.test_parity(path)
@@ -448,7 +541,10 @@ def test_pretrain_trains_variant(variant, copy_task, tmp_path):
     assert len(losses) >= 12 and all(math.isfinite(x) for x in losses)
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.5 * first, f"{variant}: lm_loss {first:.3f} -> {last:.3f}"
-    assert 0.0 <= result["all"]["accuracy"] <= 1.0
+    # The Q-continue loss is logged by HRM only (published: HRM always trains it, the baseline never).
+    logged = set().union(*read_metrics(str(tmp_path)))
+    assert ("train/q_continue_loss" in logged) == (variant == "hrm"), sorted(logged)
+    assert result["all"]["steps"] == 2  # evaluation runs halt_max_steps (2) for every sequence
 
     steps = sorted((f for f in os.listdir(tmp_path) if f.startswith("step_") and f[5:].isdigit()), key=lambda f: int(f[5:]))
     weights = torch.load(os.path.join(tmp_path, steps[-1]), weights_only=True)
@@ -472,3 +568,27 @@ def test_readme_commands_are_valid_configs():
         assert config.arch.name == CLASS_PATHS[shlex.split(command)[2].removeprefix("arch=")]
         model_keys = dict(config.arch.model_keys, batch_size=768, seq_len=81, vocab_size=11, num_puzzle_identifiers=10)
         load_model_class(config.arch.name).config_cls(**model_keys)
+
+
+@pytest.mark.parametrize("act_enabled", [True, False])
+def test_pretrain_baseline_act_enabled_decides_whether_training_halts_early(act_enabled, copy_task, tmp_path):
+    from trainer import build_model, train
+    overrides = ["arch=transformers_baseline", f"data_paths=[{copy_task}]", "evaluators=[]", *TINY_COMMON,
+                 *TINY_ARCH["transformers_baseline"], "arch.halt_max_steps=3", f"arch.act_enabled={act_enabled}",
+                 "arch.halt_exploration_prob=0", "global_batch_size=16", "epochs=3", "eval_interval=3", "lr=1e-4",
+                 "wandb_mode=disabled", "num_workers=0", f"+checkpoint_path={tmp_path / 'run'}"]
+    # Start from weights whose Q head says halt (q_halt 3 > q_continue -3) everywhere.
+    metadata = PuzzleDatasetMetadata.model_validate_json(open(os.path.join(copy_task, "train", "dataset.json")).read())
+    head = build_model(parse_config(compose_config(overrides)), metadata, cpu_context())
+    q_head_towards(head, 3.0, -3.0)
+    torch.save(head.state_dict(), tmp_path / "init.pt")
+    train(parse_config(compose_config([*overrides, f"+load_checkpoint={tmp_path / 'init.pt'}"])), cpu_context())
+
+    logged = [m for m in read_metrics(str(tmp_path / "run")) if "train/steps" in m][:9]
+    assert len(logged) == 9
+    # Metrics are over the sequences that halted at this call (train/count: 1 when any did, else 0).
+    if act_enabled:  # every sequence halts after one step
+        assert all(m["train/count"] == 1 and m["train/steps"] == 1 for m in logged)
+    else:  # every sequence runs halt_max_steps = 3
+        assert [m["train/count"] for m in logged] == [0, 0, 1] * 3
+        assert all(m["train/steps"] == 3 for m in logged if m["train/count"])

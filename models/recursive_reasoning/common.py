@@ -34,9 +34,11 @@ FORWARD_DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64: numer
 class RecursiveReasoningConfig(BaseModel):
     """Model configuration: the `arch` keys plus what the trainer derives from the dataset.
 
-    Every variant accepts every key of the family, because published configs (and the fixtures
-    made from them) carry keys that some variants do not use; each variant's config says which
-    of them it ignores. Anything else is rejected.
+    These are the keys every published class has, plus ours (mlp_t, LMA). Published configs (and
+    the fixtures made from them) carry recursion keys that some variants do not use (the baseline's
+    `H_cycles`, TRM's `H_layers`): those are accepted and ignored, as each variant's config says.
+    A key of another member that would change behaviour here (HRM given `no_ACT_continue`) is
+    rejected with the reason (`unsupported_keys`); anything else unknown is rejected too.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -49,7 +51,6 @@ class RecursiveReasoningConfig(BaseModel):
     vocab_size: int
     num_puzzle_identifiers: int
     puzzle_emb_ndim: int = 0
-    puzzle_emb_len: int = 16  # 0 = ceil(puzzle_emb_ndim / hidden_size)
 
     H_cycles: int
     L_cycles: int
@@ -67,7 +68,6 @@ class RecursiveReasoningConfig(BaseModel):
     halt_exploration_prob: float
     forward_dtype: Literal[FORWARD_DTYPES] = "bfloat16"  # type: ignore[valid-type]
     mlp_t: bool = False
-    no_ACT_continue: bool = True
     causal: bool = False  # the published trainer always passes causal=False
 
     # Latent Meta Attention front-end (models/lma.py, SPEC §7); off = the published model exactly.
@@ -77,6 +77,19 @@ class RecursiveReasoningConfig(BaseModel):
     lma_latent_dim: int | None = None  # d'; None = hidden_size
     lma_num_heads: int | None = None  # None = the most heads up to num_heads that split d' evenly
     lma_compression: float = 8.0  # automatic L_new ~ L / lma_compression
+
+    # Keys of other members of the family that mean something else here: key -> why, and what to use.
+    unsupported_keys: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unsupported(cls, values):
+        if isinstance(values, dict):
+            given = [key for key in cls.unsupported_keys if key in values]
+            if given:
+                raise ValueError("; ".join(f"{key} is not a key of this architecture: {cls.unsupported_keys[key]}"
+                                           for key in given))
+        return values
 
     @model_validator(mode="after")
     def _check(self) -> "RecursiveReasoningConfig":
@@ -88,11 +101,8 @@ class RecursiveReasoningConfig(BaseModel):
             raise ValueError(f"halt_exploration_prob must be in [0, 1], got {self.halt_exploration_prob}")
         if not self.mlp_t:
             self._check_heads()
-        if self.puzzle_emb_ndim < 0 or self.puzzle_emb_len < 0:
-            raise ValueError("puzzle_emb_ndim and puzzle_emb_len must be >= 0")
-        if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
-            raise ValueError(f"puzzle_emb_ndim ({self.puzzle_emb_ndim}) does not fit in puzzle_emb_len "
-                             f"({self.puzzle_emb_len}) tokens of hidden_size ({self.hidden_size})")
+        if self.puzzle_emb_ndim < 0:
+            raise ValueError("puzzle_emb_ndim must be >= 0")
         if self.lma_enable:
             _ = self.lma_layout  # resolving it raises a ValueError naming the nearest valid values
         return self
@@ -113,16 +123,24 @@ class RecursiveReasoningConfig(BaseModel):
 
     @property
     def prefix_len(self) -> int:
-        """Number of puzzle-embedding tokens prepended to the sequence.
+        """Number of puzzle-embedding tokens prepended to the sequence: as many as the puzzle
+        embedding fills, ceil(puzzle_emb_ndim / hidden_size) (HRM and the baseline, as published)."""
+        return -(-self.puzzle_emb_ndim // self.hidden_size)
 
-        Without a puzzle embedding (puzzle_emb_ndim = 0) there is no prefix, whatever
-        puzzle_emb_len says (the published code crashes on that combination).
-        """
-        if self.puzzle_emb_ndim == 0:
-            return 0
-        if self.puzzle_emb_len == 0:
-            return -(-self.puzzle_emb_ndim // self.hidden_size)
-        return self.puzzle_emb_len
+    # -- ACT as the published class does it (used by ACTModel.forward) --------------------------
+    @property
+    def halts_on_q_halt_alone(self) -> bool:
+        """True: halt where q_halt > 0; False: where q_halt > q_continue."""
+        return False
+
+    @property
+    def trains_q_continue(self) -> bool:
+        """Compute the Q-continue target (one more gradient-free step) in training, so the loss adds its loss."""
+        return True
+
+    def halts_adaptively(self, training: bool) -> bool:
+        """Whether the Q head may halt a sequence before halt_max_steps (in training, or in evaluation)."""
+        return training
 
     @property
     def total_len(self) -> int:
@@ -146,6 +164,41 @@ class RecursiveReasoningConfig(BaseModel):
         if self.lma_enable:
             return self.lma_layout.latent
         return SequenceGeometry(self.total_len, self.hidden_size, self.num_heads)
+
+
+class TRMFamilyConfig(RecursiveReasoningConfig):
+    """TRM and its single-z / six-latent ablations: a configurable prefix and the `no_ACT_continue` choice."""
+
+    puzzle_emb_len: int = 16  # 0 = ceil(puzzle_emb_ndim / hidden_size)
+    no_ACT_continue: bool = True
+
+    @model_validator(mode="after")
+    def _check_prefix(self) -> "TRMFamilyConfig":
+        if self.puzzle_emb_len < 0:
+            raise ValueError("puzzle_emb_len must be >= 0")
+        if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
+            raise ValueError(f"puzzle_emb_ndim ({self.puzzle_emb_ndim}) does not fit in puzzle_emb_len "
+                             f"({self.puzzle_emb_len}) tokens of hidden_size ({self.hidden_size})")
+        return self
+
+    @property
+    def prefix_len(self) -> int:
+        """`puzzle_emb_len` tokens (0 = as many as the embedding fills).
+
+        Without a puzzle embedding (puzzle_emb_ndim = 0) there is no prefix, whatever
+        puzzle_emb_len says (the published code crashes on that combination).
+        """
+        if self.puzzle_emb_ndim == 0 or self.puzzle_emb_len == 0:
+            return super().prefix_len
+        return self.puzzle_emb_len
+
+    @property
+    def halts_on_q_halt_alone(self) -> bool:
+        return self.no_ACT_continue
+
+    @property
+    def trains_q_continue(self) -> bool:
+        return not self.no_ACT_continue
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,17 +448,21 @@ class ACTModel(nn.Module):
             steps = steps + 1
             is_last_step = steps >= self.config.halt_max_steps
             halted = is_last_step
-            # Evaluation always runs halt_max_steps so that batches stay aligned.
-            if self.training and self.config.halt_max_steps > 1:
-                halted = halted | self._wants_to_halt(q_halt_logits, q_continue_logits)
-                halted = halted & (steps >= self._min_halt_steps(q_halt_logits, steps))
-                if not self.config.no_ACT_continue:
-                    outputs["target_q_continue"] = self._q_continue_target(inner_carry, current_data, is_last_step)
+            # Evaluation runs halt_max_steps so that batches stay aligned (unless the config halts there too).
+            if self.config.halt_max_steps > 1 and self.config.halts_adaptively(self.training):
+                halted = halted | self.wants_to_halt(q_halt_logits, q_continue_logits)
+                if self.training:
+                    halted = halted & (steps >= self._min_halt_steps(q_halt_logits, steps))
+                    if self.config.trains_q_continue:
+                        outputs["target_q_continue"] = self._q_continue_target(inner_carry, current_data, is_last_step)
+                else:
+                    outputs["actual_steps"] = steps.to(torch.float32)
 
         return ACTCarry(inner_carry, steps, halted, current_data), outputs
 
-    def _wants_to_halt(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
-        if self.config.no_ACT_continue:
+    def wants_to_halt(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
+        """The halting rule this model trains with (the one definition; inference-time halting uses it too)."""
+        if self.config.halts_on_q_halt_alone:
             return q_halt_logits > 0
         return q_halt_logits > q_continue_logits
 

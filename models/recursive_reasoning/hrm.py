@@ -5,6 +5,11 @@ L_cycles times per high-level update, and a high-level one `H_level` (H_layers b
 z_H, which the heads read. HRM back-propagates only through the very last L and H updates of a
 deep-supervision step (its "one-step gradient" approximation of the fixed point); TRM instead
 back-propagates through a whole latent recursion.
+
+ACT as published: in training a sequence halts where q_halt > q_continue (after the exploration
+minimum), and the Q-continue head is always trained, towards the value of one more gradient-free
+step; there is no `no_ACT_continue` option. The prefix is always ceil(puzzle_emb_ndim / hidden_size)
+tokens; there is no `puzzle_emb_len`.
 """
 import torch
 
@@ -13,20 +18,16 @@ from models.recursive_reasoning.common import ACTModel, InnerCarry, RecursiveInn
 
 
 class HRMConfig(RecursiveReasoningConfig):
-    """HRM's keys: TRM's plus a required H_layers.
-
-    `puzzle_emb_len` is accepted so that configs written for TRM load, and ignored: HRM always
-    uses ceil(puzzle_emb_ndim / hidden_size) prefix tokens, as published.
-    """
+    """HRM's keys: the family's plus a required H_layers (ACT and prefix rules are the base config's)."""
 
     positive_keys = ("H_cycles", "L_cycles", "H_layers", "L_layers", "halt_max_steps")
+    unsupported_keys = {
+        "no_ACT_continue": "HRM always trains the Q-continue head and halts where q_halt > q_continue, as published "
+                           "(arch=trm has the option)",
+        "puzzle_emb_len": "HRM's puzzle prefix is always ceil(puzzle_emb_ndim / hidden_size) tokens, as published",
+    }
 
     H_layers: int
-    puzzle_emb_len: int = 0
-
-    @property
-    def prefix_len(self) -> int:
-        return -(-self.puzzle_emb_ndim // self.hidden_size)
 
 
 class HRMInner(RecursiveInner):

@@ -4,6 +4,12 @@ No recursion inside a step: H_layers blocks are applied once per ACT step to the
 answer plus the input, z_H = blocks(z_H + x), with all of TRM's embeddings, heads and ACT
 halting. Depth then comes only from deep supervision (up to halt_max_steps steps), which is
 what makes it the baseline for the recursion itself.
+
+ACT as published: halting where q_halt > q_continue; `act_enabled` (default true) lets the Q head
+halt sequences in training, `act_inference` (default false) in evaluation too (the outputs then
+carry `actual_steps`). The Q-continue head is never trained: the published wrapper computes its
+target only when asked to, and the loss head never asks. The prefix is always
+ceil(puzzle_emb_ndim / hidden_size) tokens; there is no `puzzle_emb_len`.
 """
 from dataclasses import dataclass
 
@@ -19,15 +25,30 @@ class AnswerCarry:
 
 
 class BaselineConfig(RecursiveReasoningConfig):
-    """H_layers blocks; `H_cycles`, `L_cycles` and `L_layers` are accepted so that configs written for
-    TRM load, and unused: the blocks run once per step."""
+    """H_layers blocks; `H_cycles` (published: "kept for compatibility"), `L_cycles` and `L_layers` are
+    accepted so that published and TRM-style configs load, and unused: the blocks run once per step."""
 
     positive_keys = ("H_layers", "halt_max_steps")
+    unsupported_keys = {
+        "no_ACT_continue": "the baseline halts where q_halt > q_continue and never trains the Q-continue head, "
+                           "as published; act_enabled / act_inference choose where it halts early",
+        "puzzle_emb_len": "the baseline's puzzle prefix is always ceil(puzzle_emb_ndim / hidden_size) tokens, "
+                          "as published",
+    }
 
     H_layers: int
     H_cycles: int | None = None
     L_cycles: int | None = None
     L_layers: int | None = None
+    act_enabled: bool = True  # False: every sequence runs halt_max_steps in training too
+    act_inference: bool = False  # True: the Q head halts sequences in evaluation too
+
+    @property
+    def trains_q_continue(self) -> bool:
+        return False
+
+    def halts_adaptively(self, training: bool) -> bool:
+        return self.act_enabled if training else self.act_inference
 
 
 class BaselineInner(RecursiveInner):

@@ -12,13 +12,13 @@ import torch
 
 from models.layers import CosSin
 from models.recursive_reasoning.common import (ACTCarry, ACTModel, Block, InnerCarry, ReasoningModule, RecursiveInner,
-                                               RecursiveReasoningConfig)
+                                               TRMFamilyConfig)
 
 __all__ = ["TRMConfig", "TRMInner", "TinyRecursiveReasoningModel_ACTV1", "TRM", "ACTCarry", "InnerCarry", "Block",
            "ReasoningModule"]
 
 
-class TRMConfig(RecursiveReasoningConfig):
+class TRMConfig(TRMFamilyConfig):
     """TRM's keys. `H_layers` is unused (one shared network) and kept so that published configs load."""
 
 

@@ -19,7 +19,7 @@ import torch
 from pydantic import model_validator
 
 from models.layers import CosSin
-from models.recursive_reasoning.common import ACTModel, RecursiveInner, RecursiveReasoningConfig
+from models.recursive_reasoning.common import ACTModel, RecursiveInner, TRMFamilyConfig
 
 NUM_SLOTS = 6
 
@@ -49,7 +49,7 @@ def slot_sum(slots: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-class Hier6Config(RecursiveReasoningConfig):
+class Hier6Config(TRMFamilyConfig):
     """TRM's keys (`H_layers` unused); L_cycles can be at most 6, one update per slot."""
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from models.layers import CosSin
-from models.recursive_reasoning.common import ACTModel, RecursiveInner, RecursiveReasoningConfig
+from models.recursive_reasoning.common import ACTModel, RecursiveInner, TRMFamilyConfig
 
 
 @dataclass
@@ -17,7 +17,7 @@ class SingleLatentCarry:
     z_L: torch.Tensor  # the only state, (B, geometry.length, geometry.width); reset to L_init
 
 
-class SingleZConfig(RecursiveReasoningConfig):
+class SingleZConfig(TRMFamilyConfig):
     """TRM's keys; `H_layers` is unused."""
 
 
