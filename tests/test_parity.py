@@ -1,9 +1,11 @@
 """Replays fixtures computed by the published TRM code and compares every tensor.
 
-Any `*.pt` fixture in $TRM_REFERENCE_DIR (default ../shared/reference) is a test case; see that
+Any `*.pt` fixture in $TRM_REFERENCE_DIR (default tests/fixtures) is a test case; see that
 directory's README for the format and the tolerances used here.
 """
 import glob
+import importlib
+import importlib.util
 import os
 
 import pytest
@@ -11,17 +13,19 @@ import torch
 
 from models.losses import ACTLossHead
 from models.registry import load_model_class
-from tests.conftest import SHARED_DIR
+from tests.conftest import REFERENCE_DIR
 from utils.checkpoint import load_weights
 
-REFERENCE_DIR = os.environ.get("TRM_REFERENCE_DIR", os.path.join(SHARED_DIR, "reference"))
 FIXTURES = sorted(glob.glob(os.path.join(REFERENCE_DIR, "*.pt")))
 
-ATOL = 1e-4  # logits, Q logits, losses
-# The recursion amplifies float32 round-off (about 5x per ACT step for mlp_t), so after a few
-# steps two correct float32 implementations on different CPUs (AVX2 vs AVX-512 reductions)
-# drift apart by more than ATOL. Where that happens we allow ROUNDOFF_FACTOR times our own
-# float32-vs-float64 deviation at that step: still orders of magnitude below any real bug.
+ATOL = 1e-4  # logits, Q logits, losses (the fixtures' README)
+# The recursion amplifies float32 round-off (about 5x per ACT step for mlp_t, whose norm runs over
+# positions), so at the later eval steps two correct float32 runs on different CPUs or BLAS builds
+# drift apart by more than ATOL: on trm_mlpt_none the fixture itself is 1.7e-3 away from the float64
+# answer at eval step 3, and so are we. Only there, for eval-step tensors, the bound becomes
+# ROUNDOFF_FACTOR times our own float32-vs-float64 deviation at that step (which is below ATOL
+# everywhere else, so ATOL holds unchanged); preds, halted, steps, train steps and gradients are
+# always checked at the README tolerances.
 ROUNDOFF_FACTOR = 4.0
 GRAD_RTOL = 1e-3  # ||g - g_ref|| / ||g_ref||
 PUZZLE_EMB_GRAD = "model.inner.puzzle_emb.local_weights"
@@ -31,11 +35,24 @@ def _fixture_id(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _build(fixture: dict) -> ACTLossHead:
+def _implements(arch_name: str) -> bool:
+    """Whether this project has the published class path `module@Class` (a module file defining the class).
+
+    Only a class path we do not have may skip; a module of ours that fails to import, a config
+    it rejects or weights that do not load are failures.
+    """
+    module_path, _, class_name = arch_name.partition("@")
     try:
-        model_cls = load_model_class(fixture["arch_name"])
-    except ValueError as err:
-        pytest.skip(f"architecture {fixture['arch_name']!r} is not implemented here: {err}")
+        spec = importlib.util.find_spec(f"models.{module_path}")
+    except ModuleNotFoundError:  # a parent package we do not have
+        return False
+    return spec is not None and hasattr(importlib.import_module(f"models.{module_path}"), class_name)
+
+
+def _build(fixture: dict) -> ACTLossHead:
+    if not _implements(fixture["arch_name"]):
+        pytest.skip(f"architecture {fixture['arch_name']!r} is not implemented here")
+    model_cls = load_model_class(fixture["arch_name"])
     head = ACTLossHead(model_cls(dict(fixture["config"])), loss_type=fixture["loss_type"])
     load_weights(head, fixture["state_dict"])
     return head

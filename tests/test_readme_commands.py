@@ -23,18 +23,73 @@ from utils.config import parse_config
 SKIP_PROGRAMS = {"pip", "source", "cd", "export"}
 
 
-def readme_commands() -> list[str]:
+SHELL_ASSIGNMENT = re.compile(r"(\w+)=(\S+)")
+
+# The paper's commands (SPEC §9), which the README must give character for character.
+PAPER_COMMANDS = [
+    "python -m dataset.build_arc_dataset --input-file-prefix kaggle/combined/arc-agi --output-dir "
+    "data/arc1concept-aug-1000 --subsets training evaluation concept --test-set-name evaluation",
+    "python -m dataset.build_arc_dataset --input-file-prefix kaggle/combined/arc-agi --output-dir "
+    "data/arc2concept-aug-1000 --subsets training2 evaluation2 concept --test-set-name evaluation2",
+    "python dataset/build_sudoku_dataset.py --output-dir data/sudoku-extreme-1k-aug-1000 --subsample-size 1000 "
+    "--num-aug 1000",
+    "python dataset/build_maze_dataset.py",
+    'run_name="pretrain_att_arc1concept_4"',
+    "torchrun --nproc-per-node 4 --rdzv_backend=c10d --rdzv_endpoint=localhost:0 --nnodes=1 pretrain.py arch=trm "
+    'data_paths="[data/arc1concept-aug-1000]" arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=4 +run_name=${run_name} '
+    "ema=True",
+    'run_name="pretrain_mlp_t_sudoku"',
+    'python pretrain.py arch=trm data_paths="[data/sudoku-extreme-1k-aug-1000]" evaluators="[]" epochs=50000 '
+    "eval_interval=5000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 arch.mlp_t=True "
+    "arch.pos_encodings=none arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 +run_name=${run_name} ema=True",
+    'run_name="pretrain_att_sudoku"',
+    'python pretrain.py arch=trm data_paths="[data/sudoku-extreme-1k-aug-1000]" evaluators="[]" epochs=50000 '
+    "eval_interval=5000 lr=1e-4 puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 "
+    "arch.L_layers=2 arch.H_cycles=3 arch.L_cycles=6 +run_name=${run_name} ema=True",
+    'run_name="pretrain_att_maze30x30"',
+    "torchrun --nproc-per-node 4 --rdzv_backend=c10d --rdzv_endpoint=localhost:0 --nnodes=1 pretrain.py arch=trm "
+    'data_paths="[data/maze-30x30-hard-1k]" evaluators="[]" epochs=50000 eval_interval=5000 lr=1e-4 '
+    "puzzle_emb_lr=1e-4 weight_decay=1.0 puzzle_emb_weight_decay=1.0 arch.L_layers=2 arch.H_cycles=3 "
+    "arch.L_cycles=4 +run_name=${run_name} ema=True",
+]
+
+
+def strip_comment(line: str) -> str:
+    return line.split("  #")[0].split(" # ")[0].strip()
+
+
+def readme_lines() -> list[str]:
+    """Every command line of the README's bash blocks, continuations joined, comments removed."""
     with open(os.path.join(REPO_ROOT, "README.md")) as f:
         text = f.read()
-    commands = []
+    lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        block = block.replace("\\\n", " ")
-        for line in block.splitlines():
-            line = line.split("  #")[0].split(" # ")[0].strip()
-            if not line or line.startswith("#"):
-                continue
-            commands.extend(part.strip() for part in line.split("&&"))
+        for line in block.replace("\\\n", " ").splitlines():
+            line = strip_comment(line)
+            if line and not line.startswith("#"):
+                lines.append(line)
+    return lines
+
+
+def readme_commands() -> list[str]:
+    """The commands, with shell variables set by `name="value"` lines substituted as bash would."""
+    commands, variables = [], {}
+    for line in readme_lines():
+        words = shlex.split(line)
+        assignment = SHELL_ASSIGNMENT.fullmatch(words[0]) if len(words) == 1 else None
+        if assignment:
+            variables[assignment.group(1)] = assignment.group(2)
+            continue
+        for name, value in variables.items():
+            line = line.replace("${" + name + "}", value)
+        commands.extend(part.strip() for part in line.split("&&"))
     return [c for c in commands if shlex.split(c)[0] not in SKIP_PROGRAMS and "venv" not in c]
+
+
+def test_paper_commands_are_in_the_readme_verbatim():
+    lines = readme_lines()
+    missing = [command for command in PAPER_COMMANDS if command not in lines]
+    assert not missing, f"the README must give these paper commands as written: {missing}"
 
 
 def split_program(command: str) -> tuple[str, list[str]]:
