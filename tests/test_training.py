@@ -59,24 +59,130 @@ def test_copy_task_is_learned(copy_task, tmp_path):
     assert os.path.isfile(os.path.join(tmp_path, "all_config.yaml"))
 
 
+OPTION_RUN_ARGS = ["evaluators=[]", *TINY_ARCH, "global_batch_size=16", "epochs=2", "eval_interval=2",
+                   "lr_warmup_steps=2", "wandb_mode=disabled", "num_workers=0"]
+PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
+
+
+def evaluate_saved(run_dir: str, output_dir: str) -> dict:
+    """What evaluate.py reports (flat metrics) for the newest step_N of a run directory."""
+    import evaluate as evaluate_cli
+    return evaluate_cli.run(evaluate_cli.EvaluateConfig(checkpoint=run_dir, device="cpu", num_workers=0,
+                                                        output_dir=output_dir), cpu_context())
+
+
+def assert_evaluate_reproduces(result: dict, run_dir: str) -> None:
+    """The metrics train() returned are those of the saved weights, recounted by evaluate.py."""
+    from trainer import flatten_metrics
+    assert evaluate_saved(run_dir, os.path.join(run_dir, "recount")) == flatten_metrics(result)
+
+
+@pytest.fixture(scope="module")
+def option_runs(copy_task, tmp_path_factory):
+    """run(overrides): one short training run per option set (cached: cases share the default run), with the
+    model as built and its initial weights, the final step_N weights and the final training state."""
+    import trainer
+    from utils.checkpoint import list_train_states, load_train_state
+    runs = {}
+
+    def run(overrides: tuple[str, ...]) -> dict:
+        if overrides in runs:
+            return runs[overrides]
+        run_dir = str(tmp_path_factory.mktemp("run"))
+        raw = compose_config([f"data_paths=[{copy_task}]", *OPTION_RUN_ARGS, f"+checkpoint_path={run_dir}", *overrides])
+        built = {}
+        original_init = trainer.init_train_state
+
+        def init_and_capture(*args, **kwargs):
+            state = original_init(*args, **kwargs)
+            built["model"] = state.raw_model
+            built["initial"] = {k: v.detach().clone() for k, v in state.raw_model.state_dict().items()}
+            return state
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(trainer, "init_train_state", init_and_capture)
+            result = trainer.train(parse_config(raw), cpu_context())
+        shared, rank0 = load_train_state(list_train_states(run_dir)[-1][1], rank=0)
+        runs[overrides] = dict(run_dir=run_dir, result=result, metrics=read_metrics(run_dir), weights=_final_weights(run_dir),
+                               state=shared, rank0=rank0, **built)
+        return runs[overrides]
+
+    return run
+
+
+def _changed(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return not torch.equal(a, b)
+
+
 @pytest.mark.parametrize("overrides", [
+    [],
     ["arch.loss.loss_type=softmax_cross_entropy"],
     ["arch.no_ACT_continue=false", "arch.halt_exploration_prob=0.5"],
     ["arch.puzzle_emb_ndim=0"],  # puzzle_emb_len stays 1: no prefix instead of the published crash
     ["arch.mlp_t=true", "arch.pos_encodings=none"],
-    ["arch.pos_encodings=learned", "ema=true", "freeze_weights=true"],
-], ids=["softmax", "act_continue", "no_puzzle_emb", "mlp_t", "learned_ema_frozen"])
-def test_options_train(copy_task, tmp_path, overrides):
-    from trainer import train
-    raw = compose_config([f"data_paths=[{copy_task}]", "evaluators=[]", *TINY_ARCH, "global_batch_size=16",
-                          "epochs=4", "eval_interval=4", "wandb_mode=disabled", "num_workers=0",
-                          f"+checkpoint_path={tmp_path}", *overrides])
-    result = train(parse_config(raw), cpu_context())
-    losses = [m["train/lm_loss"] for m in read_metrics(str(tmp_path)) if "train/lm_loss" in m]
-    assert losses and all(math.isfinite(x) for x in losses)
-    assert 0.0 <= result["all"]["accuracy"] <= 1.0
+    ["arch.pos_encodings=learned", "ema=true"],
+    ["freeze_weights=true"],  # not with ema: the shadow of a constant moves by rounding (0.001 p + 0.999 p)
+], ids=["default", "softmax", "act_continue", "no_puzzle_emb", "mlp_t", "learned_ema", "frozen"])
+def test_options_train(option_runs, overrides):
+    run = option_runs(tuple(overrides))
+    default = option_runs(())
+    train_lines = [m for m in run["metrics"] if "train/lm_loss" in m]
+    assert train_lines and all(math.isfinite(m["train/lm_loss"]) for m in train_lines)
+    assert_evaluate_reproduces(run["result"], run["run_dir"])  # the saved step_N is what was evaluated
+    inner, initial, weights, raw_final = run["model"].model.inner, run["initial"], run["weights"], run["state"]["model"]
+    z_H = run["rank0"]["carry"]["inner_carry"]["z_H"]  # the ACT carry the run ended with
+    ema_on = "ema=true" in overrides
+    if not ema_on:
+        assert weights.keys() == raw_final.keys() and all(torch.equal(weights[k], raw_final[k]) for k in weights)
+
+    if not overrides:  # the control for the options below
+        assert "train/q_continue_loss" not in train_lines[0] and z_H.shape == (16, 1 + 8, 32)
+        assert hasattr(inner, "rotary_emb") and not hasattr(inner, "embed_pos")
+        assert any("self_attn" in k for k in weights) and not any("mlp_t" in k for k in weights)
+        assert all(_changed(weights[k], initial[k]) for k in weights if not k.endswith("_init"))
+        assert run["state"]["ema"] is None
+    if "arch.loss.loss_type=softmax_cross_entropy" in overrides:
+        # Same seed, batch and initial weights as the default run: the first step's predictions (so token
+        # accuracy and the Q-halt loss) agree, the token loss is the softmax one, not stablemax.
+        first, default_first = train_lines[0], [m for m in default["metrics"] if "train/lm_loss" in m][0]
+        assert first["train/accuracy"] == default_first["train/accuracy"]
+        assert first["train/q_halt_loss"] == default_first["train/q_halt_loss"]
+        assert abs(first["train/lm_loss"] - default_first["train/lm_loss"]) > 1e-3 * default_first["train/lm_loss"]
     if "arch.no_ACT_continue=false" in overrides:
-        assert any("train/q_continue_loss" in m for m in read_metrics(str(tmp_path)))
+        assert all("train/q_continue_loss" in m and m["train/q_continue_loss"] > 0 for m in train_lines)
+    if "arch.puzzle_emb_ndim=0" in overrides:
+        assert not hasattr(inner, "puzzle_emb") and inner.puzzle_emb_len == 0
+        assert not any("puzzle_emb" in k for k in weights)
+        assert z_H.shape == (16, 8, 32)  # no prefix: the carry is seq_len long
+        assert len(run["state"]["optimizers"]) == 1  # no sign-SGD optimizer for a puzzle table
+    if "arch.mlp_t=true" in overrides:
+        assert not hasattr(inner, "rotary_emb") and not hasattr(inner, "embed_pos")
+        assert weights["model.inner.L_level.layers.0.mlp_t.gate_up_proj.weight"].shape[1] == 1 + 8  # mixes positions
+        assert not any("self_attn" in k for k in weights)
+    if "arch.pos_encodings=learned" in overrides:
+        assert not hasattr(inner, "rotary_emb")
+        key = "model.inner.embed_pos.embedding_weight"
+        assert inner.embed_pos.embedding_weight.shape == (1 + 8, 32)
+        assert _changed(raw_final[key], initial[key]), "learned positions were not trained"
+    if ema_on:
+        # step_N holds the EMA shadow for every trained parameter (buffers such as the puzzle table as trained);
+        # the training state keeps the raw weights and the shadow separately.
+        shadow = run["state"]["ema"]
+        assert shadow and set(shadow) == {k for k, p in run["model"].named_parameters()}
+        assert weights.keys() == raw_final.keys()
+        for key in weights:
+            assert torch.equal(weights[key], shadow[key] if key in shadow else raw_final[key]), key
+        assert all(_changed(shadow[k], raw_final[k]) for k in shadow), "step_N holds the raw weights, not the EMA"
+        assert all(_changed(shadow[k], initial[k]) for k in shadow), "the EMA shadow never moved"
+    if "freeze_weights=true" in overrides:
+        # Only the puzzle embeddings train: every other weight keeps its initial value.
+        for key in weights:
+            if key != PUZZLE_EMB_KEY:
+                assert torch.equal(weights[key], initial[key]), key
+        assert len(run["state"]["optimizers"]) == 1
+    if "arch.puzzle_emb_ndim=0" not in overrides:
+        trained_rows = (weights[PUZZLE_EMB_KEY] != initial[PUZZLE_EMB_KEY]).any(dim=1)
+        assert 0 < trained_rows.sum() <= 64, "puzzle embedding rows did not train"  # 64 training puzzles
 
 
 def _run_pretrain(args: list[str], nproc: int = 1, cwd: str = REPO_ROOT) -> subprocess.CompletedProcess:
