@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.atomic import fsync_dir, write_atomically, write_synced  # noqa: F401 (write_atomically re-exported)
 from utils.errors import CheckpointError
 
 COMPILED_PREFIX = "_orig_mod."
@@ -56,31 +57,6 @@ def safe_load(path: str, map_location="cpu") -> Any:
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"Cannot read checkpoint {path}: it is truncated, corrupt or not a checkpoint "
                               f"({type(err).__name__}: {err}). Resume from an earlier one (resume=PATH).") from None
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename durable: fsync the directory entry (no-op where directories cannot be opened)."""
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_synced(path: str, write, mode: str = "wb") -> None:
-    """`write(f)` into `path`, then flush and fsync, so the bytes are on disk before anything refers to them."""
-    with open(path, mode) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_atomically(path: str, write, mode: str = "wb") -> None:
-    """Write to a temporary name, then rename: a crash never leaves a half-written file at `path`."""
-    tmp = f"{path}.tmp"
-    write_synced(tmp, write, mode)
-    os.replace(tmp, path)
 
 
 def save_file_synced(obj: Any, path: str) -> None:

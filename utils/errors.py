@@ -1,4 +1,8 @@
-"""Errors the user can act on: the entry points print their message, without a traceback, and exit non-zero."""
+"""Errors the user can act on: one hierarchy under `UserFacingError`.
+
+The entry points (pretrain.py, evaluate.py, the builders) print the message of any of these once,
+without a traceback, and exit non-zero; the message says what is wrong, where, and how to fix it.
+"""
 
 
 class UserFacingError(Exception):
@@ -7,6 +11,10 @@ class UserFacingError(Exception):
 
 class ConfigError(UserFacingError, ValueError):
     """A configuration the user has to fix."""
+
+
+class DatasetError(UserFacingError, ValueError):
+    """A dataset or data source that cannot be used as it is (missing, malformed, or of another kind)."""
 
 
 class CheckpointError(UserFacingError):

@@ -1,0 +1,45 @@
+"""Writing files so that a crash never leaves half of one: the one home of atomic writes.
+
+Everything this project writes for a user (datasets, checkpoints, configs, metrics, pictures) goes
+to a temporary name beside its final path, is flushed and synced, and only then renamed into place.
+Temporary names are unique per process and call, so two writers never share one.
+"""
+import os
+import uuid
+from typing import Any, Callable
+
+
+def temporary_path(final_path: str) -> str:
+    """A unique name beside `final_path` (same directory, so the rename is atomic)."""
+    return f"{final_path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename durable: fsync the directory entry (no-op where directories cannot be opened)."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_synced(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """`write(f)` into `path`, then flush and fsync, so the bytes are on disk before anything refers to them."""
+    with open(path, mode) as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_atomically(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """`write(f)` into a temporary file, then rename it over `path`; on any error the temporary is removed."""
+    tmp = temporary_path(path)
+    try:
+        write_synced(tmp, write, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
