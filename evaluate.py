@@ -10,12 +10,13 @@ or published ones whose keys start with `_orig_mod.`), runs the test split throu
 `evaluate` with the configured evaluators, prints the metrics and writes to `output_dir`:
 `metrics.json` (the flat metrics, as in a run's metrics.jsonl), the ARC evaluator's
 `evaluator_ARC_step_N/submission.json`, and `step_N_all_preds.<rank>` with the outputs named in
-`save_outputs`. Keys (Hydra-style `key=value`, checked; unknown keys are errors): see `EvaluateConfig`.
+`save_outputs`. The evaluation is `training.evaluation.evaluate`, the one training runs.
+Keys (Hydra-style `key=value`, checked; unknown keys are errors): see `EvaluateConfig`.
 """
 import json
 import os
-import re
 import sys
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -25,16 +26,19 @@ from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dataset.puzzle_dataset import merge_metadata
-from trainer import (build_model, create_dataloader, create_evaluators, evaluate, flatten_metrics, has_split,
-                     seed_everything)
+from training.data import create_dataloader, has_split, split_paths
+from training.evaluation import create_evaluators, evaluate, flatten_metrics
+from training.loop import seed_everything
+from training.state import build_model
+from utils.atomic import write_atomically
 from utils.checkpoint import load_weights, safe_load
 from utils.config import EvaluatorConfig, PretrainConfig, format_validation_error, parse_config
 from utils.device import should_compile
 from utils.distributed import DistContext, destroy_distributed, init_distributed
 from utils.errors import CheckpointError, ConfigError, UserFacingError
+from utils.run_files import CONFIG_FILE, WEIGHTS_FILE, weight_steps, weights_path
 
-CONFIG_FILE = "all_config.yaml"
-WEIGHTS_FILE = re.compile(r"step_(\d+)")
+METRICS_JSON = "metrics.json"  # what evaluate.py writes into its output_dir
 
 
 class EvaluateConfig(BaseModel):
@@ -77,10 +81,10 @@ def parse_args(argv: list[str]) -> EvaluateConfig:
 def resolve_checkpoint(path: str) -> str:
     """A weights file as given, or the newest `step_N` of a run directory."""
     if os.path.isdir(path):
-        steps = [(int(m.group(1)), name) for name in os.listdir(path) if (m := WEIGHTS_FILE.fullmatch(name))]
+        steps = weight_steps(path)
         if not steps:
             raise CheckpointError(f"{path} is a directory without step_N weight files; give checkpoint=PATH/step_N.")
-        return os.path.join(path, max(steps)[1])
+        return weights_path(path, steps[-1])
     if not os.path.isfile(path):
         raise CheckpointError(f"Checkpoint {path} does not exist (checkpoint= takes a step_N weights file "
                               "or a run directory).")
@@ -93,8 +97,20 @@ def checkpoint_step(path: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def load_training_config(args: EvaluateConfig, checkpoint: str) -> tuple[PretrainConfig, str]:
-    """The training config with this command's overrides applied, and where it was read from."""
+@dataclass
+class EvaluationPlan:
+    """What to evaluate: the run's training config as saved, and this command's choices."""
+
+    train_config: PretrainConfig  # all_config.yaml as the run wrote it (arch, seed, data, evaluators)
+    config_path: str
+    train_paths: list[str]  # the model is built as training built it, from the train split's metadata
+    test_paths: list[str]
+    evaluators: list[EvaluatorConfig]
+    global_batch_size: int
+
+
+def load_plan(args: EvaluateConfig, checkpoint: str) -> EvaluationPlan:
+    """The run's training config (validated as training validated it) and this command's overrides."""
     path = args.config or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), CONFIG_FILE)
     if not os.path.isfile(path):
         raise ConfigError(f"No training config at {path}. The trainer writes {CONFIG_FILE} into the run directory; "
@@ -103,33 +119,30 @@ def load_training_config(args: EvaluateConfig, checkpoint: str) -> tuple[Pretrai
         raw = yaml.safe_load(f)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} is not a training config (expected a YAML mapping).")
-    if args.data_paths is not None:
-        raw["data_paths"], raw["data_paths_test"] = args.data_paths, []
-    if args.evaluators is not None:
-        raw["evaluators"] = [e.model_dump() for e in args.evaluators]
-    if args.global_batch_size is not None:
-        raw["global_batch_size"] = args.global_batch_size
-    raw.update(device=args.device, compile=args.compile, num_workers=args.num_workers,
-               eval_save_outputs=args.save_outputs)
     raw.pop("generate_if_missing", None)  # evaluation never builds data
     try:
         config = parse_config(raw)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    missing = [p for p in (config.data_paths_test or config.data_paths) if not os.path.isdir(p)]
+    train_paths = args.data_paths if args.data_paths is not None else config.data_paths
+    test_paths = args.data_paths if args.data_paths is not None else split_paths(config, "test")
+    missing = [p for p in test_paths if not os.path.isdir(p)]
     if missing:
         raise ConfigError(f"Dataset directories {missing} (from {path}) do not exist here; "
                           "point at the built dataset with data_paths=[DIR].")
-    return config, path
+    return EvaluationPlan(train_config=config, config_path=path, train_paths=train_paths, test_paths=test_paths,
+                          evaluators=args.evaluators if args.evaluators is not None else config.evaluators,
+                          global_batch_size=args.global_batch_size or config.global_batch_size)
 
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
-def build_and_load(config: PretrainConfig, checkpoint: str, test_metadata, ctx: DistContext) -> torch.nn.Module:
+def build_and_load(plan: EvaluationPlan, checkpoint: str, test_metadata, ctx: DistContext,
+                   compile_model: bool | None) -> torch.nn.Module:
     """The model as training built it (train-split metadata when present), with the checkpoint's weights."""
-    metadata = merge_metadata(config.data_paths, "train") if has_split(config, "train") else test_metadata
-    head = build_model(config, metadata, ctx)
+    metadata = merge_metadata(plan.train_paths, "train") if has_split(plan.train_paths, "train") else test_metadata
+    head = build_model(plan.train_config.arch, metadata, plan.global_batch_size // ctx.world_size, ctx.device)
     state_dict = safe_load(checkpoint)
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{checkpoint} is not a weights file (a state dict of tensors); give a step_N file.")
@@ -137,35 +150,35 @@ def build_and_load(config: PretrainConfig, checkpoint: str, test_metadata, ctx: 
         load_weights(head, state_dict)
     except (ValueError, RuntimeError) as err:
         raise CheckpointError(f"{checkpoint} does not fit the model of this config and dataset: {err}") from None
-    return torch.compile(head) if should_compile(ctx.device, config.compile) else head
+    return torch.compile(head) if should_compile(ctx.device, compile_model) else head
 
 
 def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
     """Evaluate; on rank 0 print and write the metrics and return them (flat), None elsewhere."""
     checkpoint = resolve_checkpoint(args.checkpoint)
-    config, config_path = load_training_config(args, checkpoint)
-    seed_everything(config.seed + ctx.rank)
-    if not has_split(config, "test"):
-        raise ConfigError(f"{config.data_paths_test or config.data_paths} has no test split to evaluate.")
-    loader, test_metadata = create_dataloader(config, "test", ctx, test_set_mode=True, epochs_per_iter=1,
-                                              global_batch_size=config.global_batch_size)
-    model = build_and_load(config, checkpoint, test_metadata, ctx)
-    evaluators = create_evaluators(config, test_metadata)
+    plan = load_plan(args, checkpoint)
+    seed_everything(plan.train_config.seed + ctx.rank)
+    if not has_split(plan.test_paths, "test"):
+        raise ConfigError(f"{plan.test_paths} has no test split to evaluate.")
+    loader, test_metadata = create_dataloader(plan.test_paths, "test", ctx, seed=plan.train_config.seed,
+                                              global_batch_size=plan.global_batch_size, num_workers=args.num_workers)
+    model = build_and_load(plan, checkpoint, test_metadata, ctx, args.compile)
+    evaluators = create_evaluators(plan.evaluators, plan.test_paths, test_metadata)
     output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(checkpoint)),
                                                  f"eval_{os.path.basename(checkpoint)}")
     step = checkpoint_step(checkpoint)
     if ctx.is_main:
         os.makedirs(output_dir, exist_ok=True)
-        print(f"Evaluating {checkpoint} ({config_path}) on {config.data_paths_test or config.data_paths}, "
+        print(f"Evaluating {checkpoint} ({plan.config_path}) on {plan.test_paths}, "
               f"device {ctx.device} x{ctx.world_size}, halt_early={args.halt_early}")
 
-    results = evaluate(config, model, loader, test_metadata, evaluators, ctx, step, output_dir,
-                       halt_early=args.halt_early)
+    results = evaluate(model, loader, test_metadata, evaluators, ctx, step, output_dir,
+                       save_outputs=args.save_outputs, halt_early=args.halt_early)
     if not ctx.is_main:
         return None
     flat = flatten_metrics(results)
-    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-        json.dump({"step": step, **flat}, f, indent=1)
+    write_atomically(os.path.join(output_dir, METRICS_JSON), lambda f: json.dump({"step": step, **flat}, f, indent=1),
+                     mode="w")
     print_report(results, output_dir, step, evaluators)
     return flat
 
@@ -183,7 +196,7 @@ def print_report(results: dict, output_dir: str, step: int, evaluators: list) ->
     for key, value in results.items():
         if not isinstance(value, dict):
             print(f"{key} {value:.4f}")
-    print(f"Metrics written to {os.path.join(output_dir, 'metrics.json')}")
+    print(f"Metrics written to {os.path.join(output_dir, METRICS_JSON)}")
     for entry in evaluators:
         path = os.path.join(entry.output_dir(output_dir, step), "submission.json")
         if os.path.isfile(path):

@@ -8,14 +8,15 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import train
 from utils.config import parse_config
-from utils.distributed import destroy_distributed, init_distributed
 from utils.errors import UserFacingError
 
 
 def run(raw_config: dict) -> dict | None:
-    config = parse_config(raw_config)
+    config = parse_config(raw_config)  # every key checked before the training code (and any data) is loaded
+    from training.loop import train
+    from utils.distributed import destroy_distributed, init_distributed
+
     ctx = init_distributed(config.device)
     try:
         return train(config, ctx)

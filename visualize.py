@@ -1,56 +1,61 @@
 """Look at a dataset, a model's predictions, or a training run without wandb.
 
     python visualize.py puzzles --data data/sudoku-demo [--split test] [--outputs RUN_DIR_OR_step_N_all_preds.0]
-                                [--submission submission.json] [--num 8] [--out pictures.html] [--out pictures.png]
+                                [--submission submission.json] [--task arc|sudoku|maze|generic] [--num 8]
+                                [--out pictures.html] [--out pictures.png]
     python visualize.py curves RUN_DIR_OR_metrics.jsonl [--out curves.png]
 
-`puzzles` draws inputs, labels and (with --outputs, the tensors `evaluate` saves with
+`puzzles` draws inputs, labels and (with --outputs, the tensors an evaluation saves with
 eval_save_outputs=[inputs,labels,puzzle_identifiers,preds]) predictions, right/wrong marked; for ARC,
 --submission draws the evaluator's attempt 1 and 2. `curves` plots loss, exact accuracy, ACT steps and
-learning rate from the run's metrics.jsonl.
+learning rate from the run's metrics.jsonl. The drawing is done by the `viz` package.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Optional
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from dataset.csv_source import positive_int
-from utils.curves import plot_curves
+from utils.cli import positive_int
 from utils.errors import UserFacingError
-from utils.pictures import build_sheet, write_sheet
+from viz import RENDERERS, build_sheet, plot_curves, write_sheet
 
 DEFAULT_PICTURES = "pictures.html"
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     puzzles = commands.add_parser("puzzles", help="draw puzzles, labels and predictions (HTML and/or PNG)")
-    puzzles.add_argument("--data", required=True, help="built dataset directory")
-    puzzles.add_argument("--split", default="test", choices=("train", "test"))
+    puzzles.add_argument("--data", required=True, help="built dataset directory (required)")
+    puzzles.add_argument("--split", default="test", choices=("train", "test"), help="split to draw (default: test)")
     puzzles.add_argument("--outputs", default=None,
-                         help="saved evaluation outputs: a step_N_all_preds.R file, or a run directory (latest step)")
-    puzzles.add_argument("--submission", default=None, help="ARC only: an evaluator submission.json (attempts 1 and 2)")
-    puzzles.add_argument("--num", type=positive_int, default=8, help="examples to draw")
+                         help="saved evaluation outputs: a step_N_all_preds.R file, or a run directory (latest step); "
+                              "default: none, puzzles and labels only")
+    puzzles.add_argument("--submission", default=None,
+                         help="ARC only: an evaluator submission.json (attempts 1 and 2); default: none")
+    puzzles.add_argument("--task", default=None, choices=tuple(RENDERERS),
+                         help="draw the dataset as this task (default: recognised from vocab_size and seq_len)")
+    puzzles.add_argument("--num", type=positive_int, default=8, help="examples to draw (default: %(default)s)")
     puzzles.add_argument("--out", action="append", default=None,
-                         help=f".html or .png file; repeat for both (default {DEFAULT_PICTURES})")
+                         help=f".html or .png file; repeat for both (default: {DEFAULT_PICTURES})")
 
     curves = commands.add_parser("curves", help="plot training curves from metrics.jsonl (PNG)")
     curves.add_argument("metrics", help="run directory (checkpoint_path) or its metrics.jsonl")
     curves.add_argument("--out", default=None, help="PNG path (default: curves.png beside metrics.jsonl)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def run_puzzles(args: argparse.Namespace) -> list[str]:
     if args.outputs and args.submission:
         raise ValueError("Pass either --outputs or --submission, not both.")
-    sheet = build_sheet(args.data, args.outputs, num=args.num, split=args.split, submission=args.submission)
+    sheet = build_sheet(args.data, args.outputs, num=args.num, split=args.split, submission=args.submission,
+                        task=args.task)
     return [write_sheet(sheet, path) for path in (args.out or [DEFAULT_PICTURES])]
 
 

@@ -76,7 +76,8 @@ def main(argv=None) -> None:
         print(json.dumps(result))
     else:
         print(f"ARC build {' '.join(result['subsets'])} --num-aug {result['num_aug']}: "
-              f"{result['seconds']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, output {result['output_mb']:.0f} MB")
+              f"{result['seconds']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+              f"output {result['output_mb']:.0f} MB")
 
 
 if __name__ == "__main__":

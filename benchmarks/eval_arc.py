@@ -1,6 +1,6 @@
 """Time the ARC evaluator: `update_batch` over a whole test split plus `result()`, synthetic predictions.
 
-    python benchmarks/eval_arc.py                        # builds training+evaluation+concept, --num-aug 10, in a temp dir
+    python benchmarks/eval_arc.py                      # builds training+evaluation+concept, --num-aug 10, in a temp dir
     python benchmarks/eval_arc.py --num-aug 100 --json
     python benchmarks/eval_arc.py --data-dir data/arc1concept-aug-1000
 
@@ -27,13 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(_REPO_ROOT) not in sys.path:  # run as a script path: make the repository root importable
-    sys.path.insert(0, str(_REPO_ROOT))
-
-from dataset import assemble_arc_data, build_arc_dataset  # noqa: E402
-from dataset.common import inverse_dihedral_transform, load_metadata  # noqa: E402
-from evaluators.arc import ARC, GRID_SIZE, parse_augmentation  # noqa: E402
+from dataset import assemble_arc_data, build_arc_dataset
+from dataset.common import load_metadata
+from dataset.tasks.dihedral import inverse_dihedral_transform
+from evaluators.arc import ARC, GRID_SIZE, parse_augmentation
 
 DEFAULT_CONCEPT = Path(assemble_arc_data.DEFAULT_CONCEPT_DIR)  # kaggle/concept in this repository
 
@@ -85,7 +82,8 @@ def synthetic_batches(data_dir: str, batch_size: int, correct_fraction: float, s
         batch = {k: np.pad(v, ((0, pad),) + ((0, 0),) * (v.ndim - 1)) for k, v in batch.items()}
         preds = np.pad(preds, ((0, pad), (0, 0)))
         q_halt_logits = torch.from_numpy(rng.normal(size=batch_size).astype(np.float32))
-        yield {k: torch.from_numpy(v) for k, v in batch.items()}, {"preds": torch.from_numpy(preds), "q_halt_logits": q_halt_logits}
+        yield ({k: torch.from_numpy(v) for k, v in batch.items()},
+               {"preds": torch.from_numpy(preds), "q_halt_logits": q_halt_logits})
 
 
 def time_evaluator(data_dir: str, batches: list, out_dir: str) -> dict:

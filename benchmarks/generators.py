@@ -10,18 +10,11 @@ and maze are made first, so numba compilation is not timed.
 """
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-# Run as a script path, Python only puts benchmarks/ on sys.path; the imports below need the repo root.
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(_REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(_REPO_ROOT))
-
-from dataset import generate_maze, generate_sudoku  # noqa: E402
+from dataset import generate_maze, generate_sudoku
 
 
 def verify_sudoku(rows) -> None:
@@ -68,7 +61,8 @@ def main(argv=None) -> None:
     sudoku, sudoku_gen_s = timed(lambda: generate_sudoku.generate_rows(
         args.num_sudoku, rng, args.min_blanks, args.max_blanks, 0, set(), "sudoku"))
     _, sudoku_verify_s = timed(lambda: verify_sudoku(sudoku))
-    mazes, maze_gen_s = timed(lambda: generate_maze.generate_rows(args.num_mazes, rng, args.min_path_length, set(), "maze"))
+    mazes, maze_gen_s = timed(lambda: generate_maze.generate_rows(
+        args.num_mazes, rng, args.min_path_length, set(), "maze"))
     _, maze_verify_s = timed(lambda: verify_mazes(mazes, args.min_path_length))
 
     result = {

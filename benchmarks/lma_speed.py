@@ -17,24 +17,20 @@ time and reports their exact accuracies on held-out examples:
 import argparse
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-# Run as a script path, Python only puts benchmarks/ on sys.path; the imports below need the repo root.
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(_REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(_REPO_ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks import train_step  # noqa: E402
-from models.lma import LatentLayout  # noqa: E402
-from models.losses import ACTLossHead  # noqa: E402
-from models.optimizers import build_adam_atan2  # noqa: E402
-from models.recursive_reasoning.trm import TRMConfig  # noqa: E402
-from utils.device import select_device, should_compile  # noqa: E402
+if __package__:  # imported as benchmarks.lma_speed (python -m, tests)
+    from benchmarks import train_step
+else:  # python benchmarks/lma_speed.py: benchmarks/ itself is sys.path[0]
+    import train_step
+from models.lma import LatentLayout
+from models.losses import ACTLossHead
+from models.optimizers import build_adam_atan2
+from models.recursive_reasoning.trm import TRMConfig
+from utils.device import select_device, should_compile
 
 ARC_SHAPE = ["--seq-len", "900", "--puzzle-emb-len", "16", "--hidden-size", "512", "--num-heads", "8",
              "--L-layers", "2", "--H-cycles", "3", "--L-cycles", "4", "--vocab-size", "12"]
@@ -45,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argpa
     """(LMA options, shape-and-run options of benchmarks/train_step.py with the ARC shape as default)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      epilog="Every option of benchmarks/train_step.py is accepted too (model shape, "
-                                            "--batch-size, --steps, --warmup, --device, --dtype, --compile, --threads).")
+                                            "--batch-size, --steps, --warmup, --device, --dtype, --compile, "
+                                            "--threads).")
     lma = parser.add_argument_group("LMA (defaults: the automatic values, as in config/arch/trm.yaml)")
     lma.add_argument("--lma-mode", choices=("unclean", "clean"), default="unclean")
     lma.add_argument("--lma-latent-len", type=int, default=None)
@@ -155,9 +152,11 @@ def compare_step_time(ours: argparse.Namespace, args: argparse.Namespace, device
 
 
 def print_step_report(r: dict) -> None:
-    print(f"device:       {r['device']}  (torch {r['torch']}, {r['threads']} threads, compile={r['compile']}, {r['dtype']})")
-    print(f"shape:        batch {r['batch_size']} x (prefix {r['prefix_len']} + seq {r['seq_len']}), hidden {r['hidden_size']}, "
-          f"{r['num_heads']} heads, L_layers {r['L_layers']}, H_cycles {r['H_cycles']}, L_cycles {r['L_cycles']}")
+    print(f"device:       {r['device']}  (torch {r['torch']}, {r['threads']} threads, compile={r['compile']}, "
+          f"{r['dtype']})")
+    print(f"shape:        batch {r['batch_size']} x (prefix {r['prefix_len']} + seq {r['seq_len']}), "
+          f"hidden {r['hidden_size']}, {r['num_heads']} heads, L_layers {r['L_layers']}, H_cycles {r['H_cycles']}, "
+          f"L_cycles {r['L_cycles']}")
     print(f"LMA settings: {r['lma_settings']}")
     for name, key in (("plain TRM", "plain"), ("TRM + LMA", "lma")):
         m = r[key]
@@ -222,10 +221,12 @@ def exact_accuracy(head: ACTLossHead, ours, args, device: torch.device) -> float
 
 
 def compare_equal_time(ours: argparse.Namespace, args: argparse.Namespace, device: torch.device) -> dict:
-    args.seq_len, args.vocab_size, args.puzzle_emb_ndim = ours.task_len, ours.task_vocab, 0  # no puzzle ids in this task
+    # No puzzle ids in this task.
+    args.seq_len, args.vocab_size, args.puzzle_emb_ndim = ours.task_len, ours.task_vocab, 0
     base = dict(train_step.model_config(args), halt_exploration_prob=0.1)
     results = {"task": ours.task, "task_len": ours.task_len, "seconds": ours.equal_time, "batch_size": args.batch_size,
-               "hidden_size": args.hidden_size, "device": train_step.device_name(device), "threads": torch.get_num_threads()}
+               "hidden_size": args.hidden_size, "device": train_step.device_name(device),
+               "threads": torch.get_num_threads()}
     for name, config in (("plain", base), ("lma", dict(base, **lma_keys(ours)))):
         torch.manual_seed(args.seed)
         head = train_step.build_head(config, device)
@@ -239,8 +240,8 @@ def compare_equal_time(ours: argparse.Namespace, args: argparse.Namespace, devic
 
 
 def print_accuracy_report(r: dict) -> None:
-    print(f"task:         {r['task']} of {r['task_len']} tokens, {r['seconds']:.0f} s of training each, batch {r['batch_size']}, "
-          f"hidden {r['hidden_size']}, {r['device']} ({r['threads']} threads)")
+    print(f"task:         {r['task']} of {r['task_len']} tokens, {r['seconds']:.0f} s of training each, "
+          f"batch {r['batch_size']}, hidden {r['hidden_size']}, {r['device']} ({r['threads']} threads)")
     print(f"LMA settings: {r['lma_settings']}")
     for name, key in (("plain TRM", "plain"), ("TRM + LMA", "lma")):
         m = r[key]

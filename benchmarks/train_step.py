@@ -11,22 +11,15 @@ timed.
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
-# Run as a script path, Python only puts benchmarks/ on sys.path; the imports below need the repo root.
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(_REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(_REPO_ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from models.losses import ACTLossHead  # noqa: E402
-from models.optimizers import build_adam_atan2  # noqa: E402
-from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1  # noqa: E402
-from models.sparse_embedding import SparseEmbeddingSignSGD  # noqa: E402
-from utils.device import select_device, should_compile  # noqa: E402
+from models.losses import ACTLossHead
+from models.optimizers import build_adam_atan2
+from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
+from models.sparse_embedding import SparseEmbeddingSignSGD
+from utils.device import select_device, should_compile
 
 # Published training hyper-parameters; they only matter here through the work the optimizers do.
 _LR = 1e-4
@@ -192,9 +185,10 @@ def summarise(args, device, compiled: bool, head: ACTLossHead, durations: list[f
 def print_report(results: dict) -> None:
     print(f"device:      {results['device']}  (torch {results['torch']}, {results['threads']} threads, "
           f"compile={results['compile']})")
-    print(f"config:      hidden {results['hidden_size']}, heads {results['num_heads']}, expansion {results['expansion']}, "
-          f"L_layers {results['L_layers']}, H_cycles {results['H_cycles']}, L_cycles {results['L_cycles']}, "
-          f"{'mlp_t' if results['mlp_t'] else 'attention'}, pos {results['pos_encodings']}")
+    print(f"config:      hidden {results['hidden_size']}, heads {results['num_heads']}, "
+          f"expansion {results['expansion']}, L_layers {results['L_layers']}, H_cycles {results['H_cycles']}, "
+          f"L_cycles {results['L_cycles']}, {'mlp_t' if results['mlp_t'] else 'attention'}, "
+          f"pos {results['pos_encodings']}")
     print(f"batch:       {results['batch_size']} x (prefix {results['prefix_len']} + seq {results['seq_len']}), "
           f"{results['dtype']}")
     print(f"parameters:  {results['parameters']:,} (+ {results['puzzle_emb_entries']:,} puzzle-embedding entries)")

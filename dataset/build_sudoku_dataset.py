@@ -1,6 +1,7 @@
-"""Build the Sudoku-Extreme dataset (SPEC section 2) from the hub's or local train.csv/test.csv.
+"""Build the Sudoku-Extreme dataset (docs/builders.md) from the hub's or local train.csv/test.csv.
 
-    python dataset/build_sudoku_dataset.py --output-dir data/sudoku-extreme-1k-aug-1000 --subsample-size 1000 --num-aug 1000
+    python dataset/build_sudoku_dataset.py --output-dir data/sudoku-extreme-1k-aug-1000 \
+        --subsample-size 1000 --num-aug 1000
     python dataset/build_sudoku_dataset.py --source-dir data/sudoku-csv --output-dir data/sudoku-local   # offline
 
 Tokens: digit + 1 (blank -> 1, digits 1..9 -> 2..10), PAD 0, vocab 11, seq_len 81. Every example is
@@ -18,20 +19,35 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script path: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataset.csv_source import (
-    DATASET_ENTRIES, STREAM_AUGMENT, STREAM_TEST_SUBSET, STREAM_TRAIN_SUBSET, CsvRows, add_source_arguments,
-    atomic_output_dir, check_all_rows, codes_to_values, filter_min_rating, first_bad_row, locate_csv,
-    non_negative_int, progress, random_subset, read_csv_rows, require_rows, run_cli, stream_rng,
-    write_blank_identifiers, write_grouped_split,
+from dataset.common import write_grouped_dataset  # noqa: E402
+from dataset.sources import (  # noqa: E402
+    STREAM_AUGMENT,
+    STREAM_TEST_SUBSET,
+    STREAM_TRAIN_SUBSET,
+    CsvRows,
+    add_source_arguments,
+    codes_to_values,
+    filter_min_rating,
+    first_bad_row,
+    load_checked_split,
+    random_subset,
+    require_rows,
+    stream_rng,
 )
+from dataset.tasks.sudoku import (  # noqa: E402
+    ALL_DIGITS_MASK,
+    ANSWER_CHARS,
+    BLOCK,
+    DIGIT_OF,
+    DIGIT_OFFSET,
+    QUESTION_CHARS,
+    SEQ_LEN,
+    SIDE,
+    VOCAB_SIZE,
+)
+from utils.cli import non_negative_int, progress, run_cli  # noqa: E402
 
-SEQ_LEN = 81
-VOCAB_SIZE = 11  # PAD + blank + 9 digits
-QUESTION_CHARS = ".0123456789"  # "." and "0" both mean blank
-ANSWER_CHARS = "123456789"
-DIGIT_OF = {".": 0, **{str(d): d for d in range(10)}}
 GENERATOR_HINT = "python dataset/generate_sudoku.py --output-dir data/sudoku-csv"
-ALL_DIGITS_MASK = 0b1111111110  # bits 1..9
 # Augmentations drawn per numpy call: bounds memory, and fixed so the draws do not depend on input size.
 AUGMENT_CHUNK = 4096
 
@@ -42,8 +58,8 @@ AUGMENT_CHUNK = 4096
 
 def sudoku_units(grids: np.ndarray) -> np.ndarray:
     """(N, 27, 9): the 9 rows, 9 columns and 9 boxes of each (N, 81) grid."""
-    g = grids.reshape(-1, 9, 9)
-    boxes = g.reshape(-1, 3, 3, 3, 3).transpose(0, 1, 3, 2, 4).reshape(-1, 9, 9)
+    g = grids.reshape(-1, SIDE, SIDE)
+    boxes = g.reshape(-1, BLOCK, BLOCK, BLOCK, BLOCK).transpose(0, 1, 3, 2, 4).reshape(-1, SIDE, SIDE)
     return np.concatenate([g, g.transpose(0, 2, 1), boxes], axis=1)
 
 
@@ -60,8 +76,10 @@ def check_sudoku_rows(rows: CsvRows) -> tuple[np.ndarray, np.ndarray]:
     """Digit grids (blank 0) of questions and answers; error on the first inconsistent row."""
     questions = codes_to_values(rows.questions, QUESTION_CHARS, DIGIT_OF)
     answers = codes_to_values(rows.answers, ANSWER_CHARS, DIGIT_OF)
-    first_bad_row(rows, ~is_valid_solution(answers), "answer is not a valid Sudoku solution (a row, column or box repeats a digit)")
-    first_bad_row(rows, ((questions != 0) & (questions != answers)).any(axis=1), "answer contradicts a clue of the question")
+    first_bad_row(rows, ~is_valid_solution(answers),
+                  "answer is not a valid Sudoku solution (a row, column or box repeats a digit)")
+    first_bad_row(rows, ((questions != 0) & (questions != answers)).any(axis=1),
+                  "answer contradicts a clue of the question")
     return questions, answers
 
 
@@ -97,7 +115,8 @@ def apply_shuffles(grids: np.ndarray, digit_maps: np.ndarray, sources: np.ndarra
     return np.take_along_axis(digit_maps, moved.astype(np.int64), axis=1).astype(grids.dtype)
 
 
-def augment(questions: np.ndarray, answers: np.ndarray, num_aug: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(questions: np.ndarray, answers: np.ndarray, num_aug: int,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Each puzzle followed by `num_aug` shuffled copies (puzzle and solution shuffled alike)."""
     n = questions.shape[0]
     if num_aug == 0:
@@ -122,14 +141,11 @@ def augment(questions: np.ndarray, answers: np.ndarray, num_aug: int, rng: np.ra
 
 
 def load_split(split: str, args: argparse.Namespace) -> CsvRows:
-    """Read and fully check one CSV."""
-    path = locate_csv(split, args.source_repo, args.source_dir, GENERATOR_HINT)
-    rows = read_csv_rows(path, SEQ_LEN, QUESTION_CHARS, ANSWER_CHARS, desc=f"read {split}.csv")
-    check_all_rows(rows, check_sudoku_rows, desc=f"check {split}.csv")
-    return rows
+    return load_checked_split(split, args, SEQ_LEN, QUESTION_CHARS, ANSWER_CHARS, check_sudoku_rows, GENERATOR_HINT)
 
 
-def select_rows(rows: CsvRows, split: str, min_difficulty: Optional[int], size: Optional[int], rng: np.random.Generator) -> CsvRows:
+def select_rows(rows: CsvRows, split: str, min_difficulty: Optional[int], size: Optional[int],
+                rng: np.random.Generator) -> CsvRows:
     """Difficulty filter first, then the random subset (the subset is drawn from eligible puzzles)."""
     rows = filter_min_rating(rows, min_difficulty)
     require_rows(rows, f"the {split} split", "lower --min-difficulty or use a larger source")
@@ -146,19 +162,18 @@ def build(args: argparse.Namespace) -> None:
     test_q, test_a = check_sudoku_rows(test_rows)
     train_q, train_a = augment(train_q, train_a, args.num_aug, stream_rng(args.seed, STREAM_AUGMENT))
 
-    with atomic_output_dir(args.output_dir, DATASET_ENTRIES) as tmp:
-        # digit + 1: blank -> 1, digits -> 2..10, leaving 0 for PAD.
-        write_grouped_split(tmp, "train", train_q + 1, train_a + 1, group_size=args.num_aug + 1, vocab_size=VOCAB_SIZE)
-        write_grouped_split(tmp, "test", test_q + 1, test_a + 1, group_size=1, vocab_size=VOCAB_SIZE)
-        write_blank_identifiers(tmp)
-    print(f"Wrote {args.output_dir}: train {len(train_rows)} puzzles x {args.num_aug + 1} = {train_q.shape[0]} examples, "
-          f"test {len(test_rows)} puzzles.")
+    # Token = digit + 1: blank -> 1, digits -> 2..10, leaving 0 for PAD.
+    write_grouped_dataset(args.output_dir, (train_q + DIGIT_OFFSET, train_a + DIGIT_OFFSET),
+                          (test_q + DIGIT_OFFSET, test_a + DIGIT_OFFSET), args.num_aug + 1, VOCAB_SIZE)
+    print(f"Wrote {args.output_dir}: train {len(train_rows)} puzzles x {args.num_aug + 1} = {train_q.shape[0]} "
+          f"examples, test {len(test_rows)} puzzles.")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_source_arguments(parser, default_repo="sapientinc/sudoku-extreme", default_output="data/sudoku-extreme-full")
-    parser.add_argument("--min-difficulty", type=int, default=None, help="keep puzzles with rating >= this (both splits)")
+    parser.add_argument("--min-difficulty", type=int, default=None,
+                        help="keep puzzles with rating >= this (both splits)")
     parser.add_argument("--num-aug", type=non_negative_int, default=0, help="train only: shuffled copies per puzzle")
     return parser.parse_args(argv)
 

@@ -13,22 +13,15 @@ Train and test mazes are all distinct. Same seed -> identical files.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Optional
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dataset.sources import generate_unique_rows, optional_njit, write_generated_csvs
+from dataset.tasks.maze import CHARSET, GOAL, OPEN, PAD_ID, PATH, START, VOCAB_SIZE, WALL
+from dataset.tasks.maze import GRID_SIZE as GRID
+from utils.cli import non_negative_int, run_cli
 
-from dataset.csv_source import (
-    generate_unique_rows, non_negative_int, optional_njit, run_cli, write_generated_csvs,
-)
-
-GRID = 30
-CHARSET = "# SGo"
-WALL, OPEN, START, GOAL, PATH = range(len(CHARSET))
 LATTICE = GRID // 2  # lattice cells at even coordinates 0..28; row and column 29 stay walls
 MAX_LOOP_FRACTION = 0.15  # per maze, the chance of opening each remaining wall between lattice cells
 MAX_ATTEMPTS_PER_MAZE = 200
@@ -138,7 +131,7 @@ def random_maze(rng: np.random.Generator) -> np.ndarray:
 
 
 def make_maze(rng: np.random.Generator, min_path_length: int) -> Optional[tuple[np.ndarray, np.ndarray, int]]:
-    """(question, answer, path length) as charset positions (GRID*GRID,), or None if rejected."""
+    """(question, answer, path length) as tokens (GRID*GRID,), or None if rejected."""
     grid = random_maze(rng)
     s, g = rng.choice(LATTICE * LATTICE, size=2, replace=False)
     start = 2 * (s // LATTICE) * GRID + 2 * (s % LATTICE)
@@ -154,40 +147,34 @@ def make_maze(rng: np.random.Generator, min_path_length: int) -> Optional[tuple[
     return question, answer, length
 
 
-CHARSET_CODES = np.frombuffer(CHARSET.encode("ascii"), dtype=np.uint8)
+# Token -> ASCII code of its CSV character (PAD has none), and back.
+CHAR_CODE_OF_TOKEN = np.zeros(VOCAB_SIZE, dtype=np.uint8)
+CHAR_CODE_OF_TOKEN[PAD_ID + 1:] = np.frombuffer(CHARSET.encode("ascii"), dtype=np.uint8)
 
 
 def to_string(cells: np.ndarray) -> str:
-    """Charset positions -> the CSV string (one table lookup instead of 900 Python steps)."""
-    return CHARSET_CODES[cells].tobytes().decode("ascii")
+    """Tokens -> the CSV string (one table lookup instead of 900 Python steps)."""
+    return CHAR_CODE_OF_TOKEN[cells].tobytes().decode("ascii")
 
 
 def from_string(text: str) -> np.ndarray:
-    """The CSV string -> charset positions (int64), the inverse of `to_string`."""
+    """The CSV string -> tokens (int64), the inverse of `to_string`."""
     table = np.zeros(256, dtype=np.int64)
-    table[CHARSET_CODES] = np.arange(len(CHARSET))
+    table[CHAR_CODE_OF_TOKEN[PAD_ID + 1:]] = np.arange(PAD_ID + 1, VOCAB_SIZE)
     return table[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
 
 
-def generate_rows(count: int, rng: np.random.Generator, min_path_length: int, seen: set[str], desc: str) -> list[tuple[str, str, str, int]]:
-    """`count` CSV rows of new mazes (not in `seen`, which is updated)."""
-    def make_row():
-        made = make_maze(rng, min_path_length)
-        if made is None:
-            return None
-        question, answer, length = made
-        return ("generated", to_string(question), to_string(answer), length)
-
-    return generate_unique_rows(count, make_row, seen, desc, "mazes", MAX_ATTEMPTS_PER_MAZE * (count + 10),
-                                "lower --min-path-length")
+def generate_rows(count: int, rng: np.random.Generator, min_path_length: int, seen: set[str],
+                  desc: str) -> list[tuple[str, str, str, int]]:
+    """`count` CSV rows of new mazes (not in `seen`, which is updated); rating = path length."""
+    return generate_unique_rows(count, lambda: make_maze(rng, min_path_length), to_string, seen, desc, "mazes",
+                                MAX_ATTEMPTS_PER_MAZE * (count + 10), "lower --min-path-length")
 
 
 def generate(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
-    seen: set[str] = set()
-    train = generate_rows(args.num_train, rng, args.min_path_length, seen, "train")
-    test = generate_rows(args.num_test, rng, args.min_path_length, seen, "test")
-    write_generated_csvs(args.output_dir, train, test, "mazes")
+    write_generated_csvs(args.output_dir, args.num_train, args.num_test,
+                         lambda count, seen, desc: generate_rows(count, rng, args.min_path_length, seen, desc), "mazes")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -12,21 +12,14 @@ Train and test puzzles are all distinct. Same seed -> identical files.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Optional
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dataset.sources import generate_unique_rows, optional_njit, write_generated_csvs
+from dataset.tasks.sudoku import ALL_DIGITS_MASK, ANSWER_CHARS, BLANK_CHAR
+from utils.cli import non_negative_int, positive_int, run_cli
 
-from dataset.csv_source import (
-    generate_unique_rows, non_negative_int, optional_njit, positive_int, run_cli,
-    write_generated_csvs,
-)
-
-ALL_BITS = 0b1111111110  # candidate bits 1..9
 CANONICAL_ORDER = np.tile(np.arange(1, 10, dtype=np.int64), (81, 1))  # try digits 1..9 in every cell
 # Give up on a filter that (almost) never accepts, instead of looping forever.
 MAX_ATTEMPTS_PER_PUZZLE = 200
@@ -84,7 +77,7 @@ def search(grid, order, limit, solution):
             for c in range(81):
                 if g[c] == 0:
                     r, k = c // 9, c % 9
-                    mask = ~(rows[r] | cols[k] | boxes[(r // 3) * 3 + k // 3]) & ALL_BITS
+                    mask = ~(rows[r] | cols[k] | boxes[(r // 3) * 3 + k // 3]) & ALL_DIGITS_MASK
                     n = _popcount(mask)
                     if n < best_n:
                         best, best_n, best_mask = c, n, mask
@@ -184,7 +177,8 @@ def random_full_grid(rng: np.random.Generator) -> np.ndarray:
     return solution
 
 
-def make_puzzle(rng: np.random.Generator, min_blanks: int, max_blanks: int) -> Optional[tuple[np.ndarray, np.ndarray, int]]:
+def make_puzzle(rng: np.random.Generator, min_blanks: int,
+                max_blanks: int) -> Optional[tuple[np.ndarray, np.ndarray, int]]:
     """(puzzle, solution, rating) with a unique solution, or None if too few clues could be removed."""
     solution = random_full_grid(rng)
     target = int(rng.integers(min_blanks, max_blanks + 1))
@@ -195,7 +189,7 @@ def make_puzzle(rng: np.random.Generator, min_blanks: int, max_blanks: int) -> O
     return puzzle, solution, rating
 
 
-DIGIT_CHARS = np.frombuffer(b".123456789", dtype=np.uint8)  # "." = blank, as in Sudoku-Extreme
+DIGIT_CHARS = np.frombuffer((BLANK_CHAR + ANSWER_CHARS).encode("ascii"), dtype=np.uint8)  # digit -> character
 
 
 def grid_to_string(grid: np.ndarray) -> str:
@@ -213,23 +207,18 @@ def generate_rows(
     desc: str,
 ) -> list[tuple[str, str, str, int]]:
     """`count` CSV rows of new puzzles (not in `seen`, which is updated) passing the filters."""
-    def make_row():
-        made = make_puzzle(rng, min_blanks, max_blanks)
-        if made is None or made[2] < min_difficulty:
-            return None
-        puzzle, solution, rating = made
-        return ("generated", grid_to_string(puzzle), grid_to_string(solution), rating)
-
-    return generate_unique_rows(count, make_row, seen, desc, "puzzles", MAX_ATTEMPTS_PER_PUZZLE * (count + 10),
-                                "lower --min-difficulty or --min-blanks")
+    return generate_unique_rows(count, lambda: make_puzzle(rng, min_blanks, max_blanks), grid_to_string, seen, desc,
+                                "puzzles", MAX_ATTEMPTS_PER_PUZZLE * (count + 10),
+                                "lower --min-difficulty or --min-blanks", min_rating=min_difficulty)
 
 
 def generate(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
-    seen: set[str] = set()
-    train = generate_rows(args.num_train, rng, args.min_blanks, args.max_blanks, args.min_difficulty, seen, "train")
-    test = generate_rows(args.num_test, rng, args.min_blanks, args.max_blanks, args.min_difficulty, seen, "test")
-    write_generated_csvs(args.output_dir, train, test, "puzzles")
+
+    def rows(count: int, seen: set[str], desc: str) -> list[tuple[str, str, str, int]]:
+        return generate_rows(count, rng, args.min_blanks, args.max_blanks, args.min_difficulty, seen, desc)
+
+    write_generated_csvs(args.output_dir, args.num_train, args.num_test, rows, "puzzles")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Batch loader for built puzzle datasets (SPEC section 3).
+"""Batch loader for built puzzle datasets (docs/loader.md).
 
 Train mode packs batches group by group from a seeded shuffle; test mode walks every
 example once in order. Each rank of a data-parallel run gets its contiguous slice of the
@@ -49,7 +49,7 @@ def exposed_set_name(set_name: str, path_index: int) -> str:
 
 
 def merge_metadata(dataset_paths: list[str], split: str) -> PuzzleDatasetMetadata:
-    """Combine the metadata of several dataset paths into one (SPEC section 3).
+    """Combine the metadata of several dataset paths into one (docs/loader.md).
 
     Totals are summed, `mean_puzzle_examples` is the puzzle-weighted mean, and `sets`
     lists the exposed set names in iteration order (set-major, then path).
@@ -186,7 +186,8 @@ class PuzzleDataset(IterableDataset):
         Set it before the DataLoader's first iteration: a persistent worker copies the dataset then.
         """
         if "iters" not in state:
-            raise ValueError(f"PuzzleDataset.load_state_dict: expected a dict with key 'iters', got keys {list(state)}.")
+            raise ValueError("PuzzleDataset.load_state_dict: expected a dict with key 'iters', "
+                             f"got keys {list(state)}.")
         self._iters = int(state["iters"])
         self._skip_batches = int(state.get("skip_batches", 0))
 
@@ -239,7 +240,8 @@ class PuzzleDataset(IterableDataset):
             start_index = 0
             while start_index < group_order.size:
                 start_index, example_ids, puzzle_ids = sample_train_batch(
-                    rng, group_order, arrays["puzzle_indices"], arrays["group_indices"], start_index, cfg.global_batch_size
+                    rng, group_order, arrays["puzzle_indices"], arrays["group_indices"], start_index,
+                    cfg.global_batch_size
                 )
                 global_effective_batch_size = puzzle_ids.size
                 if global_effective_batch_size < cfg.global_batch_size:
@@ -308,12 +310,14 @@ def make_dataloader(dataset: PuzzleDataset, device_type: str, num_workers: int =
     in the calling process (for tests and debugging).
     """
     if num_workers not in (0, 1):
-        raise ValueError(f"make_dataloader: num_workers must be 0 or 1 (got {num_workers}); PuzzleDataset is single-worker.")
+        raise ValueError(f"make_dataloader: num_workers must be 0 or 1 (got {num_workers}); "
+                         "PuzzleDataset is single-worker.")
     # Starting an iteration draws a worker seed; a private generator keeps that draw off the global
     # torch RNG, whose stream (ACT exploration) must not depend on when iterators are created.
     generator = torch.Generator().manual_seed(dataset.config.seed)
     if num_workers == 0:
-        return DataLoader(dataset, batch_size=None, num_workers=0, pin_memory=(device_type == "cuda"), generator=generator)
+        return DataLoader(dataset, batch_size=None, num_workers=0, pin_memory=(device_type == "cuda"),
+                          generator=generator)
     return DataLoader(
         dataset,
         batch_size=None,

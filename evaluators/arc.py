@@ -1,4 +1,4 @@
-"""ARC evaluator (`arc@ARC`, SPEC §6): vote over augmentations, pass@k, Kaggle `submission.json`.
+"""ARC evaluator (`arc@ARC`, docs/arc-evaluator.md): vote over augmentations, pass@k, Kaggle `submission.json`.
 
 Every non-blank test example's prediction is cropped to its grid, the augmentation named in its
 puzzle identifier is undone, and the result is recorded as one vote (with its halting confidence
@@ -28,41 +28,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dataset.common import DIHEDRAL_INVERSE, PuzzleDatasetMetadata
+from dataset.common import PuzzleDatasetMetadata, write_json
+from dataset.tasks.arc import COLOUR_OFFSET, GRID_SIZE, NAME_SEPARATOR, NUM_COLOURS, SEQ_LEN, parse_augmentation
+from dataset.tasks.dihedral import DIHEDRAL_INVERSE, NUM_DIHEDRAL, TRANSPOSING, dihedral_transform
 from utils.errors import ConfigError
 
-GRID_SIZE = 30
-SEQ_LEN = GRID_SIZE * GRID_SIZE
-COLOUR_OFFSET = 2  # token = colour + 2 (PAD 0, EOS 1)
-NUM_COLOURS = 10
-NAME_SEPARATOR = "|||"  # augmented puzzle name: f"{task}|||t{trans}|||{colour map digits}"
 KEY_HEADER = 2  # a grid key starts with the bytes [rows, cols]
 EMPTY_SUBMISSION_GRID = [[0]]  # Kaggle needs a non-empty grid for every attempt
 # What a rank sends to rank 0: (grid keys by local id, votes (n, 3), confidences (n,)).
 Payload = tuple[list[bytes], np.ndarray, np.ndarray]
 BUILD_HINT = ("build it with `python -m dataset.build_arc_dataset`; the ARC evaluator only works on ARC datasets "
               "(use evaluators=[] for Sudoku, Maze and other tasks)")
-
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation names
-# ---------------------------------------------------------------------------------------------
-def parse_augmentation(name: str) -> tuple[str, int, np.ndarray]:
-    """`task|||t{trans}|||{digits}` -> (task, trans id, inverse colour map); a plain name is the identity.
-
-    The colour map sends colour c to digits[c]; its inverse is the argsort of the digits.
-    """
-    if NAME_SEPARATOR not in name:
-        return name, 0, np.arange(NUM_COLOURS, dtype=np.uint8)
-    parts = name.split(NAME_SEPARATOR)
-    trans_field, digits = parts[-2], parts[-1]
-    valid_trans = len(trans_field) == 2 and trans_field[0] == "t" and trans_field[1] in "01234567"
-    valid_map = len(digits) == NUM_COLOURS and sorted(digits) == list("0123456789")
-    if len(parts) != 3 or not valid_trans or not valid_map:
-        raise ValueError(f"Puzzle identifier {name!r} is not 'task|||t<0-7>|||<permutation of 0-9>'; "
-                         "identifiers.json does not come from the ARC builder.")
-    colour_map = np.array([int(d) for d in digits])
-    return parts[0], int(trans_field[1]), np.argsort(colour_map).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,36 +62,23 @@ def crop_shapes(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(found, best + 1, 0), np.where(found, best_width, 0)
 
 
-# Source cell (a, b) of output cell (i, j) for each dihedral transform of an r x c grid
-# (dataset.common ids: 0 identity, 1 rot90, 2 rot180, 3 rot270, 4 fliplr, 5 flipud, 6 transpose,
-# 7 fliplr(rot90)); transforms 1, 3, 6 and 7 make the output c x r.
-_SOURCE_CELL = (
-    lambda i, j, r, c: (i, j),
-    lambda i, j, r, c: (j, c - 1 - i),
-    lambda i, j, r, c: (r - 1 - i, c - 1 - j),
-    lambda i, j, r, c: (r - 1 - j, i),
-    lambda i, j, r, c: (i, c - 1 - j),
-    lambda i, j, r, c: (r - 1 - i, j),
-    lambda i, j, r, c: (j, i),
-    lambda i, j, r, c: (r - 1 - j, c - 1 - i),
-)
-TRANSPOSING = np.array([False, True, False, True, False, False, True, True])
+_IS_TRANSPOSING = np.isin(np.arange(NUM_DIHEDRAL), TRANSPOSING)  # indexed by transform id
 
 
 @functools.lru_cache(maxsize=1)
 def _source_table() -> np.ndarray:
     """(8, 31, 31, 900) int16: [t, r, c, k] = canvas cell that output cell k of transform t of an r x c crop reads.
 
-    Built once (about 14 MB), so de-augmenting a batch is two gathers instead of index arithmetic
-    on every cell. Cells past the r x c output are 0; the keys never include them.
+    Built once (about 14 MB) by transforming the canvas cell indices of every crop size, so de-augmenting a
+    batch is two gathers instead of index arithmetic on every cell. Cells past the r x c output are 0; the
+    keys never include them.
     """
-    sizes = np.arange(GRID_SIZE + 1)
-    r, c, k = sizes[:, None, None], sizes[None, :, None], np.arange(SEQ_LEN)[None, None, :]
-    table = np.zeros((len(_SOURCE_CELL), GRID_SIZE + 1, GRID_SIZE + 1, SEQ_LEN), dtype=np.int16)
-    for t, source_cell in enumerate(_SOURCE_CELL):
-        out_cols = np.maximum(r if TRANSPOSING[t] else c, 1)
-        a, b = source_cell(k // out_cols, k % out_cols, r, c)
-        table[t] = np.where(k < r * c, a * GRID_SIZE + b, 0)
+    canvas_cells = np.arange(SEQ_LEN, dtype=np.int16).reshape(GRID_SIZE, GRID_SIZE)
+    table = np.zeros((NUM_DIHEDRAL, GRID_SIZE + 1, GRID_SIZE + 1, SEQ_LEN), dtype=np.int16)
+    for t in range(NUM_DIHEDRAL):
+        for r in range(1, GRID_SIZE + 1):
+            for c in range(1, GRID_SIZE + 1):
+                table[t, r, c, :r * c] = dihedral_transform(canvas_cells[:r, :c], t).reshape(-1)
     return table
 
 
@@ -139,7 +102,7 @@ def canonical_keys(tokens: np.ndarray, trans: np.ndarray, inverse_maps: np.ndarr
     gathered = np.take(tokens, _source_table()[undo, rows, cols] + row_base * SEQ_LEN)
     cells = np.take(lut, gathered + row_base * (vocab + 1))
 
-    out_rows, out_cols = np.where(TRANSPOSING[undo], cols, rows), np.where(TRANSPOSING[undo], rows, cols)
+    out_rows, out_cols = np.where(_IS_TRANSPOSING[undo], cols, rows), np.where(_IS_TRANSPOSING[undo], rows, cols)
     keys = np.empty((n, KEY_HEADER + SEQ_LEN), dtype=np.uint8)
     keys[:, 0], keys[:, 1], keys[:, KEY_HEADER:] = out_rows, out_cols, cells
     blob, width = keys.tobytes(), KEY_HEADER + SEQ_LEN
@@ -269,8 +232,7 @@ class ARC:
 
         if save_path is not None:
             os.makedirs(save_path, exist_ok=True)
-            with open(os.path.join(save_path, "submission.json"), "w") as f:
-                f.write(json.dumps(submission))  # dumps uses the C encoder (json.dump does not)
+            write_json(os.path.join(save_path, "submission.json"), submission)
         num_tasks = max(len(self.task_names), 1)
         return {f"ARC/pass@{k}": float(score / num_tasks) for k, score in zip(self.pass_Ks, scores)}
 

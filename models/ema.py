@@ -1,4 +1,4 @@
-"""Exponential moving average of the trainable weights (SPEC section 5, `ema` / `ema_rate`).
+"""Exponential moving average of the trainable weights (docs/training.md, `ema` / `ema_rate`).
 
 After every batch the trainer calls `update`; evaluation and the saved checkpoint use a copy of
 the model carrying the shadow weights (`ema_copy`). The update is `s = (1-mu)*p + mu*s`, rounded

@@ -1,4 +1,4 @@
-"""Latent Meta Attention (LMA): a compress-once, stay-compressed front-end (SPEC §7).
+"""Latent Meta Attention (LMA): a compress-once, stay-compressed front-end (docs/lma.md).
 
 The input embedding X (B, L, d0) is read column by column (all L rows of feature 1, then all
 rows of feature 2, ...), cut into L_new equal chunks of C' = L*d0 / L_new numbers, and each
@@ -133,7 +133,8 @@ def check_latent_len(latent_len: int, length: int, width: int, mode: LMAMode) ->
     valid = valid_latent_lens(length, width, mode)
     if latent_len in valid:
         return
-    rule = f"L_new must divide L*d0 = {length}*{width} = {length * width} (L = puzzle prefix + seq_len, d0 = hidden_size)"
+    rule = (f"L_new must divide L*d0 = {length}*{width} = {length * width} "
+            "(L = puzzle prefix + seq_len, d0 = hidden_size)")
     if mode == "clean":
         rule += " and put chunk boundaries on column boundaries (L_new divides d0, or L_new = k*d0 with k dividing L)"
     nearest = " or ".join(str(n) for n in nearest_valid(latent_len, valid))
@@ -161,6 +162,9 @@ def resolve_latent_layout(length: int, width: int, num_heads: int, *, mode: LMAM
         latent_heads = automatic_num_heads(latent_dim, num_heads, uses_rope) if uses_attention else num_heads
     elif uses_attention and latent_dim % latent_heads:
         raise ValueError(f"lma_latent_dim ({latent_dim}) must be divisible by lma_num_heads ({latent_heads})")
+    elif uses_attention and uses_rope and (latent_dim // latent_heads) % 2:
+        raise ValueError(f"with pos_encodings=rope the latent head size lma_latent_dim // lma_num_heads "
+                         f"({latent_dim} // {latent_heads} = {latent_dim // latent_heads}) must be even")
     return LatentLayout(length, width, SequenceGeometry(latent_len, latent_dim, latent_heads))
 
 

@@ -3,9 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataset.common import IGNORE_LABEL_ID
 from utils.device import wide_float_dtype
-
-IGNORE_LABEL_ID = -100
 
 
 def stablemax(x: torch.Tensor, epsilon: float = 1e-30) -> torch.Tensor:
@@ -41,6 +40,11 @@ def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_ind
 
 LOSS_FUNCTIONS = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_entropy": softmax_cross_entropy}
 
+# The metrics are sums over a batch: COUNT sequences (halted, with labels) for the others, except the losses,
+# which are summed over every row. Logging divides the losses by the batch size and the others by COUNT.
+COUNT = "count"
+LOSS_METRICS = frozenset({"lm_loss", "q_halt_loss", "q_continue_loss"})
+
 
 def act_metrics(preds: torch.Tensor, logits: torch.Tensor, q_halt_logits: torch.Tensor, labels: torch.Tensor,
                 steps: torch.Tensor, halted: torch.Tensor, loss_fn) -> tuple[dict, torch.Tensor, torch.Tensor]:
@@ -57,7 +61,7 @@ def act_metrics(preds: torch.Tensor, logits: torch.Tensor, q_halt_logits: torch.
         # Metrics only over sequences that finished this step and have something to score.
         valid = halted & (loss_counts > 0)
         metrics = {
-            "count": valid.sum(),
+            COUNT: valid.sum(),
             "accuracy": torch.where(valid, (is_correct.to(torch.float32) / loss_divisor).sum(-1), 0).sum(),
             "exact_accuracy": (valid & seq_is_correct).sum(),
             "q_halt_accuracy": (valid & ((q_halt_logits >= 0) == seq_is_correct)).sum(),
@@ -65,7 +69,8 @@ def act_metrics(preds: torch.Tensor, logits: torch.Tensor, q_halt_logits: torch.
         }
 
     lm_loss = (loss_fn(logits, labels, ignore_index=IGNORE_LABEL_ID, valid_mask=mask) / loss_divisor).sum()
-    q_halt_loss = F.binary_cross_entropy_with_logits(q_halt_logits, seq_is_correct.to(q_halt_logits.dtype), reduction="sum")
+    q_halt_loss = F.binary_cross_entropy_with_logits(q_halt_logits, seq_is_correct.to(q_halt_logits.dtype),
+                                                     reduction="sum")
     metrics["lm_loss"] = lm_loss.detach()
     metrics["q_halt_loss"] = q_halt_loss.detach()
     return metrics, lm_loss, q_halt_loss
@@ -89,13 +94,13 @@ class ACTLossHead(nn.Module):
         labels = new_carry.current_data["labels"]
         with torch.no_grad():
             outputs["preds"] = torch.argmax(outputs["logits"], dim=-1)
-        metrics, lm_loss, q_halt_loss = act_metrics(outputs["preds"], outputs["logits"], outputs["q_halt_logits"], labels,
-                                                    new_carry.steps, new_carry.halted, self.loss_fn)
+        metrics, lm_loss, q_halt_loss = act_metrics(outputs["preds"], outputs["logits"], outputs["q_halt_logits"],
+                                                    labels, new_carry.steps, new_carry.halted, self.loss_fn)
 
         q_continue_loss = 0
         if "target_q_continue" in outputs:
-            q_continue_loss = F.binary_cross_entropy_with_logits(outputs["q_continue_logits"], outputs["target_q_continue"],
-                                                                 reduction="sum")
+            q_continue_loss = F.binary_cross_entropy_with_logits(outputs["q_continue_logits"],
+                                                                 outputs["target_q_continue"], reduction="sum")
             metrics["q_continue_loss"] = q_continue_loss.detach()
 
         detached = {k: outputs[k].detach() for k in return_keys if k in outputs}

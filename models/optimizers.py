@@ -5,7 +5,7 @@ package needs a CUDA toolchain to build, so `AdamAtan2` re-states the kernel's p
 with plain torch ops (vectorised with `torch._foreach_*`), which runs on any device.
 `build_adam_atan2` picks the fused kernel when it can and this class otherwise.
 
-Per element, with t the per-parameter step count starting at 1 (SPEC section 5):
+Per element, with t the per-parameter step count starting at 1 (docs/training.md):
 
     p *= 1 - lr*wd
     m  = lerp(m, g, 1 - b1)
@@ -29,7 +29,8 @@ import torch
 from utils.device import all_on_cuda
 
 # Every foreach op the vectorised path needs; old builds or exotic backends may lack some.
-_FOREACH_OPS = ("_foreach_add_", "_foreach_mul_", "_foreach_mul", "_foreach_lerp_", "_foreach_sqrt", "_foreach_div_", "_foreach_sub_")
+_FOREACH_OPS = ("_foreach_add_", "_foreach_mul_", "_foreach_mul", "_foreach_lerp_", "_foreach_sqrt", "_foreach_div_",
+                "_foreach_sub_")
 
 
 def _foreach_available() -> bool:
@@ -186,10 +187,6 @@ def _multi_tensor_adam_atan2(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr,
             _write_back(targets, computed)
 
 
-def _all_on_cuda(params: list) -> bool:
-    return all_on_cuda(params)
-
-
 def _materialize(params: Iterable) -> list:
     """`params` as a list, each param-group dict's params a list too: the device check must not
     exhaust generators the optimizer reads afterwards."""
@@ -220,6 +217,6 @@ def build_adam_atan2(params, lr: float, betas: tuple[float, float], weight_decay
     """Fused `adam_atan2.AdamATan2` when importable and every param is on CUDA, else `AdamAtan2`."""
     params = _materialize(params)
     fused_cls = _import_fused_adam_atan2()
-    if fused_cls is not None and _all_on_cuda(_flatten_params(params)):
+    if fused_cls is not None and all_on_cuda(_flatten_params(params)):
         return fused_cls(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     return AdamAtan2(params, lr=lr, betas=betas, weight_decay=weight_decay)

@@ -5,7 +5,8 @@ from torch import nn
 
 
 def load_model_class(identifier: str, prefix: str = "models.") -> type[nn.Module]:
-    """`recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1` -> the class in `models/recursive_reasoning/trm.py`."""
+    """`recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1` -> the class in
+    `models/recursive_reasoning/trm.py`."""
     module_path, sep, class_name = identifier.partition("@")
     if not sep or not module_path or not class_name:
         raise ValueError(f"Model name {identifier!r} must look like 'module.path@ClassName'")

@@ -18,7 +18,8 @@ class CastedSparseEmbedding(nn.Module):
         self.cast_to = cast_to
         self.register_buffer("weights", trunc_normal_init_(torch.empty(num_embeddings, embedding_dim), std=init_std))
         # Published checkpoints do not store the per-batch copies.
-        self.register_buffer("local_weights", torch.zeros(batch_size, embedding_dim, requires_grad=True), persistent=False)
+        self.register_buffer("local_weights", torch.zeros(batch_size, embedding_dim, requires_grad=True),
+                             persistent=False)
         self.register_buffer("local_ids", torch.zeros(batch_size, dtype=torch.int32), persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,8 @@ class SparseEmbeddingSignSGD(torch.optim.Optimizer):
                     weights = p
             if local_grad is None:
                 continue  # nothing touched this step (e.g. frozen or no backward yet)
-            sparse_sign_sgd_step(local_grad, local_ids, weights, group["lr"], group["weight_decay"], group["world_size"])
+            sparse_sign_sgd_step(local_grad, local_ids, weights, group["lr"], group["weight_decay"],
+                                 group["world_size"])
 
 
 # Published name, kept for scripts that import it.

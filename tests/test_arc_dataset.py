@@ -9,7 +9,9 @@ import pytest
 
 from dataset import assemble_arc_data
 from dataset import build_arc_dataset as arc
-from dataset.common import DIHEDRAL_INVERSE, dihedral_transform, inverse_dihedral_transform, load_metadata
+from dataset.common import load_metadata
+from dataset.tasks import arc as arc_task
+from dataset.tasks.dihedral import DIHEDRAL_INVERSE, TRANSPOSING, dihedral_transform, inverse_dihedral_transform
 from tests.conftest import FIXTURES_DIR, REPO_ROOT
 from tests.dataset_digest import digest as _digest
 
@@ -85,6 +87,13 @@ def test_legacy_random_replays_numpy_global_rng():
 # ---------------------------------------------------------------------------------------------
 
 
+def _published_dihedral(grid: np.ndarray, trans: int) -> np.ndarray:
+    """The published builder's dihedral_transform (np.rot90 / np.flip / np.transpose)."""
+    ops = (lambda g: g, lambda g: np.rot90(g, k=1), lambda g: np.rot90(g, k=2), lambda g: np.rot90(g, k=3),
+           np.fliplr, np.flipud, lambda g: g.T, lambda g: np.fliplr(np.rot90(g, k=1)))
+    return ops[trans](grid)
+
+
 def test_dihedral_transforms_round_trip_and_views_agree():
     rng = np.random.default_rng(0)
     grid = rng.integers(0, 10, size=(3, 5)).astype(np.uint8)
@@ -95,8 +104,8 @@ def test_dihedral_transforms_round_trip_and_views_agree():
         assert np.array_equal(inverse_dihedral_transform(out, trans), grid)
         assert np.array_equal(dihedral_transform(out, DIHEDRAL_INVERSE[trans]), grid)
         assert np.array_equal(inverse_dihedral_transform(dihedral_transform(stack, trans), trans), stack)
-        assert np.array_equal(arc.dihedral_view(grid, trans), out)  # builder's fast path
-        assert out.shape == ((5, 3) if trans in arc.TRANSPOSING else (3, 5))
+        assert np.array_equal(_published_dihedral(grid, trans), out)  # the fast slicing views
+        assert out.shape == ((5, 3) if trans in TRANSPOSING else (3, 5))
         results.add(out.tobytes() + bytes(out.shape))
     assert len(results) == 8  # all distinct on an asymmetric grid
     with pytest.raises(ValueError, match="0..7"):
@@ -104,27 +113,27 @@ def test_dihedral_transforms_round_trip_and_views_agree():
 
 
 def _published_canvas(grid_tokens: np.ndarray, r: int, c: int) -> np.ndarray:
-    """SPEC section 2 step 5: grid tokens at (r, c), EOS below and right of it, 0 elsewhere."""
-    canvas = np.zeros((arc.GRID_SIZE, arc.GRID_SIZE), np.uint8)
+    """docs/builders.md, ARC rendering: grid tokens at (r, c), EOS below and right of it, 0 elsewhere."""
+    canvas = np.zeros((arc_task.GRID_SIZE, arc_task.GRID_SIZE), np.uint8)
     rows, cols = grid_tokens.shape
     canvas[r:r + rows, c:c + cols] = grid_tokens
-    if r + rows < arc.GRID_SIZE:
-        canvas[r + rows, c:c + cols] = arc.EOS_ID
-    if c + cols < arc.GRID_SIZE:
-        canvas[r:r + rows, c + cols] = arc.EOS_ID
+    if r + rows < arc_task.GRID_SIZE:
+        canvas[r + rows, c:c + cols] = arc_task.EOS_ID
+    if c + cols < arc_task.GRID_SIZE:
+        canvas[r:r + rows, c + cols] = arc_task.EOS_ID
     return canvas
 
 
 def _unpad(row: np.ndarray) -> tuple[np.ndarray, int, int]:
     """Colour grid and its offset from one 900-token example (colour cells are tokens >= 2)."""
-    canvas = row.reshape(arc.GRID_SIZE, arc.GRID_SIZE)
-    rows = np.flatnonzero((canvas >= arc.COLOUR_OFFSET).any(axis=1))
-    cols = np.flatnonzero((canvas >= arc.COLOUR_OFFSET).any(axis=0))
+    canvas = row.reshape(arc_task.GRID_SIZE, arc_task.GRID_SIZE)
+    rows = np.flatnonzero((canvas >= arc_task.COLOUR_OFFSET).any(axis=1))
+    cols = np.flatnonzero((canvas >= arc_task.COLOUR_OFFSET).any(axis=0))
     r, c = rows[0], cols[0]
     grid_tokens = canvas[r:rows[-1] + 1, c:cols[-1] + 1]
-    assert (grid_tokens >= arc.COLOUR_OFFSET).all(), "grid cells must form a rectangle"
+    assert (grid_tokens >= arc_task.COLOUR_OFFSET).all(), "grid cells must form a rectangle"
     assert np.array_equal(canvas, _published_canvas(grid_tokens, r, c)), "padding / EOS placement"
-    return grid_tokens - arc.COLOUR_OFFSET, int(r), int(c)
+    return grid_tokens - arc_task.COLOUR_OFFSET, int(r), int(c)
 
 
 def _original_examples(prefix: str) -> dict[str, dict[str, list]]:
@@ -238,6 +247,7 @@ def test_bad_input_gives_clear_error_and_no_output(tmp_path, case):
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")  # no temp dirs left behind
 
 
+@pytest.mark.integration
 def test_script_path_builds_small_dataset_and_fails_cleanly(tmp_path):
     """`python dataset/build_arc_dataset.py ...`: a valid build, a rebuild in place, then a bad one."""
     prefix = _small_inputs(tmp_path)
@@ -265,7 +275,8 @@ def test_refuses_to_replace_a_directory_that_is_not_a_dataset(tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(arc.ArcDataError, match="refusing to replace"):
-        arc.build_arc_dataset(arc.ArcBuildConfig(input_file_prefix=prefix, output_dir=str(out), num_aug=1), progress=False)
+        arc.build_arc_dataset(arc.ArcBuildConfig(input_file_prefix=prefix, output_dir=str(out), num_aug=1),
+                              progress=False)
     assert os.listdir(out) == ["keep.txt"]
 
 
@@ -285,6 +296,7 @@ def test_concept_corpus_is_converted_in_sorted_order(tmp_path):
         assemble_arc_data.convert_concept_corpus(str(corpus))
 
 
+@pytest.mark.integration
 def test_cli_default_uses_shipped_concept_files(tmp_path, monkeypatch):
     """`python -m dataset.assemble_arc_data` without --concept copies kaggle/concept, from any CWD."""
     monkeypatch.chdir(tmp_path)

@@ -1,4 +1,4 @@
-"""ARC evaluator (SPEC §6): crop, de-augmentation, voting, pass@k, submission.json, ranks."""
+"""ARC evaluator (docs/arc-evaluator.md): crop, de-augmentation, voting, pass@k, submission.json, ranks."""
 import json
 import os
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dataset.common import PuzzleDatasetMetadata, dihedral_transform
+from dataset.common import PuzzleDatasetMetadata
+from dataset.tasks.dihedral import dihedral_transform
 from evaluators import arc as arc_eval
 from evaluators.arc import ARC, canonical_keys, crop_shapes, grid_key, parse_augmentation
 from utils.errors import ConfigError
@@ -125,7 +126,7 @@ def evaluate_examples(data_dir, examples, save_path=None, **kwargs):
 # Crop and de-augmentation
 # ---------------------------------------------------------------------------------------------
 def reference_crop(tokens: np.ndarray) -> tuple[int, int]:
-    """SPEC §6 crop, cell by cell: scan rows, shrink the column limit at the first non-colour token."""
+    """The crop (docs/arc-evaluator.md) cell by cell: scan rows, cut the column limit at the first non-colour token."""
     grid = tokens.reshape(GRID, GRID)
     best_area, best, limit = 0, (0, 0), GRID
     for rows in range(1, GRID + 1):

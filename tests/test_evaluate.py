@@ -10,56 +10,29 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from torch import nn
 from torch.nn import functional as F
 
 import evaluate as evaluate_cli
 from dataset import build_arc_dataset
 from dataset.build_copy_dataset import write_copy_task
-from tests.conftest import REPO_ROOT
+from tests.helpers import (
+    REPO_ROOT,
+    TINY_EVAL_ARCH,
+    build_head,
+    compose_config,
+    cpu_context,
+    evaluate_head,
+    train_metadata,
+    write_tiny_arc_source,
+)
 from tests.test_arc_evaluator import assert_kaggle_submission
-from trainer import (build_model, create_dataloader, create_evaluators, evaluate, run_act_halting_early,
-                     save_code_and_config, save_weights, train)
+from training.checkpointing import save_code_and_config, save_weights
+from training.evaluation import run_act_halting_early
+from training.loop import train
 from utils.config import derive_names, parse_config
-from utils.distributed import DistContext
 
-TINY_ARCH = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_cycles=1", "arch.L_cycles=1",
-             "arch.halt_max_steps=3", "arch.forward_dtype=float32", "arch.puzzle_emb_len=1", "arch.expansion=2",
-             "arch.halt_exploration_prob=0"]
-
-
-def compose_config(overrides: list[str]) -> dict:
-    with initialize_config_dir(config_dir=os.path.join(REPO_ROOT, "config"), version_base="1.3"):
-        return OmegaConf.to_container(compose(config_name="cfg_pretrain", overrides=overrides), resolve=True)
-
-
-def cpu_context() -> DistContext:
-    return DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), cpu_group=None)
-
-
-def write_tiny_arc_source(directory: str) -> str:
-    """Kaggle-layout files for 2 training and 3 evaluation tasks (one with 2 test inputs); rule: rotate."""
-    rng = np.random.default_rng(0)
-
-    def pair():
-        grid = rng.integers(0, 10, rng.integers(2, 6, 2))
-        return {"input": grid.tolist(), "output": np.rot90(grid).tolist()}
-
-    subsets = {"training": {"0a1b2c3d": (2, 1), "1b2c3d4e": (2, 1)},
-               "evaluation": {"2c3d4e5f": (2, 1), "3d4e5f60": (2, 2), "4e5f6071": (2, 1)}}
-    os.makedirs(directory, exist_ok=True)
-    for subset, tasks in subsets.items():
-        full = {tid: {"train": [pair() for _ in range(n)], "test": [pair() for _ in range(m)]}
-                for tid, (n, m) in tasks.items()}
-        challenges = {tid: {"test": [{"input": p["input"]} for p in t["test"]], "train": t["train"]}
-                      for tid, t in full.items()}
-        solutions = {tid: [p["output"] for p in t["test"]] for tid, t in full.items()}
-        for kind, content in (("challenges", challenges), ("solutions", solutions)):
-            with open(os.path.join(directory, f"arc-agi_{subset}_{kind}.json"), "w") as f:
-                json.dump(content, f)
-    return os.path.join(directory, "arc-agi")
+TINY_ARCH = TINY_EVAL_ARCH
 
 
 def run_evaluate_cli(args: list[str]) -> subprocess.CompletedProcess:
@@ -95,6 +68,7 @@ def arc_run(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------
 # End to end
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_fresh_process_reproduces_training_metrics(arc_run, tmp_path):
     out = tmp_path / "eval"
     result = run_evaluate_cli([f"checkpoint={arc_run['checkpoint']}", f"output_dir={out}", "device=cpu",
@@ -175,12 +149,10 @@ def saved_untrained_model(tmp_path, overrides=()) -> tuple[str, object]:
     raw = compose_config([f"data_paths=[{data}]", "evaluators=[]", *TINY_ARCH, "global_batch_size=4", "epochs=1",
                           "eval_interval=1", "num_workers=0", f"+checkpoint_path={tmp_path / 'run'}", *overrides])
     config = derive_names(parse_config(raw), "test-run")
-    _, metadata = create_dataloader(config, "train", cpu_context(), test_set_mode=False, epochs_per_iter=1,
-                                    global_batch_size=4)
     torch.manual_seed(0)
-    head = build_model(config, metadata, cpu_context())
+    head = build_head(config, train_metadata(config))
     save_code_and_config(config)
-    return save_weights(config, head, 5), config
+    return save_weights(config.checkpoint_path, head, 5), config
 
 
 def test_exact_and_token_accuracy_per_set_are_reported(tmp_path, capsys):
@@ -198,10 +170,7 @@ def test_exact_and_token_accuracy_per_set_are_reported(tmp_path, capsys):
 # Inference-time halting
 # ---------------------------------------------------------------------------------------------
 def evaluate_model(config, head, halt_early: bool) -> dict:
-    loader, metadata = create_dataloader(config, "test", cpu_context(), test_set_mode=True, epochs_per_iter=1,
-                                         global_batch_size=config.global_batch_size)
-    return evaluate(config, head, loader, metadata, create_evaluators(config, metadata), cpu_context(), 0, None,
-                    halt_early=halt_early)
+    return evaluate_head(config, head, halt_early=halt_early)[0]
 
 
 def set_q_halt_bias(head: nn.Module, value: float) -> None:
@@ -213,9 +182,7 @@ def set_q_halt_bias(head: nn.Module, value: float) -> None:
 
 def test_halt_early_without_early_halts_equals_published_evaluation(tmp_path):
     checkpoint, config = saved_untrained_model(tmp_path)
-    _, metadata = create_dataloader(config, "train", cpu_context(), test_set_mode=False, epochs_per_iter=1,
-                                    global_batch_size=4)
-    head = build_model(config, metadata, cpu_context())
+    head = build_head(config, train_metadata(config))
     head.load_state_dict(torch.load(checkpoint, weights_only=True))  # Q head at its init: q_halt = -5, never halts
     published, early = evaluate_model(config, head, False), evaluate_model(config, head, True)
     assert published == early and published["all"]["steps"] == 3.0
@@ -227,9 +194,7 @@ def test_halting_at_step_one_equals_a_one_step_model(tmp_path):
     assert one_step.arch.model_keys["halt_max_steps"] == 1
     results = []
     for cfg, halt_early in ((config, True), (one_step, False)):
-        _, metadata = create_dataloader(cfg, "train", cpu_context(), test_set_mode=False, epochs_per_iter=1,
-                                        global_batch_size=4)
-        head = build_model(cfg, metadata, cpu_context())
+        head = build_head(cfg, train_metadata(cfg))
         head.load_state_dict(torch.load(checkpoint, weights_only=True))
         set_q_halt_bias(head, 5.0)  # q_halt ~ +5 everywhere: every sequence halts at its first step
         results.append(evaluate_model(cfg, head, halt_early))
@@ -294,6 +259,7 @@ def test_halted_sequences_keep_their_outputs():
     assert outputs["preds"][:, 0].tolist() == [4, 4, 4, 4]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(arc_run, tmp_path):
     """Under torchrun each rank evaluates its slice; metrics are reduced and ARC votes gathered on rank 0."""

@@ -1,4 +1,4 @@
-"""Latent Meta Attention (SPEC §7): resequencing, chunk validation, automatic values, TRM integration, training."""
+"""Latent Meta Attention (docs/lma.md): resequencing, chunk validation, automatic values, TRM integration, training."""
 import math
 import os
 
@@ -8,11 +8,23 @@ from pydantic import ValidationError
 
 from dataset.build_copy_dataset import write_copy_task
 from dataset.common import PuzzleDatasetMetadata
-from models.lma import (LatentLayout, LatentMetaAttention, SequenceGeometry, automatic_latent_len, automatic_num_heads,
-                        check_latent_len, from_chunks, resequence, to_chunks, unresequence, valid_latent_lens)
+from models.lma import (
+    LatentLayout,
+    LatentMetaAttention,
+    SequenceGeometry,
+    automatic_latent_len,
+    automatic_num_heads,
+    check_latent_len,
+    from_chunks,
+    resequence,
+    to_chunks,
+    unresequence,
+    valid_latent_lens,
+)
 from models.losses import ACTLossHead
 from models.recursive_reasoning.trm import TRM, TRMConfig
-from tests.test_training import TINY_ARCH, assert_evaluate_reproduces, compose_config, cpu_context, read_metrics
+from tests.helpers import TINY_ARCH, assert_evaluate_reproduces, compose_config, cpu_context, read_metrics
+from tests.helpers import build_head as build_configured_head
 from utils.checkpoint import load_weights
 from utils.config import ConfigError, parse_config
 
@@ -24,7 +36,8 @@ SMALL = dict(batch_size=2, seq_len=8, vocab_size=6, num_puzzle_identifiers=3, pu
 def small_batch(batch_size: int = 2) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, 6, (batch_size, 8), dtype=torch.int32, generator=generator)
-    return dict(inputs=tokens, labels=tokens.clone(), puzzle_identifiers=torch.arange(batch_size, dtype=torch.int32) % 3)
+    return dict(inputs=tokens, labels=tokens.clone(),
+                puzzle_identifiers=torch.arange(batch_size, dtype=torch.int32) % 3)
 
 
 def build_head(**overrides) -> ACTLossHead:
@@ -59,7 +72,7 @@ def test_resequence_is_column_major():
 
 
 def test_spec_worked_example_chunks():
-    """L=15, d0=6, L_new=5 (C'=18): the (row, column) elements of each chunk, 1-based as in SPEC §7."""
+    """L=15, d0=6, L_new=5 (C'=18): the (row, column) elements of each chunk, 1-based as in docs/lma.md."""
     length, width, latent_len = 15, 6, 5
     rows = torch.arange(1, length + 1).view(length, 1).expand(length, width)
     cols = torch.arange(1, width + 1).view(1, width).expand(length, width)
@@ -92,7 +105,8 @@ def test_valid_latent_lens_per_mode():
 
 
 def test_clean_rejects_straddling_and_accepts_aligned():
-    with pytest.raises(ValueError, match=r"lma_latent_len \(5\) is not valid for lma_mode=clean.*Nearest valid values: 3 or 6$"):
+    with pytest.raises(ValueError, match=r"lma_latent_len \(5\) is not valid for lma_mode=clean"
+                                         r".*Nearest valid values: 3 or 6$"):
         check_latent_len(5, 15, 6, "clean")
     for aligned in (6, 18, 2):  # C' = 15 = L; C' = 5 divides L; C' = 45 = 3 L
         check_latent_len(aligned, 15, 6, "clean")
@@ -138,14 +152,16 @@ def test_config_resolves_automatic_geometry():
     config = TRMConfig(**dict(SMALL, lma_enable=True))
     assert config.lma_layout == LatentLayout(9, 32, SequenceGeometry(9, 32, 2))
     assert config.lma_layout.chunk_size == 32
-    explicit = TRMConfig(**dict(SMALL, lma_enable=True, lma_mode="clean", lma_latent_len=4, lma_latent_dim=24, lma_num_heads=3,
+    explicit = TRMConfig(**dict(SMALL, lma_enable=True, lma_mode="clean", lma_latent_len=4, lma_latent_dim=24,
+                                lma_num_heads=3,
                                 pos_encodings="none"))
     assert explicit.geometry == SequenceGeometry(4, 24, 3) and explicit.lma_layout.chunk_size == 72
 
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(lma_latent_len=7), r"lma_latent_len \(7\) is not valid for lma_mode=unclean.*Nearest valid values: 6 or 8"),
-    (dict(lma_mode="clean", lma_latent_len=9), r"lma_latent_len \(9\) is not valid for lma_mode=clean.*Nearest valid values: 8 or 16"),
+    (dict(lma_mode="clean", lma_latent_len=9),
+     r"lma_latent_len \(9\) is not valid for lma_mode=clean.*Nearest valid values: 8 or 16"),
     (dict(lma_latent_len=0), r"lma_latent_len must be >= 1"),
     (dict(lma_latent_dim=24, lma_num_heads=5), r"lma_latent_dim \(24\) must be divisible by lma_num_heads \(5\)"),
     (dict(lma_compression=0), r"lma_compression must be > 0"),
@@ -161,8 +177,14 @@ def test_lma_keys_are_ignored_when_off():
     assert config.geometry == SequenceGeometry(9, 32, 2)
 
 
+def test_explicit_latent_heads_of_odd_size_are_rejected_with_rope():
+    with pytest.raises(ValidationError, match=r"latent head size lma_latent_dim // lma_num_heads \(60 // 4 = 15\)"):
+        TRMConfig(**dict(SMALL, lma_enable=True, lma_latent_len=4, lma_latent_dim=60, lma_num_heads=4))
+    TRMConfig(**dict(SMALL, lma_enable=True, lma_latent_len=4, lma_latent_dim=60, lma_num_heads=4,
+                     pos_encodings="none"))
+
+
 def test_trainer_reports_invalid_latent_len_as_config_error(tmp_path):
-    from trainer import build_model
     raw = compose_config(["data_paths=[unused]", "evaluators=[]", *TINY_ARCH, "global_batch_size=16",
                           "arch.lma_enable=true", "arch.lma_mode=clean", "arch.lma_latent_len=9"])
     metadata = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=6, seq_len=8,
@@ -170,7 +192,7 @@ def test_trainer_reports_invalid_latent_len_as_config_error(tmp_path):
                                      total_puzzles=64, sets=["all"])
     with pytest.raises(ConfigError, match=r"(?s)Invalid arch configuration.*lma_latent_len \(9\) is not valid for "
                                           r"lma_mode=clean.*Nearest valid values: 8 or 16"):
-        build_model(parse_config(raw), metadata, cpu_context())
+        build_configured_head(parse_config(raw), metadata)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +262,8 @@ def test_gradients_reach_encoders_and_decoder():
     _, loss, _, _, _ = head(carry=head.initial_carry(batch), batch=batch, return_keys=[])
     loss.backward()
     lma = head.model.inner.lma
-    for name, param in [("E_chunk.up", lma.chunk_encoder.up_proj.weight), ("E_chunk.down", lma.chunk_encoder.down_proj.weight),
+    for name, param in [("E_chunk.up", lma.chunk_encoder.up_proj.weight),
+                        ("E_chunk.down", lma.chunk_encoder.down_proj.weight),
                         ("E_resid", lma.residual_encoder.weight), ("D_chunk", lma.chunk_decoder.weight),
                         ("token embedding", head.model.inner.embed_tokens.embedding_weight)]:
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
@@ -251,24 +274,19 @@ def test_gradients_reach_encoders_and_decoder():
 # ---------------------------------------------------------------------------------------------
 # Training with the trainer (what `python pretrain.py arch=trm arch.lma_enable=true ...` runs)
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def copy_task(tmp_path_factory) -> str:
-    return write_copy_task(str(tmp_path_factory.mktemp("data") / "copy"), num_train_puzzles=64, num_test_puzzles=16,
-                           seq_len=8, vocab_size=6, num_puzzle_identifiers=65)
-
-
 def _final_weights(path: str) -> dict[str, torch.Tensor]:
     steps = sorted((f for f in os.listdir(path) if f.startswith("step_") and f[5:].isdigit()), key=lambda f: int(f[5:]))
     return torch.load(os.path.join(path, steps[-1]), weights_only=True)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("overrides", [
     ["arch.lma_mode=unclean"],
     ["arch.lma_mode=clean", "arch.pos_encodings=learned", "ema=true"],
     ["arch.lma_latent_len=3", "arch.mlp_t=true", "arch.pos_encodings=none", "arch.no_ACT_continue=false"],
 ], ids=["unclean", "clean_learned_ema", "mlp_t_act_continue"])
 def test_trainer_runs_with_lma(copy_task, tmp_path, overrides):
-    from trainer import build_model, train
+    from training.loop import train
     raw = compose_config([f"data_paths=[{copy_task}]", "evaluators=[]", *TINY_ARCH, "global_batch_size=16",
                           "epochs=2", "eval_interval=2", "wandb_mode=disabled", "num_workers=0",
                           f"+checkpoint_path={tmp_path}", "arch.lma_enable=true", *overrides])
@@ -281,12 +299,13 @@ def test_trainer_runs_with_lma(copy_task, tmp_path, overrides):
     weights = _final_weights(str(tmp_path))
     assert "model.inner.lma.residual_encoder.weight" in weights and "model.inner.puzzle_emb.weights" in weights
     metadata = PuzzleDatasetMetadata.model_validate_json(open(os.path.join(copy_task, "train", "dataset.json")).read())
-    fresh = build_model(config, metadata, cpu_context())
+    fresh = build_configured_head(config, metadata)
     load_weights(fresh, weights)  # strict: the checkpoint matches an LMA model built from the same config
 
 
+@pytest.mark.integration
 def test_lma_learns_the_copy_task(tmp_path):
-    from trainer import train
+    from training.loop import train
     # Many puzzles seen few times: the chunk encoders have no weights shared across positions, so
     # on 64 puzzles repeated 40 times LMA memorises them (train exact 1.0, held-out ~0.2) instead
     # of learning to copy.

@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata, load_metadata, write_identifiers, write_split
+from dataset.build_copy_dataset import write_copy_task
+from dataset.common import (
+    IGNORE_LABEL_ID,
+    PuzzleDatasetMetadata,
+    load_metadata,
+    offsets,
+    write_identifiers,
+    write_set,
+    write_split,
+)
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
-from dataset.build_copy_dataset import offsets, write_copy_task, write_set
 
 SEQ_LEN = 6
 VOCAB = 9
@@ -42,7 +50,7 @@ def row_index(inputs):
 
 
 def reference_train_batches(seed, iters, num_groups, puzzle_indices, group_indices, batch, epochs):
-    """Straight-line restatement of SPEC section 3 train sampling: list of (examples, puzzles)."""
+    """Straight-line restatement of the train sampling in docs/loader.md: list of (examples, puzzles)."""
     rng = np.random.Generator(np.random.Philox(seed=seed + iters))
     order = np.concatenate([rng.permutation(num_groups) for _ in range(epochs)])
     out, pos = [], 0
@@ -84,9 +92,10 @@ def test_copy_task_files_and_metadata(copy_dir):
         [f"all__{f}.npy" for f in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")]
         + ["dataset.json"]
     )
-    np.testing.assert_array_equal(np.load(os.path.join(copy_dir, "train", "all__group_indices.npy")), np.arange(0, 21, 2))
-    np.testing.assert_array_equal(np.load(os.path.join(copy_dir, "train", "all__puzzle_indices.npy")), np.arange(0, 61, 3))
-    np.testing.assert_array_equal(np.load(os.path.join(copy_dir, "train", "all__puzzle_identifiers.npy")), np.arange(1, 21))
+    train_dir = os.path.join(copy_dir, "train")
+    np.testing.assert_array_equal(np.load(os.path.join(train_dir, "all__group_indices.npy")), np.arange(0, 21, 2))
+    np.testing.assert_array_equal(np.load(os.path.join(train_dir, "all__puzzle_indices.npy")), np.arange(0, 61, 3))
+    np.testing.assert_array_equal(np.load(os.path.join(train_dir, "all__puzzle_identifiers.npy")), np.arange(1, 21))
     with open(os.path.join(copy_dir, "identifiers.json")) as f:
         assert json.load(f) == ["<blank>"] + [f"copy{i}" for i in range(1, 21)]
 
@@ -175,7 +184,8 @@ def test_train_batches_match_spec_sampling(copy_dir):
         np.testing.assert_array_equal(got_examples, ex)
         np.testing.assert_array_equal(batch["puzzle_identifiers"], ids[pz])
         # The identifier of each example is that of the puzzle whose rows contain it.
-        np.testing.assert_array_equal(batch["puzzle_identifiers"], ids[np.searchsorted(pidx, got_examples, side="right") - 1])
+        np.testing.assert_array_equal(batch["puzzle_identifiers"],
+                                      ids[np.searchsorted(pidx, got_examples, side="right") - 1])
         np.testing.assert_array_equal(batch["labels"], inputs[ex])  # copy task
     assert ds.state_dict() == {"iters": 1, "skip_batches": 0}
 
@@ -316,7 +326,8 @@ def test_two_replicas_concatenate_to_global_test_batch(uneven_dir):
 # ---- merged paths ---------------------------------------------------------------------
 
 def test_merged_paths_expose_numbered_sets_and_sum_totals(tmp_path):
-    a = write_copy_task(str(tmp_path / "a"), 4, 3, SEQ_LEN, VOCAB, examples_per_puzzle=1, seed=1, num_puzzle_identifiers=5)
+    a = write_copy_task(str(tmp_path / "a"), 4, 3, SEQ_LEN, VOCAB, examples_per_puzzle=1, seed=1,
+                        num_puzzle_identifiers=5)
     b = write_copy_task(str(tmp_path / "b"), 6, 2, SEQ_LEN, VOCAB, examples_per_puzzle=4, augmentations_per_group=3,
                         seed=2, num_puzzle_identifiers=7)
     ds = PuzzleDataset(make_config([a, b], batch=2, test=True), split="train")
@@ -349,13 +360,50 @@ def test_dataloader_worker_yields_same_batches(copy_dir):
     loader = make_dataloader(PuzzleDataset(make_config([copy_dir], batch=4, seed=3, epochs=2)), "cpu")
     assert loader.num_workers == 1 and loader.prefetch_factor == 8 and loader.persistent_workers
     assert_same_batches(collect(loader), direct)
-    in_process = make_dataloader(PuzzleDataset(make_config([copy_dir], batch=4, seed=3, epochs=2)), "cpu", num_workers=0)
+    in_process = make_dataloader(PuzzleDataset(make_config([copy_dir], batch=4, seed=3, epochs=2)), "cpu",
+                                 num_workers=0)
     assert_same_batches(collect(in_process), direct)
 
 
 def test_more_than_one_worker_is_refused(copy_dir):
     loader = torch.utils.data.DataLoader(PuzzleDataset(make_config([copy_dir])), batch_size=None, num_workers=2)
+    batches = iter(loader)
     with pytest.raises(RuntimeError, match="at most one DataLoader worker"):
-        next(iter(loader))
+        next(batches)
+    batches._shutdown_workers()  # else the workers outlive the test, keeping a core busy for the tests after it
     with pytest.raises(ValueError, match="num_workers must be 0 or 1"):
         make_dataloader(PuzzleDataset(make_config([copy_dir])), "cpu", num_workers=2)
+
+
+def test_write_identifiers_streams_json_dump_bytes(tmp_path):
+    names = ["<blank>", "a", "b|||t1|||0123456789", "é\"\\"]
+    write_identifiers(str(tmp_path), iter(names))  # any iterable: the ARC builder streams a million names
+    with open(tmp_path / "identifiers.json") as f:
+        assert f.read() == json.dumps(names)
+    with pytest.raises(ValueError, match="strings"):
+        write_identifiers(str(tmp_path), ["<blank>", 3])
+    with open(tmp_path / "identifiers.json") as f:
+        assert json.load(f) == names  # a rejected write leaves the earlier file
+    assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
+
+
+def test_atomic_output_dir_replaces_only_its_own_kind(tmp_path):
+    from dataset.common import DATASET_ENTRIES, atomic_output_dir
+    from utils.errors import DatasetError
+
+    out = tmp_path / "data"
+    for content in ("first", "second"):
+        with atomic_output_dir(str(out), DATASET_ENTRIES) as tmp:
+            with open(os.path.join(tmp, "identifiers.json"), "w") as f:
+                f.write(content)
+        assert (out / "identifiers.json").read_text() == content
+    assert oct(os.stat(out).st_mode & 0o777) == oct(0o755)
+    with pytest.raises(ZeroDivisionError):
+        with atomic_output_dir(str(out), DATASET_ENTRIES):
+            raise ZeroDivisionError("inside the build")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="notes.txt"):
+        with atomic_output_dir(str(out), DATASET_ENTRIES):
+            pass
+    assert sorted(os.listdir(tmp_path)) == ["data"]  # no temporaries left behind
+    assert (out / "identifiers.json").read_text() == "second"

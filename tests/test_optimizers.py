@@ -1,4 +1,4 @@
-"""Adam-atan2 (SPEC section 5) against a per-element float64 reference, and sign-SGD on the
+"""Adam-atan2 (docs/training.md) against a per-element float64 reference, and sign-SGD on the
 sparse puzzle embedding, including the cross-rank gradient sum over a real 2-process gloo group."""
 import datetime
 import io
@@ -27,7 +27,7 @@ LRS = [1e-2, 5e-3, 0.0, 2e-2, 1e-2, 3e-3]
 # ----------------------------------------------------------------------------- reference
 
 def _reference_adam_atan2(p0: list, grads: list, lrs: list, betas, wd) -> tuple[list, list, list]:
-    """The SPEC formula one python float at a time (float64), t starting at 1."""
+    """The docs/training.md formula one python float at a time (float64), t starting at 1."""
     b1, b2 = betas
     p, m, v = list(p0), [0.0] * len(p0), [0.0] * len(p0)
     for t, (g_step, lr) in enumerate(zip(grads, lrs), start=1):
@@ -67,9 +67,12 @@ def _check_against_reference(params0, grads, params, opt, atol):
         ref_p, ref_m, ref_v = _reference_adam_atan2(
             p0.double().flatten().tolist(), [g[k].double().flatten().tolist() for g in grads], LRS, BETAS, WEIGHT_DECAY)
         state = opt.state[params[k]]
-        torch.testing.assert_close(params[k].detach().double().flatten(), torch.tensor(ref_p, dtype=torch.float64), rtol=0, atol=atol)
-        torch.testing.assert_close(state["exp_avg"].double().flatten(), torch.tensor(ref_m, dtype=torch.float64), rtol=0, atol=atol)
-        torch.testing.assert_close(state["exp_avg_sq"].double().flatten(), torch.tensor(ref_v, dtype=torch.float64), rtol=0, atol=atol)
+        torch.testing.assert_close(params[k].detach().double().flatten(), torch.tensor(ref_p, dtype=torch.float64),
+                                   rtol=0, atol=atol)
+        torch.testing.assert_close(state["exp_avg"].double().flatten(), torch.tensor(ref_m, dtype=torch.float64),
+                                   rtol=0, atol=atol)
+        torch.testing.assert_close(state["exp_avg_sq"].double().flatten(), torch.tensor(ref_v, dtype=torch.float64),
+                                   rtol=0, atol=atol)
         assert float(state["step"]) == len(LRS)
 
 
@@ -126,7 +129,8 @@ def test_adam_atan2_first_step_is_signed_lr():
     p.grad = torch.tensor([3.0, -0.5, 0.0], dtype=torch.float64)
     AdamAtan2([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.0).step()
     expected_step = 0.1 / 0.1 * math.atan2(0.1, 1.0)
-    torch.testing.assert_close(p.detach(), torch.tensor([1.0 - expected_step, 2.0 + expected_step, -1.0], dtype=torch.float64),
+    torch.testing.assert_close(p.detach(),
+                               torch.tensor([1.0 - expected_step, 2.0 + expected_step, -1.0], dtype=torch.float64),
                                rtol=0, atol=1e-15)
 
 
@@ -219,7 +223,7 @@ def test_build_adam_atan2_picks_fused_only_when_importable_and_all_cuda(monkeypa
     # Package importable but params on the CPU: the fused kernel cannot run them.
     assert type(build_adam_atan2(params, 1e-3, (0.9, 0.99), 0.0)) is AdamAtan2
 
-    monkeypatch.setattr(optimizers, "_all_on_cuda", lambda ps: True)
+    monkeypatch.setattr(optimizers, "all_on_cuda", lambda ps: True)
     fused = build_adam_atan2(params, 1e-3, (0.9, 0.99), 0.0)
     assert isinstance(fused, _FakeFused) and fused.args == (params, 1e-3, (0.9, 0.99), 0.0)
 
@@ -308,7 +312,8 @@ def _gloo_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     try:
         weights, ids, grads = _gloo_problem()
         local = slice(rank * len(_GLOBAL_IDS) // world_size, (rank + 1) * len(_GLOBAL_IDS) // world_size)
-        emb = CastedSparseEmbedding(_NUM_ROWS, _DIM, batch_size=local.stop - local.start, init_std=1.0, cast_to=torch.float32)
+        emb = CastedSparseEmbedding(_NUM_ROWS, _DIM, batch_size=local.stop - local.start, init_std=1.0,
+                                    cast_to=torch.float32)
         emb.weights.copy_(weights)
         _embedding_step(emb, ids[local], grads[local], _LR, _WD, world_size)
         torch.save(emb.weights, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -322,6 +327,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_sparse_sign_sgd_two_gloo_ranks_equal_one_process(tmp_path):
     world_size = 2
     mp.spawn(_gloo_worker, args=(world_size, _free_port(), str(tmp_path)), nprocs=world_size, join=True)

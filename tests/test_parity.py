@@ -79,7 +79,8 @@ def _float64_eval_outputs(fixture: dict) -> list[dict[str, torch.Tensor]]:
     steps = []
     with torch.no_grad():
         for _ in fixture["eval_steps"]:
-            carry, loss, _, outputs, _ = head(carry=carry, batch=batch, return_keys=["logits", "q_halt_logits", "q_continue_logits"])
+            carry, loss, _, outputs, _ = head(carry=carry, batch=batch,
+                                              return_keys=["logits", "q_halt_logits", "q_continue_logits"])
             steps.append(dict(outputs, loss=loss))
     return steps
 
@@ -88,7 +89,8 @@ def _assert_equal(actual: torch.Tensor, expected: torch.Tensor, what: str) -> No
     assert torch.equal(actual.cpu().to(expected.dtype), expected), f"{what}: {actual} != {expected}"
 
 
-def _compare_step(step: dict, loss, metrics, outputs, carry, where: str, tolerances: dict[str, float] | None = None) -> None:
+def _compare_step(step: dict, loss, metrics, outputs, carry, where: str,
+                  tolerances: dict[str, float] | None = None) -> None:
     tolerances = tolerances or {}
     _assert_close(loss.detach(), step["loss"], f"{where} loss", tolerances.get("loss", ATOL))
     assert set(metrics) == set(step["metrics"]), f"{where} metric names {sorted(metrics)} != {sorted(step['metrics'])}"
@@ -138,7 +140,8 @@ def test_parity(path):
         loss.backward()
         _compare_step(step, loss, metrics, outputs, carry, f"train step {i}")
         grads = _gradients(head)
-        assert set(grads) == set(step["grads"]), f"train step {i}: gradient names differ: {set(grads) ^ set(step['grads'])}"
+        assert set(grads) == set(step["grads"]), (f"train step {i}: gradient names differ: "
+                                                  f"{set(grads) ^ set(step['grads'])}")
         for name, expected in step["grads"].items():
             rel = ((grads[name] - expected).norm() / expected.norm().clamp_min(1e-12)).item()
             assert rel <= GRAD_RTOL, f"train step {i}: gradient {name} relative error {rel:.3g} > {GRAD_RTOL}"

@@ -1,12 +1,14 @@
-"""Pictures of puzzles/predictions (utils.pictures) and training curves (utils.curves), via visualize.py.
+"""Pictures of puzzles/predictions (viz.puzzles) and training curves (viz.curves), via visualize.py.
 
 Each picture kind is rendered from a tiny dataset made by the project's own generators and builders;
 the checks count the grids and cells in the HTML, look for the marks of a wrong prediction and for
 the expected colours, and compare the PNG's pixel size with the figure's.
 """
+import argparse
 import json
 import os
 import re
+import typing
 
 import numpy as np
 import pytest
@@ -17,7 +19,13 @@ import visualize
 from dataset import build_arc_dataset, build_maze_dataset, build_sudoku_dataset, generate_maze, generate_sudoku
 from dataset.build_copy_dataset import write_copy_task
 from dataset.common import PuzzleDatasetMetadata
-from utils import curves, pictures
+from dataset.tasks import TaskName, arc, maze, sudoku, task_of
+from viz import arc as viz_arc
+from viz import curves, png, puzzles
+from viz import data as viz_data
+from viz import html as viz_html
+from viz import maze as viz_maze
+from viz import sudoku as viz_sudoku
 
 NUM_SUDOKU, NUM_MAZES = 3, 2
 
@@ -115,8 +123,8 @@ def png_colours(path):
 
 def expected_png_size(columns, rows):
     """sheet_figure: (columns, rows) panels of PANEL_INCHES plus a fixed header, at PNG_DPI."""
-    side = pictures.PANEL_INCHES * pictures.PNG_DPI
-    return round(columns * side), round(rows * side + 0.9 * pictures.PNG_DPI)
+    side = png.PANEL_INCHES * png.PNG_DPI
+    return round(columns * side), round(rows * side + 0.9 * png.PNG_DPI)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +136,71 @@ def test_detect_kind(vocab, seq_len, kind):
     metadata = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab,
                                      seq_len=seq_len, num_puzzle_identifiers=1, total_groups=1,
                                      mean_puzzle_examples=1.0, total_puzzles=1, sets=["all"])
-    assert pictures.detect_kind(metadata) == kind
+    assert viz_data.detect_task(metadata) == kind
+
+
+def test_registry_has_one_renderer_per_task():
+    """Dispatch is by task name: every task dataset.tasks knows has a renderer, drawing its sequence length."""
+    assert set(puzzles.RENDERERS) == set(typing.get_args(TaskName))
+    assert all(name == renderer.name for name, renderer in puzzles.RENDERERS.items())
+    for module in (arc, sudoku, maze):
+        task = task_of(module.VOCAB_SIZE, module.SEQ_LEN)
+        assert puzzles.RENDERERS[task].seq_len == module.SEQ_LEN
+    assert puzzles.RENDERERS["generic"].seq_len is None
+
+
+def test_task_override(sudoku_dir, maze_dir, tmp_path, capsys):
+    """--task draws a dataset as another task; the detected task is the default; unfit tasks are refused."""
+    outputs = fake_outputs(sudoku_dir, corrupt=_wrong_sudoku_digit)
+    detected = puzzles.build_sheet(sudoku_dir, outputs)
+    assert detected.task == "sudoku"
+    forced = puzzles.build_sheet(sudoku_dir, outputs, task="generic")
+    assert forced.task == "generic" and "raw token ids" in forced.note
+    assert [e.verdict for e in forced.examples] == [e.verdict for e in detected.examples]
+    assert [p.colours.shape for p in forced.examples[0].panels] == [(9, 9)] * 3
+
+    out = str(tmp_path / "forced.html")
+    visualize.main(["puzzles", "--data", sudoku_dir, "--task", "generic", "--out", out])
+    page = open(out, encoding="utf-8").read()
+    assert count(page, r'<table class="grid generic') == NUM_SUDOKU * 2  # input and label
+    assert count(page, r'<table class="grid sudoku') == 0
+    assert count(page, r"<td") == NUM_SUDOKU * 2 * 81
+
+    visualize.main(["puzzles", "--data", maze_dir, "--task", "arc", "--num", "1", "--out", out])  # 30x30 both
+    assert count(open(out, encoding="utf-8").read(), r'<table class="grid arc') == 2
+    with pytest.raises(SystemExit, match="error: Cannot draw .* as sudoku: sudoku puzzles have 81 tokens"):
+        visualize.main(["puzzles", "--data", maze_dir, "--task", "sudoku", "--out", out])
+    with pytest.raises(SystemExit) as exit_info:  # not a task: argparse lists the choices
+        visualize.main(["puzzles", "--data", maze_dir, "--task", "chess"])
+    assert exit_info.value.code == 2 and "invalid choice: 'chess'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Unknown task 'chess'"):
+        puzzles.build_sheet(maze_dir, task="chess")
+
+
+def test_every_cli_option_has_a_help_with_its_default():
+    parser = visualize.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == {"puzzles", "curves"}
+    for command in commands.choices.values():
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help and ("default" in action.help or action.required), (command.prog, action.dest)
+
+
+def test_pictures_are_written_atomically(sudoku_dir, tmp_path, monkeypatch):
+    """A failed write leaves neither a half picture nor a temporary file; a good one leaves only the picture."""
+    sheet = puzzles.build_sheet(sudoku_dir, num=1)
+    out_dir = tmp_path / "pictures"
+    puzzles.write_sheet(sheet, str(out_dir / "ok.png"))
+    assert os.listdir(out_dir) == ["ok.png"]
+
+    def broken(_sheet):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(viz_html, "sheet_html", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        puzzles.write_sheet(sheet, str(out_dir / "broken.html"))
+    assert os.listdir(out_dir) == ["ok.png"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +214,7 @@ def _wrong_sudoku_digit(row, inputs):
 
 def test_sudoku_html_marks_clues_fills_and_errors(sudoku_dir, tmp_path):
     outputs = fake_outputs(sudoku_dir, corrupt=_wrong_sudoku_digit)
-    path = pictures.render_predictions(sudoku_dir, outputs, str(tmp_path / "sudoku.html"))
+    path = puzzles.render_predictions(sudoku_dir, outputs, str(tmp_path / "sudoku.html"))
     page = open(path, encoding="utf-8").read()
 
     assert count(page, r'<table class="grid sudoku') == NUM_SUDOKU * 3  # puzzle, solution, prediction
@@ -159,9 +231,9 @@ def test_sudoku_html_marks_clues_fills_and_errors(sudoku_dir, tmp_path):
 
 def test_sudoku_png_has_expected_size(sudoku_dir, tmp_path):
     outputs = fake_outputs(sudoku_dir, corrupt=_wrong_sudoku_digit)
-    path = pictures.render_predictions(sudoku_dir, outputs, str(tmp_path / "sudoku.png"), num=2)
+    path = puzzles.render_predictions(sudoku_dir, outputs, str(tmp_path / "sudoku.png"), num=2)
     assert png_size(path) == expected_png_size(3, 2)
-    assert pictures.SUDOKU_WRONG_BG in png_colours(path)
+    assert viz_sudoku.WRONG_BG in png_colours(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,27 +241,27 @@ def test_sudoku_png_has_expected_size(sudoku_dir, tmp_path):
 # ---------------------------------------------------------------------------------------------
 def _maze_path_errors(row, _inputs):
     """Drop one true path cell and add one path cell on an open cell off the path."""
-    row[np.flatnonzero(row == pictures.MAZE_PATH)[0]] = pictures.MAZE_OPEN
-    row[np.flatnonzero(row == pictures.MAZE_OPEN)[-1]] = pictures.MAZE_PATH
+    row[np.flatnonzero(row == maze.PATH)[0]] = maze.OPEN
+    row[np.flatnonzero(row == maze.OPEN)[-1]] = maze.PATH
 
 
 def test_maze_html_and_png_show_true_vs_predicted_path(maze_dir, tmp_path):
     outputs = fake_outputs(maze_dir, wrong_rows=(0,), corrupt=_maze_path_errors)
-    sheet = pictures.build_sheet(maze_dir, outputs)
-    html_path = pictures.write_sheet(sheet, str(tmp_path / "maze.html"))
+    sheet = puzzles.build_sheet(maze_dir, outputs)
+    html_path = puzzles.write_sheet(sheet, str(tmp_path / "maze.html"))
     page = open(html_path, encoding="utf-8").read()
     assert count(page, r'<table class="grid maze') == NUM_MAZES * 3
     assert count(page, r"<td") == NUM_MAZES * 3 * 900
     assert [e.verdict for e in sheet.examples] == [False, True]
     overlay = sheet.examples[0].panels[2].colours
-    assert (overlay == pictures.MAZE_COLOURS["missed"]).sum() == 1
-    assert (overlay == pictures.MAZE_COLOURS["extra"]).sum() == 1
+    assert (overlay == viz_maze.COLOURS["missed"]).sum() == 1
+    assert (overlay == viz_maze.COLOURS["extra"]).sum() == 1
     for colour in ("wall", "start", "goal", "path", "missed", "extra"):
-        assert pictures.MAZE_COLOURS[colour] in page
+        assert viz_maze.COLOURS[colour] in page
 
-    png_path = pictures.write_sheet(sheet, str(tmp_path / "maze.png"))
+    png_path = puzzles.write_sheet(sheet, str(tmp_path / "maze.png"))
     assert png_size(png_path) == expected_png_size(3, NUM_MAZES)
-    assert {pictures.MAZE_COLOURS[c] for c in ("wall", "path", "missed", "extra")} <= png_colours(png_path)
+    assert {viz_maze.COLOURS[c] for c in ("wall", "path", "missed", "extra")} <= png_colours(png_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,8 +275,8 @@ def _wrong_arc_colour(row, _inputs):
 def test_arc_html_shows_grids_in_arc_colours(arc_dir, tmp_path):
     inputs, _ = load_test_split(arc_dir)
     outputs = fake_outputs(arc_dir, wrong_rows=(0,), corrupt=_wrong_arc_colour)
-    sheet = pictures.build_sheet(arc_dir, outputs)
-    page = open(pictures.write_sheet(sheet, str(tmp_path / "arc.html")), encoding="utf-8").read()
+    sheet = puzzles.build_sheet(arc_dir, outputs)
+    page = open(puzzles.write_sheet(sheet, str(tmp_path / "arc.html")), encoding="utf-8").read()
 
     assert len(sheet.examples) == inputs.shape[0] == 4  # 2 tasks x (original + 1 augmentation)
     assert count(page, r'<table class="grid arc') == 4 * 3  # input, expected, prediction
@@ -213,17 +285,17 @@ def test_arc_html_shows_grids_in_arc_colours(arc_dir, tmp_path):
     assert count(page, r"<td") == 2 * cells
     assert count(page, r'<section class="example wrong"') == 1
     assert count(page, r'class="[^"]*\berr\b') == 1
-    for colour in pictures.ARC_PALETTE:  # the test grids use every colour 0..9
+    for colour in arc.PALETTE:  # the test grids use every colour 0..9
         assert colour.lower() in page.lower()
     # The published tasks come before their augmentations.
-    assert [("|||" in e.name) for e in sheet.examples] == [False, False, True, True]
+    assert [(arc.NAME_SEPARATOR in e.name) for e in sheet.examples] == [False, False, True, True]
 
 
 def test_arc_png_and_dataset_only(arc_dir, tmp_path):
-    path = pictures.render_predictions(arc_dir, None, str(tmp_path / "arc.png"), num=2)
+    path = puzzles.render_predictions(arc_dir, None, str(tmp_path / "arc.png"), num=2)
     assert png_size(path) == expected_png_size(2, 2)  # input and expected only
     used = {ARC_TASKS["aaaa0001"]["test"][0]["input"][0][0], ARC_TASKS["bbbb0002"]["test"][0]["input"][0][0]}
-    assert {pictures.ARC_PALETTE[c] for c in used} <= png_colours(path)
+    assert {arc.PALETTE[c] for c in used} <= png_colours(path)
 
 
 def test_arc_submission_shows_both_attempts(arc_dir, tmp_path):
@@ -244,11 +316,11 @@ def test_arc_submission_shows_both_attempts(arc_dir, tmp_path):
     with open(path, "w") as f:
         json.dump({"cccc0003": [{"attempt_1": [[1]]}]}, f)
     with pytest.raises(ValueError, match="not in"):
-        pictures.build_sheet(arc_dir, submission=path)
+        puzzles.build_sheet(arc_dir, submission=path)
     with open(path, "w") as f:
         json.dump({"bbbb0002": [{"attempt_1": [[1, 2], [3]]}]}, f)
     with pytest.raises(ValueError, match="attempt_1 of task 'bbbb0002' test 0"):
-        pictures.build_sheet(arc_dir, submission=path)
+        puzzles.build_sheet(arc_dir, submission=path)
 
 
 def test_arc_prediction_crop_matches_the_evaluator():
@@ -256,9 +328,9 @@ def test_arc_prediction_crop_matches_the_evaluator():
     canvas[:3, :4] = 5
     canvas[1, 3] = 1  # EOS inside row 1 shrinks the width to 3 from there on
     canvas[3, :3] = 1
-    assert pictures.arc_prediction_grid(canvas.ravel()).shape == (3, 3)
+    assert viz_arc.arc_prediction_grid(canvas.ravel()).shape == (3, 3)
     canvas[:, :] = 0
-    assert pictures.arc_prediction_grid(canvas.ravel()).shape == (0, 0)
+    assert viz_arc.arc_prediction_grid(canvas.ravel()).shape == (0, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +339,7 @@ def test_arc_prediction_crop_matches_the_evaluator():
 def test_copy_task_renders_a_token_grid(tmp_path):
     data = write_copy_task(str(tmp_path / "copy"), 4, 3, seq_len=16, vocab_size=8)
     outputs = fake_outputs(data, with_inputs=False, corrupt=lambda row, _inputs: row.__setitem__(0, row[0] % 7 + 1))
-    page = open(pictures.render_predictions(data, outputs, str(tmp_path / "copy.html")), encoding="utf-8").read()
+    page = open(puzzles.render_predictions(data, outputs, str(tmp_path / "copy.html")), encoding="utf-8").read()
     assert "not recognised" in page
     assert count(page, r'<table class="grid generic') == 3 * 3
     assert count(page, r"<td") == 3 * 3 * 16  # 16 tokens as a 4x4 grid
@@ -283,38 +355,38 @@ def test_saved_outputs_file_and_run_dir(sudoku_dir, tmp_path):
     outputs = {k: torch.cat([v, torch.full_like(v[:1], -100 if k == "labels" else 0)]) for k, v in outputs.items()}
     torch.save(outputs, tmp_path / "step_3_all_preds.0")
     torch.save(outputs, tmp_path / "step_12_all_preds.0")
-    assert pictures.find_outputs_file(str(tmp_path)).endswith("step_12_all_preds.0")
-    sheet = pictures.build_sheet(sudoku_dir, str(tmp_path), num=10)
+    assert viz_data.find_outputs_file(str(tmp_path)).endswith("step_12_all_preds.0")
+    sheet = puzzles.build_sheet(sudoku_dir, str(tmp_path), num=10)
     assert len(sheet.examples) == NUM_SUDOKU and all(e.verdict for e in sheet.examples)
 
 
 def test_outputs_in_another_order_are_matched_by_inputs(sudoku_dir):
     outputs = {k: v.flip(0) for k, v in fake_outputs(sudoku_dir, wrong_rows=()).items()}
-    sheet = pictures.build_sheet(sudoku_dir, outputs)
+    sheet = puzzles.build_sheet(sudoku_dir, outputs)
     assert [e.name for e in sheet.examples] == [f"test #{i}" for i in reversed(range(NUM_SUDOKU))]
     assert all(e.verdict for e in sheet.examples)
 
 
 def test_mismatched_inputs_are_clear_errors(sudoku_dir, maze_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        pictures.build_sheet(str(tmp_path / "nowhere"))
+        puzzles.build_sheet(str(tmp_path / "nowhere"))
     maze_outputs = fake_outputs(maze_dir, wrong_rows=())
     with pytest.raises(ValueError, match="do not match"):  # other seq_len
-        pictures.build_sheet(sudoku_dir, maze_outputs)
+        puzzles.build_sheet(sudoku_dir, maze_outputs)
     outputs = fake_outputs(sudoku_dir, wrong_rows=())
     outputs["inputs"][0, :5] = 1  # a puzzle that is not in the dataset
     with pytest.raises(ValueError, match="not an example"):
-        pictures.build_sheet(sudoku_dir, outputs)
+        puzzles.build_sheet(sudoku_dir, outputs)
     with pytest.raises(ValueError, match="no 'preds'"):
-        pictures.build_sheet(sudoku_dir, {"inputs": outputs["inputs"]})
+        puzzles.build_sheet(sudoku_dir, {"inputs": outputs["inputs"]})
     short = fake_outputs(sudoku_dir, wrong_rows=(), with_inputs=False)
     short = {k: v[:1] for k, v in short.items()}
     with pytest.raises(ValueError, match="cannot be matched by order"):
-        pictures.build_sheet(sudoku_dir, short)
+        puzzles.build_sheet(sudoku_dir, short)
     with pytest.raises(ValueError, match=r"\.html or \.png"):
-        pictures.render_predictions(sudoku_dir, None, str(tmp_path / "x.jpg"))
+        puzzles.render_predictions(sudoku_dir, None, str(tmp_path / "x.jpg"))
     with pytest.raises(ValueError, match="for ARC"):
-        pictures.build_sheet(sudoku_dir, submission=str(tmp_path / "s.json"))
+        puzzles.build_sheet(sudoku_dir, submission=str(tmp_path / "s.json"))
 
 
 def test_cli_writes_html_and_png_and_reports_errors(sudoku_dir, tmp_path, capsys):
@@ -379,7 +451,7 @@ def test_plot_curves_png_and_cli(tmp_path, capsys):
     path = curves.plot_curves(run_dir)
     assert path == os.path.join(run_dir, "curves.png")
     width, height = curves.FIGURE_INCHES
-    assert png_size(path) == (width * curves.PNG_DPI, height * curves.PNG_DPI)
+    assert png_size(path) == (width * png.PNG_DPI, height * png.PNG_DPI)
     out = str(tmp_path / "c.png")
     visualize.main(["curves", os.path.join(run_dir, "metrics.jsonl"), "--out", out])
     assert os.path.isfile(out) and f"Wrote {out}" in capsys.readouterr().out

@@ -7,14 +7,25 @@ import pytest
 import torch
 
 import evaluate as evaluate_cli
-import trainer
+import training.loop
 from dataset import build_arc_dataset
 from dataset.build_copy_dataset import write_copy_task, write_set
 from dataset.common import write_identifiers
 from models.ema import EMAHelper
-from tests.test_evaluate import TINY_ARCH, write_tiny_arc_source
-from tests.test_training import compose_config, cpu_context, read_metrics
+from tests.helpers import TINY_EVAL_ARCH as TINY_ARCH
+from tests.helpers import (
+    build_head,
+    compose_config,
+    cpu_context,
+    evaluate_head,
+    read_metrics,
+    train_metadata,
+    write_tiny_arc_source,
+)
+from training.evaluation import flatten_metrics
 from utils.config import derive_names, parse_config
+
+pytestmark = pytest.mark.integration  # whole runs and subprocesses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -30,17 +41,18 @@ def test_ema_evaluation_runs_through_the_compiled_model(tmp_path, monkeypatch):
                           "eval_interval=2", "lr=1e-3", "ema=true", "ema_rate=0.9", "compile=true", "device=cpu",
                           "wandb_mode=disabled", "num_workers=0", f"+checkpoint_path={run_dir}"])
     evaluated = []
-    real_evaluate = trainer.evaluate
+    real_evaluate = training.loop.evaluate
 
-    def recording_evaluate(config, model, *args, **kwargs):
+    def recording_evaluate(model, *args, **kwargs):
         evaluated.append(model)
-        return real_evaluate(config, model, *args, **kwargs)
+        return real_evaluate(model, *args, **kwargs)
 
     shadows = []
     real_state_dict = EMAHelper.state_dict
-    monkeypatch.setattr(trainer, "evaluate", recording_evaluate)
-    monkeypatch.setattr(EMAHelper, "state_dict", lambda self: shadows.append(dict(self.shadow)) or real_state_dict(self))
-    result = trainer.train(parse_config(raw), cpu_context())
+    monkeypatch.setattr(training.loop, "evaluate", recording_evaluate)
+    monkeypatch.setattr(EMAHelper, "state_dict",
+                        lambda self: shadows.append(dict(self.shadow)) or real_state_dict(self))
+    result = training.loop.train(parse_config(raw), cpu_context())
 
     assert len(evaluated) == 1
     model = evaluated[0]
@@ -55,7 +67,7 @@ def test_ema_evaluation_runs_through_the_compiled_model(tmp_path, monkeypatch):
     flat = evaluate_cli.run(evaluate_cli.EvaluateConfig(checkpoint=str(run_dir / f"step_{step}"), device="cpu",
                                                         compile=True, num_workers=0,
                                                         output_dir=str(tmp_path / "eval")), cpu_context())
-    assert flat == pytest.approx(trainer.flatten_metrics(result), rel=1e-6, abs=1e-7)
+    assert flat == pytest.approx(flatten_metrics(result), rel=1e-6, abs=1e-7)
 
 
 def write_uneven_groups(directory: str) -> str:
@@ -79,9 +91,10 @@ def test_ema_moves_after_every_loader_batch_also_past_total_steps(tmp_path, monk
     real_update = EMAHelper.update
     monkeypatch.setattr(EMAHelper, "update", lambda self, module: updates.append(1) or real_update(self, module))
     trained = []
-    real_train_batch = trainer.train_batch
-    monkeypatch.setattr(trainer, "train_batch", lambda *args: trained.append(real_train_batch(*args)) or trained[-1])
-    trainer.train(parse_config(raw), cpu_context())
+    real_train_batch = training.loop.train_batch
+    monkeypatch.setattr(training.loop, "train_batch",
+                        lambda *args: trained.append(real_train_batch(*args)) or trained[-1])
+    training.loop.train(parse_config(raw), cpu_context())
 
     total_steps = int(8 * 2 * (7 / 4) / 4)  # the published estimate: 7
     logged_steps = [m["step"] for m in read_metrics(str(tmp_path / "run")) if "train/lm_loss" in m]
@@ -111,15 +124,10 @@ def evaluate_untrained(test_paths: list[str], train_path: str, save_dir: str):
                           "global_batch_size=8", "epochs=1", "eval_interval=1", "num_workers=0",
                           "wandb_mode=disabled", f"+checkpoint_path={save_dir}"])
     config = derive_names(parse_config(raw), "test-run")
-    _, train_metadata = trainer.create_dataloader(config, "train", cpu_context(), test_set_mode=False,
-                                                  epochs_per_iter=1, global_batch_size=8)
     torch.manual_seed(0)
-    head = trainer.build_model(config, train_metadata, cpu_context())
-    loader, metadata = trainer.create_dataloader(config, "test", cpu_context(), test_set_mode=True, epochs_per_iter=1,
-                                                 global_batch_size=8)
-    evaluators = trainer.create_evaluators(config, metadata)
-    results = trainer.evaluate(config, head, loader, metadata, evaluators, cpu_context(), 0, save_dir)
-    return trainer.flatten_metrics(results), evaluators
+    head = build_head(config, train_metadata(config))
+    results, evaluators = evaluate_head(config, head, save_dir)
+    return flatten_metrics(results), evaluators
 
 
 def non_blank_test_examples(path: str) -> int:

@@ -4,7 +4,11 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import REPO_ROOT
+import pytest
+
+from tests.helpers import REPO_ROOT
+
+pytestmark = pytest.mark.integration  # whole runs and subprocesses
 
 
 def test_quickstart_builds_data_trains_and_reports(tmp_path):
@@ -17,7 +21,8 @@ def test_quickstart_builds_data_trains_and_reports(tmp_path):
     assert re.fullmatch(r"test exact_accuracy: [01]\.\d{4}", lines[-1]), lines[-1]
     assert "generating a sudoku dataset" in result.stdout
     assert os.path.isfile(tmp_path / "data" / "sudoku-quickstart" / "test" / "dataset.json")
-    paths = dict(line.split(": ", 1) for line in lines[:-1] if line.split(": ", 1)[0] in ("curves", "pictures", "metrics"))
+    paths = dict(line.split(": ", 1) for line in lines[:-1]
+                 if line.split(": ", 1)[0] in ("curves", "pictures", "metrics"))
     for key in ("curves", "pictures", "metrics"):
         assert os.path.isfile(tmp_path / paths[key]), f"{key} missing: {paths}"
     html = (tmp_path / paths["pictures"]).read_text()

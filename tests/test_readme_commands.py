@@ -12,12 +12,9 @@ import re
 import shlex
 
 import pytest
-import torch
 
 from dataset.common import PuzzleDatasetMetadata
-from tests.conftest import REPO_ROOT
-from tests.test_training import compose_config, cpu_context
-from trainer import build_model
+from tests.helpers import REPO_ROOT, build_head, compose_config
 from utils.config import parse_config
 
 SKIP_PROGRAMS = {"pip", "source", "cd", "export"}
@@ -25,7 +22,7 @@ SKIP_PROGRAMS = {"pip", "source", "cd", "export"}
 
 SHELL_ASSIGNMENT = re.compile(r"(\w+)=(\S+)")
 
-# The paper's commands (SPEC §9), which the README must give character for character.
+# The paper's commands (README "Training"), which the README must give character for character.
 PAPER_COMMANDS = [
     "python -m dataset.build_arc_dataset --input-file-prefix kaggle/combined/arc-agi --output-dir "
     "data/arc1concept-aug-1000 --subsets training evaluation concept --test-set-name evaluation",
@@ -121,7 +118,7 @@ def check_training_command(args: list[str]) -> None:
         config_name, args = args[i + 1], args[:i] + args[i + 2:]
     raw = compose_config(args, config_name=config_name)
     config = parse_config(raw)
-    model = build_model(config.model_copy(update={"global_batch_size": 8}), STAND_IN_METADATA, cpu_context())
+    model = build_head(config.model_copy(update={"global_batch_size": 8}), STAND_IN_METADATA)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from dataset.build_copy_dataset import write_copy_task
-from tests.conftest import REPO_ROOT
-from tests.test_training import TINY_ARCH, compose_config, cpu_context
+from tests.helpers import REPO_ROOT, TINY_ARCH, compose_config, cpu_context
 from utils.checkpoint import WRITE_DELAY_ENV, list_train_states
 from utils.config import parse_config
 from utils.errors import CheckpointError, NonFiniteLossError
+
+pytestmark = pytest.mark.integration  # whole runs and subprocesses
 
 # 64 puzzles / batch 16 = 4 steps per epoch; 4 epochs in 2 iterations = 16 steps, an eval at step 8.
 RUN = [*TINY_ARCH, "arch.halt_exploration_prob=0.5", "global_batch_size=16", "epochs=4", "eval_interval=2",
@@ -22,13 +23,12 @@ RUN = [*TINY_ARCH, "arch.halt_exploration_prob=0.5", "global_batch_size=16", "ep
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> str:
-    return write_copy_task(str(tmp_path_factory.mktemp("data") / "copy"), num_train_puzzles=64, num_test_puzzles=16,
-                           seq_len=8, vocab_size=6, num_puzzle_identifiers=65)
+def data(copy_task) -> str:
+    return copy_task
 
 
 def train_in_process(data: str, run_dir, *extra: str):
-    from trainer import train
+    from training.loop import train
     raw = compose_config([f"data_paths=[{data}]", *RUN, f"+checkpoint_path={run_dir}", *extra])
     return train(parse_config(raw), cpu_context())
 
@@ -176,7 +176,7 @@ def test_dataset_mismatch_is_reported(data, tmp_path):
     train_in_process(data, tmp_path / "run", "stop_at_step=2")
     other = write_copy_task(str(tmp_path / "other"), num_train_puzzles=48, num_test_puzzles=8, seq_len=8, vocab_size=6,
                             num_puzzle_identifiers=65)
-    from trainer import train
+    from training.loop import train
     raw = compose_config([f"data_paths=[{other}]", *RUN, f"+checkpoint_path={tmp_path / 'run'}", "resume=auto"])
     with pytest.raises(CheckpointError, match="dataset differs .*total_puzzles"):
         train(parse_config(raw), cpu_context())

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from dataset import build_maze_dataset, build_sudoku_dataset, generate_maze, generate_sudoku
-from dataset.common import dihedral_transform, load_metadata
+from dataset.common import load_metadata
+from dataset.tasks.dihedral import dihedral_transform
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
@@ -205,7 +206,8 @@ def test_kernels_match_their_pure_python_fallback():
     for _ in range(3):
         puzzle = generate_sudoku.make_puzzle(rng, 45, 50)[0]
         compiled, python = np.zeros(81, dtype=np.int64), np.zeros(81, dtype=np.int64)
-        assert generate_sudoku.search(puzzle, order, 2, compiled) == plain(generate_sudoku.search)(puzzle, order, 2, python)
+        assert (generate_sudoku.search(puzzle, order, 2, compiled)
+                == plain(generate_sudoku.search)(puzzle, order, 2, python))
         np.testing.assert_array_equal(compiled, python)
     choices = rng.random(generate_maze.LATTICE ** 2)
     grid = generate_maze.carve_tree(choices)
@@ -250,8 +252,10 @@ def test_sudoku_build_format_and_validity(sudoku_csv, tmp_path):
     csv_rows = read_csv(os.path.join(sudoku_csv, "train.csv"))
     for split, puzzles, groups in (("train", NUM_SUDOKU * group, NUM_SUDOKU), ("test", 10, 10)):
         meta = load_metadata(out, split)
-        assert (meta.pad_id, meta.ignore_label_id, meta.blank_identifier_id, meta.vocab_size, meta.seq_len) == (0, 0, 0, 11, 81)
-        assert (meta.num_puzzle_identifiers, meta.total_puzzles, meta.total_groups, meta.sets) == (1, puzzles, groups, ["all"])
+        assert ((meta.pad_id, meta.ignore_label_id, meta.blank_identifier_id, meta.vocab_size, meta.seq_len)
+                == (0, 0, 0, 11, 81))
+        assert ((meta.num_puzzle_identifiers, meta.total_puzzles, meta.total_groups, meta.sets)
+                == (1, puzzles, groups, ["all"]))
         assert meta.mean_puzzle_examples == 1.0
         arrays = load_split(out, split)
         np.testing.assert_array_equal(arrays["puzzle_indices"], np.arange(puzzles + 1))
@@ -273,7 +277,8 @@ def test_sudoku_build_format_and_validity(sudoku_csv, tmp_path):
 
 
 def test_sudoku_shuffles_preserve_validity():
-    solution = np.array([int(c) for c in "534678912672195348198342567859761423426853791713924856961537284287419635345286179"])
+    solution = np.array([int(c) for c in "534678912672195348198342567859761423426853791"
+                                         "713924856961537284287419635345286179"])
     rng = np.random.default_rng(0)
     maps, sources = build_sudoku_dataset.random_shuffles(rng, 500)
     assert (maps[:, 0] == 0).all() and (np.sort(maps[:, 1:], axis=1) == np.arange(1, 10)).all()
@@ -303,7 +308,8 @@ def test_sudoku_subsets_and_difficulty(sudoku_csv, tmp_path):
     out = build_sudoku(sudoku_csv, str(tmp_path / "sub"), "--subsample-size", "12", "--test-subsample-size", "4")
     assert load_metadata(out, "train").total_puzzles == 12 and load_metadata(out, "test").total_puzzles == 4
 
-    ratings = {split: [int(r["rating"]) for r in read_csv(os.path.join(sudoku_csv, f"{split}.csv"))] for split in ("train", "test")}
+    ratings = {split: [int(r["rating"]) for r in read_csv(os.path.join(sudoku_csv, f"{split}.csv"))]
+               for split in ("train", "test")}
     threshold = 1
     out = build_sudoku(sudoku_csv, str(tmp_path / "hard"), "--min-difficulty", str(threshold))
     for split in ("train", "test"):
@@ -429,7 +435,8 @@ def test_maze_build_with_dihedral_aug(maze_csv, tmp_path):
     out = str(tmp_path / "maze")
     assert run_main(build_maze_dataset.main, ["--source-dir", maze_csv, "--output-dir", out, "--aug"]) == ""
     meta = load_metadata(out, "train")
-    assert (meta.vocab_size, meta.seq_len, meta.pad_id, meta.ignore_label_id, meta.num_puzzle_identifiers) == (6, 900, 0, 0, 1)
+    assert ((meta.vocab_size, meta.seq_len, meta.pad_id, meta.ignore_label_id, meta.num_puzzle_identifiers)
+            == (6, 900, 0, 0, 1))
     assert (meta.total_puzzles, meta.total_groups) == (NUM_MAZES * 8, NUM_MAZES)
     train = load_split(out, "train")
     np.testing.assert_array_equal(train["group_indices"], np.arange(NUM_MAZES + 1) * 8)
@@ -453,7 +460,8 @@ def test_maze_build_with_dihedral_aug(maze_csv, tmp_path):
 def test_maze_build_subsets_seeded(maze_csv, tmp_path):
     def build(name, seed):
         out = str(tmp_path / name)
-        argv = ["--source-dir", maze_csv, "--output-dir", out, "--subsample-size", "6", "--test-subsample-size", "2", "--seed", str(seed)]
+        argv = ["--source-dir", maze_csv, "--output-dir", out, "--subsample-size", "6", "--test-subsample-size", "2",
+                "--seed", str(seed)]
         assert run_main(build_maze_dataset.main, argv) == ""
         return all_bytes(out)
 
@@ -503,6 +511,7 @@ def test_maze_malformed_rows(maze_csv, tmp_path, kind, expected):
 # Command lines as users type them
 
 
+@pytest.mark.integration
 def test_script_path_and_module_invocation(sudoku_csv, maze_csv, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = tmp_path / "script"
@@ -515,7 +524,8 @@ def test_script_path_and_module_invocation(sudoku_csv, maze_csv, tmp_path):
     assert load_metadata(str(out), "train").total_puzzles == 2 * NUM_SUDOKU
 
     result = subprocess.run(
-        [sys.executable, "-m", "dataset.build_maze_dataset", "--source-dir", maze_csv, "--output-dir", str(tmp_path / "m")],
+        [sys.executable, "-m", "dataset.build_maze_dataset", "--source-dir", maze_csv,
+         "--output-dir", str(tmp_path / "m")],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -532,3 +542,31 @@ def test_script_path_and_module_invocation(sudoku_csv, maze_csv, tmp_path):
     )
     assert result.returncode != 0 and "train.csv, line 3" in result.stderr and "Fix or remove" in result.stderr
     assert not (tmp_path / "never").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline data on first use (`generate_if_missing`): each kind's own augmentation key
+
+
+def test_generated_dataset_augmentation_keys(tmp_path):
+    from dataset.generated import build_generated_dataset
+    from utils.config import GeneratedDataConfig
+    from utils.errors import ConfigError
+
+    out = str(tmp_path / "maze")
+    build_generated_dataset(out, "maze", num_train=2, num_test=1, aug=True, min_path_length=10)
+    assert (load_metadata(out, "train").total_puzzles, load_metadata(out, "train").total_groups) == (16, 2)
+    out = str(tmp_path / "sudoku")
+    build_generated_dataset(out, "sudoku", num_train=3, num_test=1, num_aug=2, blanks=20)
+    assert (load_metadata(out, "train").total_puzzles, load_metadata(out, "train").total_groups) == (9, 3)
+
+    with pytest.raises(ConfigError, match="aug=True"):
+        build_generated_dataset(str(tmp_path / "never"), "maze", num_train=2, num_test=1, num_aug=8)
+    with pytest.raises(ConfigError, match="num_aug"):
+        build_generated_dataset(str(tmp_path / "never"), "sudoku", num_train=2, num_test=1, aug=True)
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(ValueError, match="aug=true"):
+        GeneratedDataConfig(kind="maze", num_train=2, num_test=1, num_aug=8)
+    with pytest.raises(ValueError, match="num_aug"):
+        GeneratedDataConfig(kind="sudoku", num_train=2, num_test=1, aug=True)
+    assert GeneratedDataConfig(kind="maze", num_train=2, num_test=1, aug=True).aug

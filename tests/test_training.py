@@ -3,49 +3,22 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from models.losses import ACTLossHead
 from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
-from tests.conftest import REPO_ROOT
-from dataset.build_copy_dataset import write_copy_task
-from trainer import cosine_schedule_with_warmup_lr
+from tests.helpers import REPO_ROOT, TINY_ARCH, assert_evaluate_reproduces, compose_config, cpu_context, read_metrics
+from training.state import cosine_schedule_with_warmup_lr
 from utils.checkpoint import load_weights
 from utils.config import parse_config
-from utils.distributed import DistContext
-
-TINY_ARCH = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_cycles=1", "arch.L_cycles=1",
-             "arch.halt_max_steps=2", "arch.forward_dtype=float32", "arch.puzzle_emb_len=1", "arch.expansion=2"]
 
 
-def compose_config(overrides: list[str], config_name: str = "cfg_pretrain") -> dict:
-    with initialize_config_dir(config_dir=os.path.join(REPO_ROOT, "config"), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides)
-    from omegaconf import OmegaConf
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def cpu_context() -> DistContext:
-    return DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), cpu_group=None)
-
-
-def read_metrics(path: str) -> list[dict]:
-    import json
-    with open(os.path.join(path, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-@pytest.fixture(scope="module")
-def copy_task(tmp_path_factory) -> str:
-    return write_copy_task(str(tmp_path_factory.mktemp("data") / "copy"), num_train_puzzles=64, num_test_puzzles=16,
-                           seq_len=8, vocab_size=6, num_puzzle_identifiers=65)
-
-
+@pytest.mark.integration
 def test_copy_task_is_learned(copy_task, tmp_path):
-    from trainer import train
+    from training.loop import train
     raw = compose_config([f"data_paths=[{copy_task}]", "evaluators=[]", *TINY_ARCH, "global_batch_size=16",
                           "epochs=40", "eval_interval=40", "lr=3e-3", "lr_warmup_steps=5", "wandb_mode=disabled",
                           "num_workers=0", f"+checkpoint_path={tmp_path}", "arch.halt_exploration_prob=0"])
@@ -64,24 +37,11 @@ OPTION_RUN_ARGS = ["evaluators=[]", *TINY_ARCH, "global_batch_size=16", "epochs=
 PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
 
 
-def evaluate_saved(run_dir: str, output_dir: str) -> dict:
-    """What evaluate.py reports (flat metrics) for the newest step_N of a run directory."""
-    import evaluate as evaluate_cli
-    return evaluate_cli.run(evaluate_cli.EvaluateConfig(checkpoint=run_dir, device="cpu", num_workers=0,
-                                                        output_dir=output_dir), cpu_context())
-
-
-def assert_evaluate_reproduces(result: dict, run_dir: str) -> None:
-    """The metrics train() returned are those of the saved weights, recounted by evaluate.py."""
-    from trainer import flatten_metrics
-    assert evaluate_saved(run_dir, os.path.join(run_dir, "recount")) == flatten_metrics(result)
-
-
 @pytest.fixture(scope="module")
 def option_runs(copy_task, tmp_path_factory):
     """run(overrides): one short training run per option set (cached: cases share the default run), with the
     model as built and its initial weights, the final step_N weights and the final training state."""
-    import trainer
+    import training.loop
     from utils.checkpoint import list_train_states, load_train_state
     runs = {}
 
@@ -91,7 +51,7 @@ def option_runs(copy_task, tmp_path_factory):
         run_dir = str(tmp_path_factory.mktemp("run"))
         raw = compose_config([f"data_paths=[{copy_task}]", *OPTION_RUN_ARGS, f"+checkpoint_path={run_dir}", *overrides])
         built = {}
-        original_init = trainer.init_train_state
+        original_init = training.loop.init_train_state
 
         def init_and_capture(*args, **kwargs):
             state = original_init(*args, **kwargs)
@@ -100,10 +60,11 @@ def option_runs(copy_task, tmp_path_factory):
             return state
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(trainer, "init_train_state", init_and_capture)
-            result = trainer.train(parse_config(raw), cpu_context())
+            patch.setattr(training.loop, "init_train_state", init_and_capture)
+            result = training.loop.train(parse_config(raw), cpu_context())
         shared, rank0 = load_train_state(list_train_states(run_dir)[-1][1], rank=0)
-        runs[overrides] = dict(run_dir=run_dir, result=result, metrics=read_metrics(run_dir), weights=_final_weights(run_dir),
+        runs[overrides] = dict(run_dir=run_dir, result=result, metrics=read_metrics(run_dir),
+                               weights=_final_weights(run_dir),
                                state=shared, rank0=rank0, **built)
         return runs[overrides]
 
@@ -114,6 +75,7 @@ def _changed(a: torch.Tensor, b: torch.Tensor) -> bool:
     return not torch.equal(a, b)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("overrides", [
     [],
     ["arch.loss.loss_type=softmax_cross_entropy"],
@@ -200,6 +162,7 @@ def _final_weights(path: str) -> dict[str, torch.Tensor]:
     return torch.load(os.path.join(path, steps[-1]), weights_only=True)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(copy_task, tmp_path):
     common = [f"data_paths=[{copy_task}]", "evaluators=[]", *TINY_ARCH, "arch.halt_exploration_prob=0",
@@ -216,6 +179,7 @@ def test_torchrun_two_processes_match_one(copy_task, tmp_path):
     assert (one["model.inner.puzzle_emb.weights"].abs().sum() > 0), "puzzle embeddings were never trained"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args, message", [
     (["+arch.L_cylces=4"], "arch.L_cylces: unknown key"),
     (["arch.L_cylces=4"], "Key 'L_cylces' is not in struct"),
@@ -230,6 +194,31 @@ def test_config_errors_are_clear(copy_task, args, message):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("args, message", [
+    (["+arch.L_cylces=4"], "arch.L_cylces: unknown key"),
+    (["arch.halt_max_steps=many"], "arch.halt_max_steps: Input should be a valid integer"),
+    (["arch=hrm", "+arch.no_ACT_continue=false"], "arch.no_ACT_continue: not a key of this architecture"),
+    (["+arch.seq_len=81"], "arch.seq_len: set by the trainer from the dataset"),
+], ids=["misspelt", "mistyped", "other_member", "derived"])
+def test_bad_arch_key_stops_before_any_data_is_generated(tmp_path, args, message):
+    """The quick demo generates its dataset on first use: a bad arch key must stop first, and quickly."""
+    start = time.monotonic()
+    result = _run_pretrain(["--config-name", "quickstart", *args], cwd=str(tmp_path))
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not os.path.exists(tmp_path / "data"), "the dataset was generated before the config was checked"
+    assert elapsed < 5, f"took {elapsed:.1f} s"
+
+
+def test_freeze_weights_without_a_puzzle_embedding_is_rejected():
+    from utils.errors import ConfigError
+    raw = compose_config(["data_paths=[unused]", "freeze_weights=true", "arch.puzzle_emb_ndim=0"])
+    with pytest.raises(ConfigError, match="freeze_weights=True trains only the puzzle embedding"):
+        parse_config(raw)
+
+
+@pytest.mark.integration
 def test_missing_dataset_is_clear(tmp_path):
     result = _run_pretrain([f"data_paths=[{tmp_path / 'missing'}]", "evaluators=[]"])
     assert result.returncode != 0
@@ -237,8 +226,10 @@ def test_missing_dataset_is_clear(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
 def test_unavailable_evaluator_is_an_error(copy_task):
-    result = _run_pretrain([f"data_paths=[{copy_task}]", "evaluators=[{name: nonexistent@Nope}]", "epochs=4", "eval_interval=4",
+    result = _run_pretrain([f"data_paths=[{copy_task}]", "evaluators=[{name: nonexistent@Nope}]", "epochs=4",
+                            "eval_interval=4",
                             *TINY_ARCH, "global_batch_size=16"])
     assert result.returncode != 0
     assert "evaluator 'nonexistent@Nope' is not available" in result.stderr
@@ -249,7 +240,8 @@ def test_published_interface_and_prefixed_weights():
                   L_cycles=1, H_layers=0, L_layers=1, hidden_size=16, expansion=2, num_heads=2, pos_encodings="rope",
                   halt_max_steps=2, halt_exploration_prob=0.0, forward_dtype="float32", causal=False)
     head = ACTLossHead(TinyRecursiveReasoningModel_ACTV1(config), loss_type="stablemax_cross_entropy")
-    batch = dict(inputs=torch.randint(0, 5, (2, 4), dtype=torch.int32), labels=torch.randint(0, 5, (2, 4), dtype=torch.int32),
+    batch = dict(inputs=torch.randint(0, 5, (2, 4), dtype=torch.int32),
+                 labels=torch.randint(0, 5, (2, 4), dtype=torch.int32),
                  puzzle_identifiers=torch.tensor([1, 2], dtype=torch.int32))
     carry = head.initial_carry(batch)
     carry, loss, metrics, outputs, all_halted = head(carry=carry, batch=batch, return_keys=["logits", "preds"])

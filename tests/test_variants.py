@@ -1,4 +1,4 @@
-"""The published architecture family (SPEC §8): HRM, single-z, hier6 and the transformer baseline.
+"""The published architecture family (docs/architectures.md): HRM, single-z, hier6 and the transformer baseline.
 
 Each variant builds from its `config/arch/<name>.yaml` and published class path, has the
 published state-dict keys, loads published-style checkpoints, composes with LMA, trains with
@@ -13,12 +13,12 @@ import torch
 from pydantic import ValidationError
 
 import tests.test_parity as parity
-from dataset.build_copy_dataset import write_copy_task
 from dataset.common import PuzzleDatasetMetadata
 from models.layers import Attention
 from models.losses import ACTLossHead
 from models.registry import load_model_class
-from tests.test_training import compose_config, cpu_context, read_metrics
+from tests.helpers import REPO_ROOT, compose_config, cpu_context, read_metrics
+from tests.helpers import build_head as build_configured_head
 from utils.checkpoint import load_weights
 from utils.config import parse_config
 
@@ -81,7 +81,8 @@ def build_head(variant: str, **overrides) -> ACTLossHead:
 def small_batch(batch_size: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(1, 6, (batch_size, 8), dtype=torch.int32, generator=generator)
-    return dict(inputs=tokens, labels=tokens.clone(), puzzle_identifiers=torch.arange(batch_size, dtype=torch.int32) % 3)
+    return dict(inputs=tokens, labels=tokens.clone(),
+                puzzle_identifiers=torch.arange(batch_size, dtype=torch.int32) % 3)
 
 
 def randomise_zero_inits(head: ACTLossHead) -> None:
@@ -135,7 +136,8 @@ def test_baseline_heads_that_do_not_divide_the_width():
 
 @pytest.mark.parametrize("variant, overrides, message", [
     ("trm_hier6", dict(L_cycles=7), r"L_cycles \(7\) must be <= 6"),
-    ("hrm", dict(H_layers=0), r"H_cycles, L_cycles, H_layers, L_layers, halt_max_steps must all be >= 1 \(got H_layers=0\)"),
+    ("hrm", dict(H_layers=0),
+     r"H_cycles, L_cycles, H_layers, L_layers, halt_max_steps must all be >= 1 \(got H_layers=0\)"),
     ("hrm", dict(lma_latent_lenght=4), r"lma_latent_lenght"),
     ("transformers_baseline", dict(H_layers=0), r"H_layers, halt_max_steps must all be >= 1"),
     ("transformers_baseline", dict(pos_encodings="rope", hidden_size=30, num_heads=2), r"head size .* must be even"),
@@ -275,38 +277,6 @@ def test_published_checkpoint_loads(variant):
         assert torch.equal(expected[key], got[key]), key
 
 
-def _hier6_state_dict() -> tuple[ACTLossHead, dict[str, torch.Tensor]]:
-    head = build_head("trm_hier6")
-    return head, {k: v.clone() for k, v in head.state_dict().items()}
-
-
-@pytest.mark.parametrize("naming", ["stacked", "L_init_0", "L_init_1", "L_1_init", "L_init1"])
-def test_hier6_reads_other_init_vector_namings(naming):
-    head, state = _hier6_state_dict()
-    slots = [state.pop(f"model.inner.L{i}_init") for i in range(1, 7)]
-    if naming == "stacked":
-        state["model.inner.L_init"] = torch.stack(slots)
-    else:
-        template, first = {"L_init_0": ("L_init_{}", 0), "L_init_1": ("L_init_{}", 1), "L_1_init": ("L_{}_init", 1),
-                           "L_init1": ("L_init{}", 1)}[naming]
-        state.update({f"model.inner.{template.format(i + first)}": slot for i, slot in enumerate(slots)})
-    other = build_head("trm_hier6", forward_dtype="float64")
-    with torch.no_grad():
-        for i in range(1, 7):
-            getattr(other.model.inner, f"L{i}_init").zero_()
-    load_weights(other, state)
-    for i in range(1, 7):
-        assert torch.equal(getattr(other.model.inner, f"L{i}_init"), getattr(head.model.inner, f"L{i}_init"))
-
-
-def test_hier6_unknown_init_naming_is_explained():
-    _, state = _hier6_state_dict()
-    for i in range(1, 7):
-        state[f"model.inner.z{i}_start"] = state.pop(f"model.inner.L{i}_init")
-    with pytest.raises(RuntimeError, match=r"trm_hier6: the checkpoint's init vectors .* add theirs to Hier6Inner._init_aliases"):
-        load_weights(build_head("trm_hier6"), state)
-
-
 # ---------------------------------------------------------------------------------------------
 # Recursion semantics against hand-written loops
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +342,8 @@ def reference_baseline(inner, carry, x, cos_sin):
     return {"z_H": blocks(inner.H_level, carry.z_H + x, cos_sin)}
 
 
-REFERENCES = {"trm": reference_trm, "hrm": reference_hrm, "trm_singlez": reference_singlez, "trm_hier6": reference_hier6,
+REFERENCES = {"trm": reference_trm, "hrm": reference_hrm, "trm_singlez": reference_singlez,
+              "trm_hier6": reference_hier6,
               "transformers_baseline": reference_baseline}
 ANSWER = {"trm_singlez": "z_L"}
 
@@ -427,7 +398,8 @@ def test_hrm_back_propagates_through_the_last_updates_only():
     inner = head.model.inner
     calls = []
     for name in ("L_level", "H_level"):
-        getattr(inner, name).register_forward_hook(lambda module, args, out, name=name: calls.append((name, out.requires_grad)))
+        getattr(inner, name).register_forward_hook(
+            lambda module, args, out, name=name: calls.append((name, out.requires_grad)))
     batch = small_batch()
     carry = random_carry(inner, 2)
     _, logits, _ = inner(carry, batch)
@@ -523,15 +495,10 @@ def test_parity_harness_reads_fixtures_of_every_class_path(variant, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Training with the trainer (what `python pretrain.py arch=<variant> ...` runs)
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def copy_task(tmp_path_factory) -> str:
-    return write_copy_task(str(tmp_path_factory.mktemp("data") / "copy"), num_train_puzzles=64, num_test_puzzles=16,
-                           seq_len=8, vocab_size=6, num_puzzle_identifiers=65)
-
-
+@pytest.mark.integration
 @pytest.mark.parametrize("variant", NEW_VARIANTS)
 def test_pretrain_trains_variant(variant, copy_task, tmp_path):
-    from trainer import build_model, train
+    from training.loop import train
     raw = compose_config([f"arch={variant}", f"data_paths=[{copy_task}]", "evaluators=[]", *TINY_COMMON,
                           *TINY_ARCH[variant], "global_batch_size=16", "epochs=6", "eval_interval=6", "lr=3e-3",
                           "lr_warmup_steps=2", "wandb_mode=disabled", "num_workers=0", f"+checkpoint_path={tmp_path}"])
@@ -546,10 +513,11 @@ def test_pretrain_trains_variant(variant, copy_task, tmp_path):
     assert ("train/q_continue_loss" in logged) == (variant == "hrm"), sorted(logged)
     assert result["all"]["steps"] == 2  # evaluation runs halt_max_steps (2) for every sequence
 
-    steps = sorted((f for f in os.listdir(tmp_path) if f.startswith("step_") and f[5:].isdigit()), key=lambda f: int(f[5:]))
+    steps = sorted((f for f in os.listdir(tmp_path) if f.startswith("step_") and f[5:].isdigit()),
+                   key=lambda f: int(f[5:]))
     weights = torch.load(os.path.join(tmp_path, steps[-1]), weights_only=True)
     metadata = PuzzleDatasetMetadata.model_validate_json(open(os.path.join(copy_task, "train", "dataset.json")).read())
-    fresh = build_model(config, metadata, cpu_context())
+    fresh = build_configured_head(config, metadata)
     assert type(fresh.model).__module__ == "models." + CLASS_PATHS[variant].split("@")[0]
     load_weights(fresh, weights)  # strict: the saved keys are the variant's published ones
 
@@ -557,7 +525,6 @@ def test_pretrain_trains_variant(variant, copy_task, tmp_path):
 def test_readme_commands_are_valid_configs():
     """The README's ablation commands compose and validate (the data paths are not read here)."""
     import shlex
-    from tests.conftest import REPO_ROOT
     text = open(os.path.join(REPO_ROOT, "README.md")).read()
     section = text[text.index("## Ablations and baselines"):]
     section = section[:section.index("\n## ")]
@@ -570,16 +537,17 @@ def test_readme_commands_are_valid_configs():
         load_model_class(config.arch.name).config_cls(**model_keys)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("act_enabled", [True, False])
 def test_pretrain_baseline_act_enabled_decides_whether_training_halts_early(act_enabled, copy_task, tmp_path):
-    from trainer import build_model, train
+    from training.loop import train
     overrides = ["arch=transformers_baseline", f"data_paths=[{copy_task}]", "evaluators=[]", *TINY_COMMON,
                  *TINY_ARCH["transformers_baseline"], "arch.halt_max_steps=3", f"arch.act_enabled={act_enabled}",
                  "arch.halt_exploration_prob=0", "global_batch_size=16", "epochs=3", "eval_interval=3", "lr=1e-4",
                  "wandb_mode=disabled", "num_workers=0", f"+checkpoint_path={tmp_path / 'run'}"]
     # Start from weights whose Q head says halt (q_halt 3 > q_continue -3) everywhere.
     metadata = PuzzleDatasetMetadata.model_validate_json(open(os.path.join(copy_task, "train", "dataset.json")).read())
-    head = build_model(parse_config(compose_config(overrides)), metadata, cpu_context())
+    head = build_configured_head(parse_config(compose_config(overrides)), metadata)
     q_head_towards(head, 3.0, -3.0)
     torch.save(head.state_dict(), tmp_path / "init.pt")
     train(parse_config(compose_config([*overrides, f"+load_checkpoint={tmp_path / 'init.pt'}"])), cpu_context())

@@ -7,7 +7,7 @@ config (e.g. `TRMConfig`) checks the `arch` keys, before any data is read or wei
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
 
 from utils.errors import ConfigError
 
@@ -44,10 +44,24 @@ class GeneratedDataConfig(BaseModel):
     kind: Literal["sudoku", "maze"]
     num_train: int
     num_test: int
-    num_aug: int = 0
+    num_aug: int = 0  # sudoku: shuffled copies of each train puzzle (`--num-aug`)
+    aug: bool = False  # maze: add the 8 dihedral transforms of each train maze (`--aug`)
     seed: int = 0
     blanks: int | None = None  # sudoku: exact number of blanks per puzzle
     min_path_length: int | None = None  # maze: keep mazes whose shortest path is at least this long
+
+    @model_validator(mode="after")
+    def _augmentation_of_the_kind(self) -> "GeneratedDataConfig":
+        """Each kind has its own augmentation key, named as its builder's option."""
+        if self.num_aug < 0:
+            raise ValueError(f"generate_if_missing.num_aug must be >= 0, got {self.num_aug}")
+        if self.kind == "maze" and self.num_aug:
+            raise ValueError("generate_if_missing.num_aug counts Sudoku's shuffled copies; Maze has one augmentation, "
+                             "its 8 dihedral transforms: use generate_if_missing.aug=true instead")
+        if self.kind == "sudoku" and self.aug:
+            raise ValueError("generate_if_missing.aug adds Maze's 8 dihedral transforms; for Sudoku give the number "
+                             "of shuffled copies per puzzle as generate_if_missing.num_aug")
+        return self
 
 
 class PretrainConfig(BaseModel):
@@ -104,7 +118,8 @@ class PretrainConfig(BaseModel):
     @classmethod
     def _some_data(cls, paths: list[str]) -> list[str]:
         if not paths:
-            raise ValueError("data_paths is empty; give at least one built dataset directory, e.g. data_paths=[data/sudoku]")
+            raise ValueError("data_paths is empty; give at least one built dataset directory, "
+                             "e.g. data_paths=[data/sudoku]")
         return paths
 
     @model_validator(mode="after")
@@ -122,6 +137,9 @@ class PretrainConfig(BaseModel):
         for key in ("checkpoint_interval", "checkpoint_keep_last", "stop_at_step"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1 (or null), got {getattr(self, key)}")
+        if self.freeze_weights and self.arch.model_keys.get("puzzle_emb_ndim", 0) == 0:
+            raise ValueError("freeze_weights=True trains only the puzzle embedding, but arch.puzzle_emb_ndim is 0 "
+                             "(no puzzle embedding): there would be nothing to train")
         if self.resume == "auto" and not (self.checkpoint_path or self.run_name):
             raise ValueError("resume=auto needs a fixed run directory: give +checkpoint_path=DIR or +run_name=NAME "
                              "(a derived run name is random, so a restarted job would not find its checkpoints)")
@@ -153,15 +171,52 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
 
 
 def parse_config(raw: dict) -> PretrainConfig:
+    """The validated training config; unknown, unsupported or mistyped keys (arch keys too) stop here,
+    before any dataset is read or generated."""
     try:
-        return PretrainConfig(**raw)
+        config = PretrainConfig(**raw)
     except ValidationError as err:
         raise ConfigError("Invalid training configuration:\n" + format_validation_error(err)) from None
+    check_arch_keys(config.arch)
+    return config
+
+
+# Model config fields the trainer fills in from the dataset and the process count.
+DERIVED_MODEL_KEYS = ("batch_size", "seq_len", "vocab_size", "num_puzzle_identifiers", "causal")
+
+
+def check_arch_keys(arch: ArchConfig) -> None:
+    """Each `arch.` key against the model's own config class: known, not another member's, of the right type.
+
+    The checks that need the dataset (sequence length, LMA chunking) run when the model is built.
+    """
+    from models.registry import load_model_class
+
+    try:
+        config_cls = load_model_class(arch.name).config_cls
+    except (ValueError, AttributeError) as err:
+        raise ConfigError(f"Invalid training configuration:\n  arch.name: {err}") from None
+    problems = []
+    for key, value in arch.model_keys.items():
+        if key in DERIVED_MODEL_KEYS:
+            problems.append(f"  arch.{key}: set by the trainer from the dataset; remove it")
+        elif key in config_cls.unsupported_keys:
+            problems.append(f"  arch.{key}: not a key of this architecture: {config_cls.unsupported_keys[key]}")
+        elif key not in config_cls.model_fields:
+            problems.append(f"  arch.{key}: unknown key (misspelt? see config/arch/*.yaml)")
+        else:
+            try:
+                TypeAdapter(config_cls.model_fields[key].annotation).validate_python(value)
+            except ValidationError as err:
+                problems.append(f"  arch.{key}: {err.errors()[0]['msg']} (got {value!r})")
+    if problems:
+        raise ConfigError(f"Invalid arch configuration ({arch.name}):\n" + "\n".join(problems))
 
 
 def derive_names(config: PretrainConfig, slug: str) -> PretrainConfig:
     """Published naming: project `<Dataset>-ACT-torch`, run `<Class> <slug>`, checkpoints/<project>/<run>."""
-    project = config.project_name or f"{os.path.basename(os.path.normpath(config.data_paths[0])).capitalize()}-ACT-torch"
+    project = (config.project_name
+               or f"{os.path.basename(os.path.normpath(config.data_paths[0])).capitalize()}-ACT-torch")
     run = config.run_name or f"{config.arch.name.split('@')[-1]} {slug}"
     path = config.checkpoint_path or os.path.join("checkpoints", project, run)
     return config.model_copy(update=dict(project_name=project, run_name=run, checkpoint_path=path))

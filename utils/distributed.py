@@ -84,7 +84,8 @@ def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     return holder[0]
 
 
-def _group_by_dtype_device(tensors: Iterable[torch.Tensor]) -> dict[tuple[torch.dtype, torch.device], list[torch.Tensor]]:
+def _group_by_dtype_device(
+        tensors: Iterable[torch.Tensor]) -> dict[tuple[torch.dtype, torch.device], list[torch.Tensor]]:
     """Bucket tensors so each bucket can be flattened into one buffer (cat needs one dtype/device).
 
     The same tensor object appearing twice (tied weights) is kept once: reducing it twice

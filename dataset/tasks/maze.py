@@ -8,3 +8,4 @@ CHARSET = "# SGo"  # wall, open, start, goal, path
 PAD_ID = 0
 VOCAB_SIZE = len(CHARSET) + 1
 WALL, OPEN, START, GOAL, PATH = (1 + CHARSET.index(c) for c in CHARSET)
+TOKEN_OF = {char: 1 + i for i, char in enumerate(CHARSET)}  # CSV character -> token

@@ -1,4 +1,4 @@
-"""Hierarchical Reasoning Model (HRM), the model TRM simplifies (SPEC §8, `arch=hrm`).
+"""Hierarchical Reasoning Model (HRM), the model TRM simplifies (docs/architectures.md, `arch=hrm`).
 
 Two separate networks: a low-level one `L_level` (L_layers blocks) updates the latent z_L
 L_cycles times per high-level update, and a high-level one `H_level` (H_layers blocks) updates
@@ -14,7 +14,8 @@ tokens; there is no `puzzle_emb_len`.
 import torch
 
 from models.layers import CosSin
-from models.recursive_reasoning.common import ACTModel, InnerCarry, RecursiveInner, RecursiveReasoningConfig
+from models.recursive_reasoning.common import ACTModel, InnerCarry, RecursiveInner
+from models.recursive_reasoning.config import RecursiveReasoningConfig
 
 
 class HRMConfig(RecursiveReasoningConfig):

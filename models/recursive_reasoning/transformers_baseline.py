@@ -1,4 +1,4 @@
-"""Plain-transformer baseline (SPEC §8, `arch=transformers_baseline`).
+"""Plain-transformer baseline (docs/architectures.md, `arch=transformers_baseline`).
 
 No recursion inside a step: H_layers blocks are applied once per ACT step to the carried
 answer plus the input, z_H = blocks(z_H + x), with all of TRM's embeddings, heads and ACT
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from models.layers import CosSin
-from models.recursive_reasoning.common import ACTModel, RecursiveInner, RecursiveReasoningConfig
+from models.recursive_reasoning.common import ACTModel, RecursiveInner
+from models.recursive_reasoning.config import RecursiveReasoningConfig
 
 
 @dataclass

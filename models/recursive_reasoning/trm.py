@@ -11,8 +11,15 @@ Embeddings, blocks, heads, carries and the ACT wrapper are shared with the rest 
 import torch
 
 from models.layers import CosSin
-from models.recursive_reasoning.common import (ACTCarry, ACTModel, Block, InnerCarry, ReasoningModule, RecursiveInner,
-                                               TRMFamilyConfig)
+from models.recursive_reasoning.common import (
+    ACTCarry,
+    ACTModel,
+    Block,
+    InnerCarry,
+    ReasoningModule,
+    RecursiveInner,
+)
+from models.recursive_reasoning.config import TRMFamilyConfig
 
 __all__ = ["TRMConfig", "TRMInner", "TinyRecursiveReasoningModel_ACTV1", "TRM", "ACTCarry", "InnerCarry", "Block",
            "ReasoningModule"]

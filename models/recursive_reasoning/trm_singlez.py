@@ -1,4 +1,4 @@
-"""TRM ablation with a single latent (SPEC §8, `arch=trm_singlez`).
+"""TRM ablation with a single latent (docs/architectures.md, `arch=trm_singlez`).
 
 There is no separate answer y: one state z_L is both the reasoning latent and what the heads
 read. Inside each of the T cycles the network refines z_L + x n times, then once more without
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from models.layers import CosSin
-from models.recursive_reasoning.common import ACTModel, RecursiveInner, TRMFamilyConfig
+from models.recursive_reasoning.common import ACTModel, RecursiveInner
+from models.recursive_reasoning.config import TRMFamilyConfig
 
 
 @dataclass

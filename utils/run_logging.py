@@ -1,8 +1,4 @@
-"""Run logging: a local metrics.jsonl that always works, mirrored to Weights & Biases.
-
-Named utils/logging.py; inside this package only absolute imports are used, so
-`import logging` anywhere still resolves to the standard library.
-"""
+"""Run logging: a local metrics.jsonl that always works, mirrored to Weights & Biases."""
 import json
 import netrc
 import os
@@ -13,6 +9,8 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 import wandb
+
+from utils.run_files import METRICS_FILE
 
 WANDB_MODES = ("online", "offline", "disabled")
 _DEFAULT_WANDB_HOST = "api.wandb.ai"
@@ -106,7 +104,7 @@ class RunLogger:
         self.run_dir = run_dir
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
         os.makedirs(run_dir, exist_ok=True)
-        self.metrics_path = os.path.join(run_dir, "metrics.jsonl")
+        self.metrics_path = os.path.join(run_dir, METRICS_FILE)
         # Append: a resumed run keeps the history it already wrote to the same directory.
         self._metrics_file = open(self.metrics_path, "a", encoding="utf-8")
         self._run = wandb.init(project=project, name=run_name, config=config_dict, mode=self.wandb_mode,
@@ -122,11 +120,6 @@ class RunLogger:
         self._metrics_file.write(json.dumps({"step": step, **clean}) + "\n")
         self._metrics_file.flush()
         self._run.log(clean, step=step)
-
-    def log_code(self, path: str) -> None:
-        """Snapshot the source tree under `path` into the wandb run (skipped when disabled)."""
-        if self.wandb_mode != "disabled":
-            self._run.log_code(path)
 
     def finish(self) -> None:
         """Close the metrics file and the wandb run; safe to call more than once."""

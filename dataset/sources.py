@@ -1,33 +1,26 @@
-"""Shared plumbing of the CSV-sourced builders (Sudoku-Extreme, Maze-Hard) and their offline generators.
+"""CSV sources of the Sudoku-Extreme and Maze-Hard builders, and of their offline generators.
 
 Both published datasets are `train.csv` / `test.csv` with the columns `source,question,answer,rating`,
-fetched from a Hugging Face dataset repo. This module holds the single implementation of:
-locating the CSV (hub download or `--source-dir`), reading and checking its rows, the seeded random
-choices (subsets), writing one split in the SPEC section 1 format, and publishing an output directory
-atomically (build in a temp dir beside it, then rename).
+fetched from a Hugging Face dataset repo. This module holds the single implementation of: locating the
+CSV (hub download or `--source-dir`), reading and checking its rows, the seeded random choices (subsets),
+and, for the generators, writing such CSVs. Writing the built dataset is `dataset.common`'s job.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import os
-import shutil
-import sys
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-# Importers run as script paths put the repository root on sys.path before importing this module.
-from dataset.build_copy_dataset import write_set
-from dataset.common import write_identifiers
+from dataset.common import atomic_output_dir
+from utils.cli import positive_int, progress
+from utils.errors import DatasetError
 
 CSV_COLUMNS = ("source", "question", "answer", "rating")
-# What an output directory may already hold to be replaced: a previous build of the same kind.
-DATASET_ENTRIES = {"train", "test", "identifiers.json"}
-CSV_ENTRIES = {"train.csv", "test.csv"}
+CSV_ENTRIES = {"train.csv", "test.csv"}  # what a generator's output directory holds
 
 # Independent random streams, one per purpose, all derived from `--seed`: changing e.g. the train
 # subset size must not change which test puzzles are drawn or how the train set is augmented.
@@ -36,7 +29,7 @@ STREAM_TEST_SUBSET = 1
 STREAM_AUGMENT = 2
 
 
-class DatasetSourceError(Exception):
+class DatasetSourceError(DatasetError):
     """Bad input or an unreachable source; the message says what is wrong and how to fix it."""
 
 
@@ -55,7 +48,8 @@ class CsvRows:
 
     def select(self, indices: np.ndarray) -> "CsvRows":
         """The rows at `indices` (in that order)."""
-        return CsvRows(self.path, self.questions[indices], self.answers[indices], self.ratings[indices], self.line_numbers[indices])
+        return CsvRows(self.path, self.questions[indices], self.answers[indices], self.ratings[indices],
+                       self.line_numbers[indices])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,7 +170,8 @@ def read_csv_rows(path: str, seq_len: int, question_chars: str, answer_chars: st
                 if not row:
                     continue  # a blank line carries no puzzle
                 if len(row) < len(CSV_COLUMNS):
-                    raise row_error(path, line, f"has {len(row)} fields, expected {len(CSV_COLUMNS)} ({','.join(CSV_COLUMNS)})")
+                    raise row_error(path, line,
+                                    f"has {len(row)} fields, expected {len(CSV_COLUMNS)} ({','.join(CSV_COLUMNS)})")
                 for name, buffer in (("question", question_bytes), ("answer", answer_bytes)):
                     text = row[cols[name]]
                     if len(text) != seq_len:
@@ -230,6 +225,15 @@ def first_bad_row(rows: CsvRows, bad: np.ndarray, problem: str) -> None:
         raise row_error(rows.path, int(rows.line_numbers[flagged[0]]), problem)
 
 
+def load_checked_split(split: str, args: argparse.Namespace, seq_len: int, question_chars: str, answer_chars: str,
+                       check: Callable[[CsvRows], object], generator_hint: str) -> CsvRows:
+    """`<split>.csv` from the hub or `args.source_dir`, read and fully checked (`check` = the task's per-row rules)."""
+    path = locate_csv(split, args.source_repo, args.source_dir, generator_hint)
+    rows = read_csv_rows(path, seq_len, question_chars, answer_chars, desc=f"read {split}.csv")
+    check_all_rows(rows, check, desc=f"check {split}.csv")
+    return rows
+
+
 CHECK_CHUNK = 65536  # rows per vectorised check: bounds the temporaries on multi-million-row files
 
 
@@ -272,83 +276,24 @@ def require_rows(rows: CsvRows, what: str, hint: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Writing
+# Command line
 
 
-def write_grouped_split(
-    out_dir: str,
-    split: str,
-    inputs: np.ndarray,
-    labels: np.ndarray,
-    group_size: int,
-    vocab_size: int,
-) -> None:
-    """One split where every example is its own puzzle (identifier 0) and groups have `group_size` puzzles.
-
-    Rows must already be ordered group by group (original first, then its augmentations).
-    """
-    num_puzzles = inputs.shape[0]
-    if num_puzzles % group_size:
-        raise ValueError(f"write_grouped_split: {num_puzzles} rows are not a multiple of the group size {group_size}.")
-    write_set(
-        out_dir, split, inputs, labels,
-        puzzle_sizes=[1] * num_puzzles,
-        group_sizes=[group_size] * (num_puzzles // group_size),
-        puzzle_identifiers=[0] * num_puzzles,
-        vocab_size=vocab_size,
-        num_puzzle_identifiers=1,
-        pad_id=0,
-        ignore_label_id=0,
-        blank_identifier_id=0,
-    )
+def add_source_arguments(parser: argparse.ArgumentParser, default_repo: str, default_output: str) -> None:
+    """Options common to both CSV builders."""
+    parser.add_argument("--source-repo", default=default_repo, help="Hugging Face dataset repo with train.csv/test.csv")
+    parser.add_argument("--source-dir", default=None,
+                        help="read train.csv/test.csv from this directory instead of the hub")
+    parser.add_argument("--output-dir", default=default_output)
+    parser.add_argument("--subsample-size", type=positive_int, default=None,
+                        help="train only: keep a random subset of this many puzzles")
+    parser.add_argument("--test-subsample-size", type=positive_int, default=None,
+                        help="keep a random subset of this many test puzzles")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (subsets, augmentations)")
 
 
-def write_blank_identifiers(out_dir: str) -> None:
-    """Sudoku and Maze use only the blank puzzle identifier."""
-    write_identifiers(out_dir, ["<blank>"])
-
-
-@contextmanager
-def atomic_output_dir(output_dir: str, allowed_entries: set[str]) -> Iterator[str]:
-    """Yield a fresh temp dir beside `output_dir`; on success it replaces `output_dir`, on error it is removed.
-
-    An existing `output_dir` is only replaced when it holds nothing but `allowed_entries` (a previous
-    build of the same kind), so a mistyped path never deletes unrelated files.
-    """
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir):
-        if not os.path.isdir(output_dir):
-            raise DatasetSourceError(f"output path {output_dir!r} exists and is not a directory; choose another --output-dir.")
-        unexpected = sorted(set(os.listdir(output_dir)) - allowed_entries)
-        if unexpected:
-            raise DatasetSourceError(
-                f"output directory {output_dir!r} exists and holds {unexpected[:5]}, which this tool did not write; "
-                f"remove it or choose another --output-dir."
-            )
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    published = False
-    try:
-        yield tmp
-        _replace_dir(tmp, output_dir)
-        published = True
-    finally:
-        if not published:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _replace_dir(new_dir: str, output_dir: str) -> None:
-    """Rename `new_dir` to `output_dir`, moving an old build aside first and deleting it afterwards."""
-    old = None
-    if os.path.exists(output_dir):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=os.path.dirname(output_dir))
-        os.rmdir(old)  # only the unique name is needed; os.replace needs the target absent
-        os.replace(output_dir, old)
-    os.replace(new_dir, output_dir)
-    os.chmod(output_dir, 0o755)  # mkdtemp makes 0700; a dataset directory should be readable like any other
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+# ----------------------------------------------------------------------------------------------
+# Offline generators
 
 
 def write_csv(path: str, rows: list[tuple[str, str, str, int]]) -> None:
@@ -357,51 +302,6 @@ def write_csv(path: str, rows: list[tuple[str, str, str, int]]) -> None:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         writer.writerows(rows)
-
-
-# ----------------------------------------------------------------------------------------------
-# Command-line helpers
-
-
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: an integer >= `minimum`."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    return parse
-
-
-positive_int = int_at_least(1)
-non_negative_int = int_at_least(0)
-
-
-def add_source_arguments(parser: argparse.ArgumentParser, default_repo: str, default_output: str) -> None:
-    """Options common to both CSV builders."""
-    parser.add_argument("--source-repo", default=default_repo, help="Hugging Face dataset repo with train.csv/test.csv")
-    parser.add_argument("--source-dir", default=None, help="read train.csv/test.csv from this directory instead of the hub")
-    parser.add_argument("--output-dir", default=default_output)
-    parser.add_argument("--subsample-size", type=positive_int, default=None, help="train only: keep a random subset of this many puzzles")
-    parser.add_argument("--test-subsample-size", type=positive_int, default=None, help="keep a random subset of this many test puzzles")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (subsets, augmentations)")
-
-
-def run_cli(main_fn: Callable[[], None]) -> None:
-    """Run a builder's main; a DatasetSourceError becomes a one-line message and exit status 1."""
-    try:
-        main_fn()
-    except DatasetSourceError as e:
-        sys.exit(f"error: {e}")
-
-
-def progress(iterable=None, **kwargs):
-    """tqdm progress bar, refreshed at most once a second (cheap on millions of rows)."""
-    from tqdm import tqdm
-    return tqdm(iterable, mininterval=1.0, **kwargs)
 
 
 def optional_njit(fn):
@@ -417,11 +317,14 @@ def optional_njit(fn):
     return njit(cache=True)(fn)
 
 
-def generate_unique_rows(count: int, make_row, seen: set[str], desc: str, unit: str, max_attempts: int,
-                         hint: str) -> list[tuple[str, str, str, int]]:
-    """`count` CSV rows from `make_row()` (None = rejected by a filter), none whose question is in `seen`.
+def generate_unique_rows(count: int, make: Callable[[], Optional[tuple[np.ndarray, np.ndarray, int]]],
+                         encode: Callable[[np.ndarray], str], seen: set[str], desc: str, unit: str, max_attempts: int,
+                         hint: str, min_rating: int = 0) -> list[tuple[str, str, str, int]]:
+    """`count` CSV rows `("generated", question, answer, rating)`, none whose question is in `seen`.
 
-    `seen` is updated, so calling this for train then test keeps the splits disjoint and free of repeats.
+    `make()` gives (question, answer, rating) or None (rejected by the generator's own filter); rows rated
+    below `min_rating` are rejected too, and `encode` writes a grid as its CSV string. `seen` is updated,
+    so calling this for train then test keeps the splits disjoint and free of repeats.
     """
     rows: list[tuple[str, str, str, int]] = []
     attempts = 0
@@ -431,8 +334,12 @@ def generate_unique_rows(count: int, make_row, seen: set[str], desc: str, unit: 
             if attempts > max_attempts:
                 raise DatasetSourceError(f"only {len(rows)} of {count} {desc} {unit} passed the filters after "
                                          f"{attempts - 1} attempts; {hint}.")
-            row = make_row()
-            if row is None or row[1] in seen:
+            made = make()
+            if made is None or made[2] < min_rating:
+                continue
+            question, answer, rating = made
+            row = ("generated", encode(question), encode(answer), rating)
+            if row[1] in seen:
                 continue
             seen.add(row[1])
             rows.append(row)
@@ -440,7 +347,12 @@ def generate_unique_rows(count: int, make_row, seen: set[str], desc: str, unit: 
     return rows
 
 
-def write_generated_csvs(output_dir: str, train: list, test: list, unit: str) -> None:
+def write_generated_csvs(output_dir: str, num_train: int, num_test: int,
+                         generate_rows: Callable[[int, set[str], str], list], unit: str) -> None:
+    """train.csv then test.csv from `generate_rows(count, seen, desc)`, sharing `seen` so the splits are disjoint."""
+    seen: set[str] = set()
+    train = generate_rows(num_train, seen, "train")
+    test = generate_rows(num_test, seen, "test")
     with atomic_output_dir(output_dir, CSV_ENTRIES) as tmp:
         write_csv(os.path.join(tmp, "train.csv"), train)
         write_csv(os.path.join(tmp, "test.csv"), test)

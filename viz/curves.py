@@ -1,4 +1,4 @@
-"""Training curves from a run's local `metrics.jsonl` (written by utils.logging.RunLogger), as a PNG.
+"""Training curves from a run's local `metrics.jsonl` (written by the run logger), as a PNG.
 
     python visualize.py curves checkpoints/PROJECT/RUN            # -> RUN/curves.png
     python visualize.py curves path/to/metrics.jsonl --out curves.png
@@ -16,17 +16,15 @@ import warnings
 from typing import Optional
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-METRICS_FILE = "metrics.jsonl"
-DEFAULT_CURVES_FILE = "curves.png"
+from utils.run_files import CURVES_FILE, METRICS_FILE
+from viz.png import agg_figure, save_figure
+
 TRAIN_PREFIX = "train/"
 # Train metrics divided by the number of sequences that halted in the step: at a step where none
 # halted (count 0) the logged value is a meaningless 0, so such points are left out.
 PER_HALTED_METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
 PANEL_TITLES = ("Loss", "Exact accuracy", "ACT steps", "Learning rate")
-PNG_DPI = 100
 FIGURE_INCHES = (12.0, 8.0)
 SMOOTH_MIN_POINTS = 50  # below this many points a raw train curve is readable as it is
 NOT_SMOOTHED = ("lr",)  # a schedule, not a noisy batch estimate: smoothing would only blur its corners
@@ -137,7 +135,8 @@ def _plot_metric(ax, steps: np.ndarray, values: np.ndarray, key: str, colour: st
         ax.plot(steps, smooth(values), color=colour, linewidth=1.5, label=f"{key} (smoothed)")
 
 
-def _fill_panel(ax, records: list[dict], title: str, keys: list[str], ylabel: str, log_if_positive: bool = False) -> None:
+def _fill_panel(ax, records: list[dict], title: str, keys: list[str], ylabel: str,
+                log_if_positive: bool = False) -> None:
     """One panel; `log_if_positive`: log y-axis when every value is > 0 (losses of very different sizes)."""
     ax.set_title(title)
     ax.set_xlabel("step")
@@ -161,14 +160,13 @@ def curves_figure(records_or_path, title: Optional[str] = None):
     records = read_metrics(records_or_path) if isinstance(records_or_path, str) else records_or_path
     if not any(k != "step" for r in records for k in r):
         raise ValueError("The metrics hold no values yet (train for a few steps first).")
-    fig = Figure(figsize=FIGURE_INCHES, dpi=PNG_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = agg_figure(figsize=FIGURE_INCHES, layout="constrained")
     if title:
         fig.suptitle(title)
     loss, accuracy, steps, lr = fig.subplots(2, 2).ravel()
     arc_keys = _keys_ending(records, ("pass@1", "pass@2"))  # the ARC evaluator's score, beside exact accuracy
-    _fill_panel(loss, records, PANEL_TITLES[0], _keys_ending(records, ("lm_loss", "q_halt_loss", "q_continue_loss")),
-                "loss", log_if_positive=True)
+    loss_keys = _keys_ending(records, ("lm_loss", "q_halt_loss", "q_continue_loss"))
+    _fill_panel(loss, records, PANEL_TITLES[0], loss_keys, "loss", log_if_positive=True)
     _fill_panel(accuracy, records, PANEL_TITLES[1], _keys_ending(records, ("exact_accuracy",)) + arc_keys,
                 "fraction of puzzles")
     _fill_panel(steps, records, PANEL_TITLES[2], _keys_ending(records, ("steps",)), "ACT steps per puzzle")
@@ -179,7 +177,7 @@ def curves_figure(records_or_path, title: Optional[str] = None):
 
 def default_out_path(path: str) -> str:
     """curves.png beside the metrics file."""
-    return os.path.join(os.path.dirname(metrics_file(path)), DEFAULT_CURVES_FILE)
+    return os.path.join(os.path.dirname(metrics_file(path)), CURVES_FILE)
 
 
 def plot_curves(metrics_path: str, out_path: Optional[str] = None) -> str:
@@ -187,9 +185,5 @@ def plot_curves(metrics_path: str, out_path: Optional[str] = None) -> str:
     out_path = out_path or default_out_path(metrics_path)
     if os.path.splitext(out_path)[1].lower() != ".png":
         raise ValueError(f"Cannot write {out_path!r}: the curves are a PNG; use a .png file name.")
-    fig = curves_figure(metrics_path, title=os.path.basename(os.path.dirname(os.path.abspath(metrics_file(metrics_path)))))
-    directory = os.path.dirname(out_path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    fig.savefig(out_path, dpi=PNG_DPI)
-    return out_path
+    run_name = os.path.basename(os.path.dirname(os.path.abspath(metrics_file(metrics_path))))
+    return save_figure(curves_figure(metrics_path, title=run_name), out_path)

@@ -1,0 +1,184 @@
+"""The model configuration of the published family: the `arch` keys plus what the trainer derives.
+
+`RecursiveReasoningConfig` holds the keys every member has (and ours: mlp_t, LMA) with the ACT rules
+of HRM and the baseline; `TRMFamilyConfig` adds TRM's configurable prefix and `no_ACT_continue`.
+Each variant's module subclasses one of them (docs/model.md, docs/architectures.md).
+"""
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from models.lma import LatentLayout, LMAMode, SequenceGeometry, resolve_latent_layout
+
+FORWARD_DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64: numerics checks
+
+
+class RecursiveReasoningConfig(BaseModel):
+    """Model configuration: the `arch` keys plus what the trainer derives from the dataset.
+
+    These are the keys every published class has, plus ours (mlp_t, LMA). Published configs (and
+    the fixtures made from them) carry recursion keys that some variants do not use (the baseline's
+    `H_cycles`, TRM's `H_layers`): those are accepted and ignored, as each variant's config says.
+    A key of another member that would change behaviour here (HRM given `no_ACT_continue`) is
+    rejected with the reason (`unsupported_keys`); anything else unknown is rejected too.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Keys that must be >= 1 for this variant (the others may be absent or unused).
+    positive_keys: ClassVar[tuple[str, ...]] = ("H_cycles", "L_cycles", "L_layers", "halt_max_steps")
+
+    batch_size: int
+    seq_len: int
+    vocab_size: int
+    num_puzzle_identifiers: int
+    puzzle_emb_ndim: int = 0
+
+    H_cycles: int
+    L_cycles: int
+    H_layers: int = 0
+    L_layers: int
+
+    hidden_size: int
+    expansion: float
+    num_heads: int
+    pos_encodings: Literal["rope", "learned", "none"]
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+
+    halt_max_steps: int
+    halt_exploration_prob: float
+    forward_dtype: Literal[FORWARD_DTYPES] = "bfloat16"  # type: ignore[valid-type]
+    mlp_t: bool = False
+    causal: bool = False  # the published trainer always passes causal=False
+
+    # Latent Meta Attention front-end (models/lma.py, docs/lma.md); off = the published model exactly.
+    lma_enable: bool = False
+    lma_mode: LMAMode = "unclean"
+    lma_latent_len: int | None = None  # L_new; None = automatic (see models.lma.automatic_latent_len)
+    lma_latent_dim: int | None = None  # d'; None = hidden_size
+    lma_num_heads: int | None = None  # None = the most heads up to num_heads that split d' evenly
+    lma_compression: float = 8.0  # automatic L_new ~ L / lma_compression
+
+    # Keys of other members of the family that mean something else here: key -> why, and what to use.
+    unsupported_keys: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unsupported(cls, values):
+        if isinstance(values, dict):
+            given = [key for key in cls.unsupported_keys if key in values]
+            if given:
+                raise ValueError("; ".join(f"{key} is not a key of this architecture: {cls.unsupported_keys[key]}"
+                                           for key in given))
+        return values
+
+    @model_validator(mode="after")
+    def _check(self) -> "RecursiveReasoningConfig":
+        too_small = [key for key in self.positive_keys if getattr(self, key) < 1]
+        if too_small:
+            raise ValueError(f"{', '.join(self.positive_keys)} must all be >= 1 (got "
+                             + ", ".join(f"{key}={getattr(self, key)}" for key in too_small) + ")")
+        if not 0.0 <= self.halt_exploration_prob <= 1.0:
+            raise ValueError(f"halt_exploration_prob must be in [0, 1], got {self.halt_exploration_prob}")
+        if not self.mlp_t:
+            self._check_heads()
+        if self.puzzle_emb_ndim < 0:
+            raise ValueError("puzzle_emb_ndim must be >= 0")
+        if self.lma_enable:
+            _ = self.lma_layout  # resolving it raises a ValueError naming the nearest valid values
+        return self
+
+    def _check_heads(self) -> None:
+        """Heads of hidden_size // num_heads features, as published.
+
+        The published attention does not require num_heads to divide hidden_size: it attends over
+        num_heads * head_dim features (504 of 512 with the baseline's 12 heads) and projects back.
+        RoPE rotates pairs of features, so with it the head size must be even.
+        """
+        head_dim = self.hidden_size // self.num_heads if self.num_heads > 0 else 0
+        if head_dim < 1:
+            raise ValueError(f"num_heads ({self.num_heads}) must be between 1 and hidden_size ({self.hidden_size})")
+        if self.pos_encodings == "rope" and head_dim % 2:
+            raise ValueError(f"with pos_encodings=rope the head size hidden_size // num_heads "
+                             f"({self.hidden_size} // {self.num_heads} = {head_dim}) must be even")
+
+    @property
+    def prefix_len(self) -> int:
+        """Number of puzzle-embedding tokens prepended to the sequence: as many as the puzzle
+        embedding fills, ceil(puzzle_emb_ndim / hidden_size) (HRM and the baseline, as published)."""
+        return -(-self.puzzle_emb_ndim // self.hidden_size)
+
+    # -- ACT as the published class does it (used by ACTModel.forward) --------------------------
+    @property
+    def halts_on_q_halt_alone(self) -> bool:
+        """True: halt where q_halt > 0; False: where q_halt > q_continue."""
+        return False
+
+    @property
+    def trains_q_continue(self) -> bool:
+        """Compute the Q-continue target (one more gradient-free step) in training, so the loss adds its loss."""
+        return True
+
+    def halts_adaptively(self, training: bool) -> bool:
+        """Whether the Q head may halt a sequence before halt_max_steps (in training, or in evaluation)."""
+        return training
+
+    @property
+    def total_len(self) -> int:
+        return self.prefix_len + self.seq_len
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.forward_dtype)
+
+    @property
+    def lma_layout(self) -> LatentLayout:
+        """The LMA chunking with its automatic values filled in (only meaningful with lma_enable)."""
+        return resolve_latent_layout(
+            self.total_len, self.hidden_size, self.num_heads, mode=self.lma_mode, latent_len=self.lma_latent_len,
+            latent_dim=self.lma_latent_dim, latent_heads=self.lma_num_heads, compression=self.lma_compression,
+            uses_attention=not self.mlp_t, uses_rope=self.pos_encodings == "rope")
+
+    @property
+    def geometry(self) -> SequenceGeometry:
+        """What the recursion runs on: the input sequence, or the latent one with LMA."""
+        if self.lma_enable:
+            return self.lma_layout.latent
+        return SequenceGeometry(self.total_len, self.hidden_size, self.num_heads)
+
+
+class TRMFamilyConfig(RecursiveReasoningConfig):
+    """TRM and its single-z / six-latent ablations: a configurable prefix and the `no_ACT_continue` choice."""
+
+    puzzle_emb_len: int = 16  # 0 = ceil(puzzle_emb_ndim / hidden_size)
+    no_ACT_continue: bool = True
+
+    @model_validator(mode="after")
+    def _check_prefix(self) -> "TRMFamilyConfig":
+        if self.puzzle_emb_len < 0:
+            raise ValueError("puzzle_emb_len must be >= 0")
+        if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
+            raise ValueError(f"puzzle_emb_ndim ({self.puzzle_emb_ndim}) does not fit in puzzle_emb_len "
+                             f"({self.puzzle_emb_len}) tokens of hidden_size ({self.hidden_size})")
+        return self
+
+    @property
+    def prefix_len(self) -> int:
+        """`puzzle_emb_len` tokens (0 = as many as the embedding fills).
+
+        Without a puzzle embedding (puzzle_emb_ndim = 0) there is no prefix, whatever
+        puzzle_emb_len says (the published code crashes on that combination).
+        """
+        if self.puzzle_emb_ndim == 0 or self.puzzle_emb_len == 0:
+            return super().prefix_len
+        return self.puzzle_emb_len
+
+    @property
+    def halts_on_q_halt_alone(self) -> bool:
+        return self.no_ACT_continue
+
+    @property
+    def trains_q_continue(self) -> bool:
+        return not self.no_ACT_continue

@@ -1,0 +1,10 @@
+"""Training and evaluation of the recursive reasoning models (docs/training.md).
+
+- `loop.train(config, ctx)`: the whole run (`pretrain.py` calls it);
+- `state`: the model, optimizers and `TrainState`;
+- `data`: loaders for the configured dataset paths;
+- `evaluation`: the ACT evaluation loop and evaluators, shared by training and `evaluate.py`;
+- `checkpointing`: weight files, resumable training states, the run directory;
+- `signals`: stopping cleanly on SIGTERM/SIGINT;
+- `report`: what is printed and drawn at the end of a run.
+"""

@@ -1,0 +1,133 @@
+"""The run directory: code and config, weight files, and the resumable training state (docs/training.md)."""
+import os
+import shutil
+
+import torch
+import yaml
+from torch import nn
+
+from dataset.common import PuzzleDatasetMetadata
+from models.registry import model_source_path
+from training.state import TrainState, evaluation_model
+from utils.atomic import write_atomically
+from utils.checkpoint import (
+    TMP_SUFFIX,
+    capture_rng_state,
+    carry_to_state,
+    commit_train_state,
+    list_train_states,
+    load_train_state,
+    load_weights,
+    prune_checkpoints,
+    train_state_dir,
+    write_rank_state,
+)
+from utils.config import PretrainConfig
+from utils.distributed import DistContext, barrier
+from utils.errors import CheckpointError
+from utils.run_files import CONFIG_FILE, weights_path
+
+TRAIN_STATE_FORMAT = 1
+
+
+def save_code_and_config(config: PretrainConfig) -> None:
+    """The model's source files (as published) and the resolved config, into the run directory."""
+    os.makedirs(config.checkpoint_path, exist_ok=True)
+    sources = [model_source_path(name) for name in (config.arch.name, config.arch.loss.name)]
+    for shared_name in ("common.py", "config.py"):  # the parts and the config every variant is built from
+        shared = os.path.join(os.path.dirname(sources[0]), shared_name)
+        if os.path.exists(shared):
+            sources.append(shared)
+    if config.arch.model_keys.get("lma_enable"):
+        sources.append(model_source_path("lma@"))  # the LMA front-end is part of such a model
+    for source in sources:
+        shutil.copy(source, os.path.join(config.checkpoint_path, os.path.basename(source)))
+    write_atomically(os.path.join(config.checkpoint_path, CONFIG_FILE),
+                     lambda f: yaml.safe_dump(config.model_dump(), f, sort_keys=False), mode="w")
+
+
+def save_weights(run_dir: str, model: nn.Module, step: int) -> str:
+    """The evaluated weights' state dict, `run_dir/step_N` (published key names, no `_orig_mod.` prefix)."""
+    model = getattr(model, "_orig_mod", model)
+    path = weights_path(run_dir, step)
+    os.makedirs(run_dir, exist_ok=True)
+    write_atomically(path, lambda f: torch.save(model.state_dict(), f))
+    return path
+
+
+def shared_training_state(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata,
+                          world_size: int) -> dict:
+    """What every rank has in common: enough, with the rank files, to continue bit for bit."""
+    return {
+        "format": TRAIN_STATE_FORMAT,
+        "step": state.step,
+        "iter_id": state.iter_id,
+        "batches_in_iter": state.batches_in_iter,
+        "total_steps": state.total_steps,
+        "world_size": world_size,
+        "model": state.raw_model.state_dict(),
+        "optimizers": [optimizer.state_dict() for optimizer in state.optimizers],
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "config": config.model_dump(),
+        "train_metadata": metadata.model_dump(),
+    }
+
+
+def save_checkpoint(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata, ctx: DistContext,
+                    eval_model: nn.Module | None = None) -> str:
+    """Weights file `step_N` (evaluated weights) plus the full training state, both written atomically."""
+    final_dir = train_state_dir(config.checkpoint_path, state.step)
+    tmp_dir = final_dir + TMP_SUFFIX
+    write_rank_state(tmp_dir, ctx.rank, {"rng": capture_rng_state(ctx.device),
+                                         "carry": carry_to_state(state.carry) if state.carry is not None else None})
+    barrier(ctx)  # every rank file is on disk before rank 0 declares the state complete
+    if ctx.is_main:
+        save_weights(config.checkpoint_path, eval_model if eval_model is not None else evaluation_model(state),
+                     state.step)
+        commit_train_state(tmp_dir, final_dir, shared_training_state(config, state, metadata, ctx.world_size))
+        if config.checkpoint_keep_last:
+            prune_checkpoints(config.checkpoint_path, config.checkpoint_keep_last)
+    barrier(ctx)
+    state.last_checkpoint = final_dir
+    return final_dir
+
+
+def find_resume_dir(config: PretrainConfig) -> str | None:
+    if config.resume is None:
+        return None
+    if config.resume != "auto":
+        return config.resume
+    states = list_train_states(config.checkpoint_path)
+    return states[-1][1] if states else None
+
+
+def restore_training_state(state: TrainState, metadata: PuzzleDatasetMetadata, state_dir: str,
+                           ctx: DistContext) -> dict:
+    """Load weights, optimizer and EMA states and counters; returns this rank's RNG/carry state."""
+    shared, rank_state = load_train_state(state_dir, ctx.rank)
+    if shared.get("world_size") != ctx.world_size:
+        raise CheckpointError(f"{state_dir} was saved by {shared.get('world_size')} processes, this run has "
+                              f"{ctx.world_size}: resume with the same number of processes.")
+    saved_metadata = shared["train_metadata"]
+    differing = {k: (saved_metadata.get(k), v) for k, v in metadata.model_dump().items() if saved_metadata.get(k) != v}
+    if differing:
+        raise CheckpointError(f"The dataset differs from the one {state_dir} was trained on "
+                              f"(field: (checkpoint, now)): {differing}. Point data_paths at the original dataset.")
+    try:
+        load_weights(state.raw_model, shared["model"])
+        for optimizer, optimizer_state in zip(state.optimizers, shared["optimizers"], strict=True):
+            optimizer.load_state_dict(optimizer_state)
+            for group in optimizer.param_groups:
+                if "world_size" in group:
+                    group["world_size"] = ctx.world_size
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{state_dir} does not match this model/optimizer configuration: {err}") from None
+    if (shared["ema"] is None) != (state.ema is None):
+        raise CheckpointError(f"{state_dir} was saved with ema={shared['ema'] is not None}; "
+                              "resume with the same setting.")
+    if state.ema is not None:
+        state.ema.load_state_dict(shared["ema"])
+    state.step, state.iter_id, state.batches_in_iter = shared["step"], shared["iter_id"], shared["batches_in_iter"]
+    state.saved_carry = rank_state["carry"]
+    state.last_checkpoint = state_dir
+    return rank_state

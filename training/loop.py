@@ -1,0 +1,215 @@
+"""The training loop: data -> model -> optimizers -> train / evaluate / checkpoint (docs/training.md).
+
+`pretrain.py` parses the config and calls `train(config, ctx)`; the pieces it composes live beside
+this file (state, data, evaluation, checkpointing, signals, report).
+"""
+import math
+import random
+
+import coolname
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.losses import COUNT, LOSS_METRICS
+from training.checkpointing import find_resume_dir, restore_training_state, save_checkpoint, save_code_and_config
+from training.data import create_dataloader, ensure_dataset, has_split, split_paths, to_device
+from training.evaluation import create_evaluators, evaluate, flatten_metrics
+from training.report import report_run
+from training.signals import StopRequest, batches_until_signal
+from training.state import TrainState, cosine_schedule_with_warmup_lr, evaluation_model, init_train_state, update_ema
+from utils.checkpoint import carry_from_state, remove_stale_temporaries, restore_rng_state
+from utils.config import PretrainConfig, derive_names
+from utils.device import wide_float_dtype
+from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
+from utils.errors import NonFiniteLossError
+from utils.run_files import METRICS_FILE
+from utils.run_logging import RunLogger
+
+
+# ---------------------------------------------------------------------------------------------
+# One training step
+# ---------------------------------------------------------------------------------------------
+def reduce_metrics(metrics: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float]:
+    """Sum metric tensors over ranks; every rank gets the totals (all decide together on a bad loss)."""
+    keys = sorted(metrics)
+    values = all_reduce_sum(torch.stack([metrics[k].detach().to(wide_float_dtype(metrics[k].device)) for k in keys]),
+                            ctx)
+    return dict(zip(keys, values.cpu().tolist()))
+
+
+def check_finite_losses(reduced: dict[str, float], state: TrainState) -> None:
+    """Stop before a NaN/inf loss reaches the weights (and so any checkpoint)."""
+    bad = {k: v for k, v in reduced.items() if k in LOSS_METRICS and not math.isfinite(v)}
+    if bad:
+        last = state.last_checkpoint or "none saved yet"
+        raise NonFiniteLossError(f"Non-finite loss at step {state.step} ({bad}). Training stopped before the update; "
+                                 f"the last good checkpoint is untouched: {last}. Try a lower lr, a longer warm-up "
+                                 "or arch.forward_dtype=float32.")
+
+
+def train_metrics(reduced: dict[str, float], global_batch_size: int, lr: float) -> dict[str, float]:
+    """`train/<name>`: losses per sequence of the global batch, the other metrics per counted sequence."""
+    count = max(reduced[COUNT], 1)
+    logged = {f"train/{k}": v / (global_batch_size if k in LOSS_METRICS else count) for k, v in reduced.items()}
+    logged["train/lr"] = lr
+    return logged
+
+
+def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_batch_size: int,
+                ctx: DistContext) -> dict[str, float] | None:
+    """One ACT step on the carried state, backward, all optimizers; the logged metrics on rank 0."""
+    state.step += 1
+    if state.step > state.total_steps:  # the loader's last iteration may hold a few extra batches
+        return None  # (not trained on; the EMA still moves, see update_ema)
+    batch = to_device(batch, ctx.device)
+    if state.carry is None:
+        state.carry = state.model.initial_carry(batch)
+        if state.saved_carry is not None:
+            state.carry, state.saved_carry = carry_from_state(state.carry, state.saved_carry), None
+
+    state.carry, loss, metrics, _, _ = state.model(carry=state.carry, batch=batch, return_keys=[])
+    reduced = reduce_metrics(metrics, ctx)
+    check_finite_losses(reduced, state)
+    (loss / global_batch_size).backward()
+    all_reduce_grads(state.raw_model.parameters(), ctx)
+
+    lr = 0.0
+    for optimizer, base_lr in zip(state.optimizers, state.optimizer_lrs):
+        lr = cosine_schedule_with_warmup_lr(state.step, base_lr, config.lr_warmup_steps, state.total_steps,
+                                            config.lr_min_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        optimizer.zero_grad()
+    return train_metrics(reduced, global_batch_size, lr) if ctx.is_main else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """torch as published (seed + rank); python and numpy too, so that a whole run is reproducible."""
+    torch.random.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def prepare_config(config: PretrainConfig, ctx: DistContext) -> PretrainConfig:
+    """Derive names on rank 0 (the random slug) and share the result with every rank."""
+    if ctx.is_main:
+        config = derive_names(config, coolname.generate_slug(2))
+    return broadcast_object(config, ctx)
+
+
+class EvalSetup:
+    """The test loader and evaluators of a run (none when the dataset has no test split)."""
+
+    def __init__(self, config: PretrainConfig, ctx: DistContext):
+        self.loader = self.metadata = None
+        self.evaluators = []
+        paths = split_paths(config, "test")
+        if has_split(paths, "test"):
+            self.loader, self.metadata = create_dataloader(paths, "test", ctx, seed=config.seed,
+                                                           global_batch_size=config.global_batch_size,
+                                                           num_workers=config.num_workers)
+            self.evaluators = create_evaluators(config.evaluators, paths, self.metadata)
+        elif ctx.is_main:
+            print("No test split found: training without evaluation.")
+
+
+def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | None, ctx: DistContext):
+    """Rank 0: the run directory (code, config, metrics.jsonl, wandb); None on other ranks."""
+    if not ctx.is_main:
+        return None
+    remove_stale_temporaries(config.checkpoint_path)
+    save_code_and_config(config)
+    logger = RunLogger(config.checkpoint_path, config.project_name, config.run_name, config.model_dump(),
+                       config.wandb_mode)
+    if resume_dir:
+        print(f"Resuming from {resume_dir} at step {state.step}")
+    else:
+        logger.log({"num_params": sum(p.numel() for p in state.raw_model.parameters())}, step=0)
+    print(f"Run {config.run_name!r}: {state.total_steps} steps on {ctx.device} x{ctx.world_size}; "
+          f"checkpoints and {METRICS_FILE} in {config.checkpoint_path}")
+    return logger
+
+
+def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
+    """Train as configured (resuming if asked); returns the last evaluation's metrics on rank 0."""
+    config = prepare_config(config, ctx)
+    seed_everything(config.seed + ctx.rank)
+    ensure_dataset(config, ctx)
+
+    train_loader, train_metadata = create_dataloader(config.data_paths, "train", ctx, seed=config.seed,
+                                                     global_batch_size=config.global_batch_size,
+                                                     epochs_per_iter=config.epochs_per_iter,
+                                                     num_workers=config.num_workers)
+    eval_setup = EvalSetup(config, ctx)
+    state = init_train_state(config, train_metadata, ctx)
+    resume_dir = find_resume_dir(config)
+    rank_state = restore_training_state(state, train_metadata, resume_dir, ctx) if resume_dir else None
+    # The loader replays the same batch order from the saved position (its own seeded generators).
+    train_loader.dataset.load_state_dict({"iters": state.iter_id * len(train_metadata.sets),
+                                          "skip_batches": state.batches_in_iter})
+    logger = start_logging(config, state, resume_dir, ctx)
+    if rank_state is not None:
+        restore_rng_state(rank_state["rng"], ctx.device)  # last: building the model consumed random numbers
+
+    stop = StopRequest()
+    progress = tqdm(total=state.total_steps, initial=min(state.step, state.total_steps), desc="train", unit="step",
+                    disable=not ctx.is_main)
+    try:
+        last_eval, finished = run_iterations(config, state, train_loader, train_metadata, eval_setup, logger, stop,
+                                             progress, ctx)
+    finally:
+        stop.restore()
+        progress.close()
+        if logger is not None:
+            logger.finish()
+    if finished and ctx.is_main:
+        report_run(config, state, last_eval)
+    return last_eval
+
+
+def run_iterations(config: PretrainConfig, state: TrainState, train_loader, train_metadata, eval_setup: EvalSetup,
+                   logger, stop: StopRequest, progress, ctx: DistContext) -> tuple[dict | None, bool]:
+    """The remaining iterations (eval_interval epochs each, then an evaluation); (last eval, ran to the end)."""
+    last_eval = None
+    for iter_id in range(state.iter_id, config.total_iters):
+        state.model.train()
+        for _, batch, global_batch_size in batches_until_signal(train_loader, stop, ctx):
+            metrics = train_batch(config, state, batch, global_batch_size, ctx)
+            update_ema(state)
+            state.batches_in_iter += 1
+            if metrics is not None:
+                logger.log(metrics, step=state.step)
+                progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3g}", refresh=False)
+            progress.update(min(state.step, state.total_steps) - progress.n)
+
+            at_stop_step = config.stop_at_step is not None and state.step >= config.stop_at_step
+            stopping = any_rank(stop.requested, ctx) or at_stop_step
+            if stopping or (config.checkpoint_interval and state.step % config.checkpoint_interval == 0):
+                path = save_checkpoint(config, state, train_metadata, ctx)
+            if stopping:
+                if ctx.is_main:
+                    reason = f"on {stop.signal_name}" if stop.requested else f"at stop_at_step={config.stop_at_step}"
+                    print(f"Stopped {reason}: saved {path}; continue with resume=auto")
+                return last_eval, False
+        if stop.loader_interrupted:  # the signal ended the loader's worker before the next batch
+            path = save_checkpoint(config, state, train_metadata, ctx)
+            print(f"Stopped on {stop.signal_name}: saved {path}; continue with resume=auto")
+            return last_eval, False
+        state.iter_id, state.batches_in_iter = iter_id + 1, 0
+
+        if iter_id >= (config.min_eval_interval or 0):
+            eval_model = evaluation_model(state)
+            if eval_setup.loader is not None:
+                last_eval = evaluate(eval_model, eval_setup.loader, eval_setup.metadata, eval_setup.evaluators, ctx,
+                                     state.step, config.checkpoint_path, save_outputs=config.eval_save_outputs)
+                if ctx.is_main and last_eval:
+                    logger.log(flatten_metrics(last_eval), step=state.step)
+            if config.checkpoint_every_eval or iter_id == config.total_iters - 1:
+                save_checkpoint(config, state, train_metadata, ctx, eval_model=eval_model)
+            del eval_model
+    return last_eval, True

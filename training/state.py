@@ -1,0 +1,132 @@
+"""The model, its optimizers and `TrainState`: everything that changes during training (docs/training.md)."""
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from dataset.common import PuzzleDatasetMetadata
+from models.ema import EMAHelper
+from models.optimizers import build_adam_atan2
+from models.registry import load_model_class
+from models.sparse_embedding import SparseEmbeddingSignSGD
+from utils.checkpoint import load_weights, safe_load, strip_compiled_prefix
+from utils.config import ArchConfig, PretrainConfig, format_validation_error
+from utils.device import should_compile
+from utils.distributed import DistContext, broadcast_module_state
+from utils.errors import ConfigError
+
+PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training, in one object (saved and restored as a whole)."""
+
+    model: nn.Module  # the loss head that runs (compiled where enabled)
+    raw_model: nn.Module  # the same module uncompiled: state dicts and EMA
+    optimizers: list[torch.optim.Optimizer]
+    optimizer_lrs: list[float]
+    total_steps: int
+    step: int = 0
+    iter_id: int = 0  # loader iteration (eval_interval epochs) in progress
+    batches_in_iter: int = 0  # batches of that iteration already trained on
+    carry: Any = None
+    saved_carry: Any = None  # carry restored from a checkpoint, applied to the first batch's fresh carry
+    ema: EMAHelper | None = None
+    last_checkpoint: str | None = None
+
+
+def build_model(arch: ArchConfig, metadata: PuzzleDatasetMetadata, local_batch_size: int,
+                device: torch.device) -> nn.Module:
+    """The loss head around the model, on `device`, with arch keys validated by the model's config."""
+    model_cls = load_model_class(arch.name)
+    loss_cls = load_model_class(arch.loss.name)
+    model_config = dict(**arch.model_keys, batch_size=local_batch_size, vocab_size=metadata.vocab_size,
+                        seq_len=metadata.seq_len, num_puzzle_identifiers=metadata.num_puzzle_identifiers, causal=False)
+    try:
+        with torch.device(device):
+            return loss_cls(model_cls(model_config), **(arch.loss.__pydantic_extra__ or {}))
+    except ValidationError as err:
+        raise ConfigError(f"Invalid arch configuration ({arch.name}):\n"
+                          + format_validation_error(err, prefix="arch.")) from None
+
+
+def load_initial_weights(head: nn.Module, path: str) -> None:
+    """`load_checkpoint`: weights only (published fine-tuning); a puzzle table of another size is reset."""
+    state_dict = strip_compiled_prefix(safe_load(path))
+    inner = getattr(head.model, "inner", None)
+    if PUZZLE_EMB_KEY in state_dict and inner is not None and hasattr(inner, "puzzle_emb"):
+        expected = inner.puzzle_emb.weights.shape
+        if state_dict[PUZZLE_EMB_KEY].shape != expected:
+            print(f"Resetting puzzle embedding: checkpoint has {tuple(state_dict[PUZZLE_EMB_KEY].shape)}, model "
+                  f"expects {tuple(expected)}; every row starts at the mean of the loaded rows.")
+            state_dict[PUZZLE_EMB_KEY] = (state_dict[PUZZLE_EMB_KEY].mean(dim=0, keepdim=True)
+                                          .expand(expected).contiguous())
+    load_weights(head, state_dict)
+
+
+def build_optimizers(config: PretrainConfig, head: nn.Module, world_size: int):
+    """Sign-SGD for the sparse puzzle table, Adam-atan2 for everything else (lrs set each step)."""
+    has_puzzle_emb = config.arch.model_keys.get("puzzle_emb_ndim", 0) > 0 and hasattr(head.model, "puzzle_emb")
+    optimizers, lrs = [], []
+    if has_puzzle_emb:
+        optimizers.append(SparseEmbeddingSignSGD(head.model.puzzle_emb.buffers(), world_size=world_size,
+                                                 lr=0, weight_decay=config.puzzle_emb_weight_decay))
+        lrs.append(config.puzzle_emb_lr)
+    if not (config.freeze_weights and has_puzzle_emb):
+        optimizers.append(build_adam_atan2(head.parameters(), lr=0, betas=(config.beta1, config.beta2),
+                                           weight_decay=config.weight_decay))
+        lrs.append(config.lr)
+    return optimizers, lrs
+
+
+def cosine_schedule_with_warmup_lr(step: int, base_lr: float, warmup_steps: int, total_steps: int,
+                                   min_ratio: float = 0.0, num_cycles: float = 0.5) -> float:
+    """Linear warm-up to base_lr, then a half cosine from base_lr down to min_ratio * base_lr."""
+    if step < warmup_steps:
+        return base_lr * step / max(1, warmup_steps)
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * num_cycles * 2.0 * progress))
+    return base_lr * (min_ratio + max(0.0, (1 - min_ratio) * cosine))
+
+
+def estimated_total_steps(config: PretrainConfig, metadata: PuzzleDatasetMetadata) -> int:
+    """The published estimate, which the schedule uses: epochs x groups x mean examples per puzzle / batch."""
+    return int(config.epochs * metadata.total_groups * metadata.mean_puzzle_examples / config.global_batch_size)
+
+
+def init_train_state(config: PretrainConfig, metadata: PuzzleDatasetMetadata, ctx: DistContext) -> TrainState:
+    head = build_model(config.arch, metadata, config.global_batch_size // ctx.world_size, ctx.device)
+    if config.load_checkpoint:
+        load_initial_weights(head, config.load_checkpoint)
+    broadcast_module_state(head, ctx)  # every rank starts from rank 0's weights
+    optimizers, lrs = build_optimizers(config, head, ctx.world_size)
+    model = torch.compile(head) if should_compile(ctx.device, config.compile) else head
+    state = TrainState(model=model, raw_model=head, optimizers=optimizers, optimizer_lrs=lrs,
+                       total_steps=estimated_total_steps(config, metadata))
+    if config.ema:
+        state.ema = EMAHelper(mu=config.ema_rate)
+        state.ema.register(head)
+    return state
+
+
+def update_ema(state: TrainState) -> None:
+    """After every loader batch, as published: also after the few batches past total_steps that the
+    last iteration may hold (the step estimate can be below what the loader yields), which train
+    nothing but still move the shadow towards the final weights."""
+    if state.ema is not None:
+        state.ema.update(state.raw_model)
+
+
+def evaluation_model(state: TrainState) -> nn.Module:
+    """The weights evaluation and checkpoints use: the EMA shadow when EMA is on.
+
+    As published, the EMA copy is a deep copy of the model that trains, so when training is compiled
+    the EMA weights (float32, like the trained ones) run through the compiled model too.
+    """
+    if state.ema is None:
+        return state.model
+    return state.ema.ema_copy(state.model)

@@ -1,0 +1,136 @@
+"""A sheet (or any figure) as a PNG: matplotlib on an Agg canvas, no display needed."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PatchCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+from viz.files import write_picture
+from viz.sheet import (
+    ERROR_OUTLINE,
+    STYLE_CLUE,
+    STYLE_FILL,
+    STYLE_WRONG,
+    VERDICT_COLOUR,
+    VERDICT_MARK,
+    Example,
+    Panel,
+    Sheet,
+)
+
+PNG_FORMATS = (".png",)
+PNG_DPI = 100
+PANEL_INCHES = 2.4  # side of one grid panel in the PNG
+HEADER_INCHES = 0.9  # the title, note and legend above the panels
+TEXT_COLOUR = {STYLE_CLUE: "#000000", STYLE_FILL: "#0074D9", STYLE_WRONG: "#C62828"}
+
+
+def agg_figure(**kwargs) -> Figure:
+    """A matplotlib Figure at PNG_DPI on its own Agg canvas (no pyplot, no global state)."""
+    fig = Figure(dpi=PNG_DPI, **kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, out_path: str) -> str:
+    """Write `fig` as a PNG at PNG_DPI, atomically; returns `out_path`."""
+    return write_picture(out_path, lambda f: fig.savefig(f, format="png", dpi=PNG_DPI))
+
+
+def _hex_to_rgb(colours: np.ndarray) -> np.ndarray:
+    """(H, W) "#RRGGBB" -> (H, W, 3) floats in [0, 1]."""
+    flat = [(int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)) for c in colours.ravel()]
+    return np.array(flat, dtype=np.float64).reshape(colours.shape + (3,)) / 255.0
+
+
+def _draw_lines(ax, panel: Panel) -> None:
+    height, width = panel.colours.shape
+    ax.add_patch(Rectangle((-0.5, -0.5), width, height, facecolor="none", edgecolor="#222222", linewidth=1.0))
+    if panel.grid_lines:
+        ax.hlines(np.arange(height + 1) - 0.5, -0.5, width - 0.5, colors="#555555", linewidth=0.5)
+        ax.vlines(np.arange(width + 1) - 0.5, -0.5, height - 0.5, colors="#555555", linewidth=0.5)
+    if panel.block:
+        ax.hlines(np.arange(0, height + 1, panel.block) - 0.5, -0.5, width - 0.5, colors="#222222", linewidth=2)
+        ax.vlines(np.arange(0, width + 1, panel.block) - 0.5, -0.5, height - 0.5, colors="#222222", linewidth=2)
+
+
+def _draw_texts(ax, panel: Panel) -> None:
+    if panel.texts is None:
+        return
+    height, width = panel.colours.shape
+    size = max(4.0, min(12.0, 110.0 / max(height, width)))
+    for (r, c), text in np.ndenumerate(panel.texts):
+        if text:
+            style = panel.styles[r, c] if panel.styles is not None else ""
+            ax.text(c, r, text, ha="center", va="center", fontsize=size, color=TEXT_COLOUR.get(style, "#222222"),
+                    fontweight="bold" if style in (STYLE_CLUE, STYLE_WRONG) else "normal")
+
+
+def _draw_errors(ax, panel: Panel) -> None:
+    if panel.errors is None or not panel.errors.any():
+        return
+    boxes = [Rectangle((c - 0.5, r - 0.5), 1, 1) for r, c in zip(*np.nonzero(panel.errors))]
+    ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=ERROR_OUTLINE, linewidth=2.0))
+
+
+def _centre_in(ax, shape: tuple[int, int], extent: tuple[int, int]) -> None:
+    """Show the grid centred in an `extent`-sized window, so every panel of an example has the same cell
+    size (an ARC output may be much smaller than its input: the picture should say so)."""
+    pad_rows, pad_cols = (extent[0] - shape[0]) / 2, (extent[1] - shape[1]) / 2
+    ax.set_xlim(-0.5 - pad_cols, shape[1] - 0.5 + pad_cols)
+    ax.set_ylim(shape[0] - 0.5 + pad_rows, -0.5 - pad_rows)  # row 0 at the top, as imshow draws it
+
+
+def draw_panel(ax, panel: Panel, extent: Optional[tuple[int, int]] = None) -> None:
+    """One grid on one axes: cells as an image (nearest: exact colours), then lines, texts, error outlines."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)  # the grid draws its own border (the axes box may be larger)
+    title = panel.title + ("" if panel.verdict is None else f"  {VERDICT_MARK[panel.verdict]}")
+    ax.set_title(title, fontsize=9, color=VERDICT_COLOUR.get(panel.verdict, "#222222"))
+    if 0 in panel.colours.shape:
+        ax.text(0.5, 0.5, "empty grid", ha="center", va="center", transform=ax.transAxes, fontsize=8, color="#888888")
+        return
+    ax.imshow(_hex_to_rgb(panel.colours), interpolation="nearest")
+    _draw_lines(ax, panel)
+    _draw_texts(ax, panel)
+    _draw_errors(ax, panel)
+    _centre_in(ax, panel.colours.shape, extent or panel.colours.shape)
+
+
+def _extent(example: Example) -> tuple[int, int]:
+    """The largest panel of an example, in cells."""
+    return (max(p.colours.shape[0] for p in example.panels), max(p.colours.shape[1] for p in example.panels))
+
+
+def sheet_figure(sheet: Sheet) -> Figure:
+    """One row per example, one column per panel; size = (cols, rows) x PANEL_INCHES plus the header."""
+    rows = max(1, len(sheet.examples))
+    cols = max([len(e.panels) for e in sheet.examples] + [1])
+    fig = agg_figure(figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES + HEADER_INCHES))
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.02, top=1 - HEADER_INCHES / fig.get_figheight(),
+                        wspace=0.15, hspace=0.35)
+    fig.suptitle(f"{sheet.title}\n{sheet.note}", fontsize=10, y=0.995, va="top")
+    if sheet.legend:
+        handles = [Patch(facecolor=c, edgecolor="#888888", label=t) for c, t in sheet.legend]
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()),
+                   ncol=min(len(handles), 10), fontsize=7, frameon=False, handlelength=1.0)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r, example in enumerate(sheet.examples):
+        for c, panel in enumerate(example.panels):
+            draw_panel(axes[r, c], panel, _extent(example))
+        axes[r, 0].set_ylabel(example.name[:40], fontsize=8,
+                              color=VERDICT_COLOUR.get(example.verdict, "#222222"))
+    for ax in axes.ravel():
+        if not ax.has_data() and not ax.texts and not ax.get_title():
+            ax.set_axis_off()  # cells beyond an example's panels
+    return fig
+
+
+def write_png(sheet: Sheet, out_path: str) -> str:
+    return save_figure(sheet_figure(sheet), out_path)

@@ -1,0 +1,135 @@
+"""What a picture shows, independent of the task and of the file format.
+
+A `Sheet` holds `Example`s, an example holds `Panel`s: a grid of cell colours with optional texts,
+styles, cells marked wrong and a right/wrong verdict. Each task's `Renderer` turns dataset rows into
+examples; the HTML and PNG writers draw any sheet and know nothing about puzzles.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata
+from viz.data import Row, SplitData
+
+# Cell text styles (HTML classes; PNG text colours).
+STYLE_CLUE, STYLE_FILL, STYLE_WRONG = "clue", "fill", "wrong"
+VERDICT_MARK = {True: "\u2713 right", False: "\u2717 wrong"}
+VERDICT_COLOUR = {True: "#2E7D32", False: "#C62828"}
+ERROR_OUTLINE = "#E00000"
+
+
+@dataclass
+class Panel:
+    """One grid: cell colours (hex strings), optional cell texts and styles, cells marked wrong."""
+
+    title: str
+    colours: np.ndarray  # (H, W) object array of "#RRGGBB"
+    texts: Optional[np.ndarray] = None  # (H, W) object array of str ("" = none)
+    styles: Optional[np.ndarray] = None  # (H, W) object array: STYLE_* or ""
+    errors: Optional[np.ndarray] = None  # (H, W) bool: drawn with a red outline
+    verdict: Optional[bool] = None  # True right, False wrong, None not judged
+    block: int = 0  # thick lines every `block` cells (Sudoku boxes); 0 = none
+    grid_lines: bool = True
+
+
+@dataclass
+class Example:
+    name: str
+    panels: list[Panel]
+    verdict: Optional[bool] = None
+
+
+@dataclass
+class Sheet:
+    title: str
+    task: str  # the renderer's name (the HTML grids' CSS class)
+    examples: list[Example]
+    legend: list[tuple[str, str]] = field(default_factory=list)  # (colour, meaning)
+    note: str = ""
+
+
+def object_grid(shape: tuple[int, int], value: str) -> np.ndarray:
+    """An (H, W) object array filled with one string (a colour, a text)."""
+    grid = np.empty(shape, dtype=object)
+    grid.fill(value)
+    return grid
+
+
+def exact_match(preds: np.ndarray, labels: np.ndarray, metadata: PuzzleDatasetMetadata) -> bool:
+    """The training metric's exact accuracy: every label position that is not ignored is predicted."""
+    scored = labels != IGNORE_LABEL_ID
+    if metadata.ignore_label_id is not None:
+        scored &= labels != metadata.ignore_label_id
+    return bool((preds[scored] == labels[scored]).all())
+
+
+def row_name(row: Row, data: SplitData) -> str:
+    """`test #3`, followed by the puzzle's name when the dataset has identifiers.json."""
+    name = f"{data.split} #{row.index}"
+    if data.names is not None and 0 < row.identifier < len(data.names):
+        name += f" \u00b7 {data.names[row.identifier]}"
+    return name
+
+
+def summary(examples: list[Example]) -> str:
+    """How many of the judged examples are right (the sheet's note)."""
+    judged = [e.verdict for e in examples if e.verdict is not None]
+    return f"{sum(judged)}/{len(judged)} shown examples right" if judged else "no predictions: puzzles and labels only"
+
+
+class Renderer:
+    """How one task's rows become examples: decoding tokens into grids, the panels, the legend.
+
+    Subclasses set `name`, `legend` and `seq_len` (the sequence length of the encoding they draw;
+    None: any) and implement `panels` and `prediction_panel`, which receive decoded grids; the rest
+    has defaults they may override.
+    """
+
+    name: str = ""
+    legend: list[tuple[str, str]] = []
+    seq_len: Optional[int] = None
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        """Tokens of an input or label as the grid the panels draw (default: the token ids)."""
+        return np.asarray(tokens, dtype=np.int64)
+
+    def decode_prediction(self, preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Predicted tokens as a grid (default: as `decode`; `labels` are the row's label tokens)."""
+        return self.decode(preds)
+
+    def panels(self, inputs: np.ndarray, labels: np.ndarray) -> list[Panel]:
+        """The panels of a row without its prediction (decoded input and label)."""
+        raise NotImplementedError
+
+    def prediction_panel(self, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> Panel:
+        """The panel of the decoded prediction, differences from the label marked."""
+        raise NotImplementedError
+
+    def judge(self, row: Row, prediction: Panel, metadata: PuzzleDatasetMetadata) -> bool:
+        """Whether the prediction is right: by default the training metric's exact match."""
+        return exact_match(row.preds, row.labels, metadata)
+
+    def leads(self, puzzle_name: str) -> bool:
+        """Whether examples of this puzzle are shown before the others (default: all are equal)."""
+        return True
+
+    def note(self, data: SplitData) -> str:
+        """Text appended to the sheet's summary line."""
+        return ""
+
+    def submission_sheet(self, dataset_dir: str, submission_path: str, num: int) -> Sheet:
+        """A sheet of an evaluator's submission.json: only the ARC renderer has one."""
+        raise ValueError(f"--submission is for ARC datasets; {dataset_dir!r} is a {self.name} dataset.")
+
+    def example(self, row: Row, data: SplitData) -> Example:
+        """The row's panels, plus its judged prediction when the row has one."""
+        inputs, labels = self.decode(row.inputs), self.decode(row.labels)
+        panels, verdict = self.panels(inputs, labels), None
+        if row.preds is not None:
+            prediction = self.prediction_panel(inputs, labels, self.decode_prediction(row.preds, row.labels))
+            prediction.verdict = verdict = self.judge(row, prediction, data.metadata)
+            panels.append(prediction)
+        return Example(row_name(row, data), panels, verdict)

@@ -1,0 +1,55 @@
+"""Sudoku pictures: 9x9 boards with 3x3 boxes; clues shaded, filled digits blue, wrong digits red on pink.
+
+The encoding (token = digit + 1, blank 1) is `dataset.tasks.sudoku` (docs/builders.md).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from dataset.tasks.sudoku import BLOCK, DIGIT_OFFSET, SEQ_LEN, SIDE
+from viz.sheet import STYLE_CLUE, STYLE_FILL, STYLE_WRONG, Panel, Renderer
+
+CLUE_BG, EMPTY_BG, WRONG_BG = "#E8E8E8", "#FFFFFF", "#FFC9C9"
+LEGEND = [(CLUE_BG, "clue"), (EMPTY_BG, "filled digit (blue)"), (WRONG_BG, "wrong digit (red)")]
+
+
+def sudoku_digits(tokens: np.ndarray) -> np.ndarray:
+    """Tokens -> 9x9 digits, 0 = blank (PAD and -100 also read as blank)."""
+    return np.clip(np.asarray(tokens, dtype=np.int64) - DIGIT_OFFSET, 0, 9).reshape(SIDE, SIDE)
+
+
+def sudoku_panel(title: str, clues: np.ndarray, digits: np.ndarray, solution: Optional[np.ndarray] = None) -> Panel:
+    """A board: clue cells shaded with bold digits, filled digits in blue, wrong digits red on pink.
+
+    `digits` is the full board to show; with `solution`, every cell that differs is wrong (also a
+    changed clue: the exact-accuracy metric scores every cell).
+    """
+    is_clue = clues != 0
+    texts = np.where(digits > 0, digits.astype(str), "").astype(object)
+    styles = np.where(is_clue, STYLE_CLUE, np.where(digits > 0, STYLE_FILL, "")).astype(object)
+    colours = np.where(is_clue, CLUE_BG, EMPTY_BG).astype(object)
+    panel = Panel(title, colours, texts, styles, block=BLOCK)
+    if solution is not None:
+        wrong = digits != solution
+        texts[wrong & (digits == 0)] = "?"  # a blank prediction is a missing digit: show it
+        styles[wrong] = STYLE_WRONG
+        colours[wrong] = WRONG_BG
+        panel.errors = wrong
+    return panel
+
+
+class SudokuRenderer(Renderer):
+    """The puzzle, its solution and (with outputs) the predicted board."""
+
+    name, legend, seq_len = "sudoku", LEGEND, SEQ_LEN
+
+    def decode(self, tokens: np.ndarray) -> np.ndarray:
+        return sudoku_digits(tokens)
+
+    def panels(self, clues: np.ndarray, solution: np.ndarray) -> list[Panel]:
+        return [sudoku_panel("puzzle", clues, clues), sudoku_panel("solution", clues, solution)]
+
+    def prediction_panel(self, clues: np.ndarray, solution: np.ndarray, digits: np.ndarray) -> Panel:
+        return sudoku_panel("prediction", clues, digits, solution)
