@@ -10,6 +10,7 @@ from dataset.common import PuzzleDatasetMetadata
 from dataset.tasks.dihedral import dihedral_transform
 from evaluators import arc as arc_eval
 from evaluators.arc import ARC, canonical_keys, crop_shapes, grid_key, parse_augmentation
+from tests.helpers import assert_kaggle_submission
 from utils.errors import ConfigError
 
 GRID = 30
@@ -298,19 +299,6 @@ def test_aggregated_voting_keeps_votes_across_evaluations(data_dir):
 # ---------------------------------------------------------------------------------------------
 # submission.json
 # ---------------------------------------------------------------------------------------------
-def assert_kaggle_submission(submission: dict, test_puzzles: dict, attempts: int = 2) -> None:
-    """Kaggle ARC format: every task, one dict per test input, attempt_1..K non-empty rectangular 0..9 grids."""
-    assert set(submission) == set(test_puzzles)
-    for task, entries in submission.items():
-        assert isinstance(entries, list) and len(entries) == len(test_puzzles[task]["test"])
-        for entry in entries:
-            assert list(entry) == [f"attempt_{k + 1}" for k in range(attempts)]
-            for grid in entry.values():
-                assert isinstance(grid, list) and grid and all(isinstance(row, list) and row for row in grid)
-                assert len({len(row) for row in grid}) == 1
-                assert all(type(x) is int and 0 <= x <= 9 for row in grid for x in row)
-
-
 def test_submission_is_valid_kaggle_format(data_dir, tmp_path):
     path, _ = data_dir
     examples = examples_for("alpha", oracle) + examples_for("multi", oracle, pairs=[1])

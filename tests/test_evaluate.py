@@ -19,6 +19,7 @@ from dataset.build_copy_dataset import write_copy_task
 from tests.helpers import (
     REPO_ROOT,
     TINY_EVAL_ARCH,
+    assert_kaggle_submission,
     build_head,
     compose_config,
     cpu_context,
@@ -26,7 +27,6 @@ from tests.helpers import (
     train_metadata,
     write_tiny_arc_source,
 )
-from tests.test_arc_evaluator import assert_kaggle_submission
 from training.checkpointing import save_code_and_config, save_weights
 from training.evaluation import run_act_halting_early
 from training.loop import train

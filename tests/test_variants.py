@@ -12,12 +12,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-import tests.test_parity as parity
 from dataset.common import PuzzleDatasetMetadata
 from models.layers import Attention
 from models.losses import ACTLossHead
 from models.registry import load_model_class
-from tests.helpers import REPO_ROOT, compose_config, cpu_context, read_metrics
+from tests.helpers import REPO_ROOT, compose_config, cpu_context, fixture_gradients, read_metrics, replay_fixture
 from tests.helpers import build_head as build_configured_head
 from utils.checkpoint import load_weights
 from utils.config import parse_config
@@ -478,7 +477,7 @@ def write_fixture(variant: str, path: str) -> None:
         carry, loss, metrics, outputs, _ = head(carry=carry, batch=batch, return_keys=["logits", "q_halt_logits"])
         loss.backward()
         step = record(carry, loss, metrics, outputs)
-        step["grads"] = {k: v.clone() for k, v in parity._gradients(head).items()}
+        step["grads"] = {k: v.clone() for k, v in fixture_gradients(head).items()}
         train_steps.append(step)
     torch.save(dict(case=variant, arch_name=CLASS_PATHS[variant], loss_type="stablemax_cross_entropy", config=config,
                     state_dict=head.state_dict(), batch=batch, eval_steps=eval_steps, train_steps=train_steps), path)
@@ -489,7 +488,7 @@ def test_parity_harness_reads_fixtures_of_every_class_path(variant, tmp_path):
     """A test of the harness only: the fixture is our own output, so it agrees by construction."""
     path = str(tmp_path / f"{variant}.pt")
     write_fixture(variant, path)
-    parity.test_parity(path)
+    replay_fixture(path)
 
 
 # ---------------------------------------------------------------------------------------------
