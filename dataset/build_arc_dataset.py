@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from dataset.common import (
+    ARC_DATASET_ENTRIES,
     BLANK_IDENTIFIER_NAME,
     PuzzleDatasetMetadata,
     array_path,
@@ -43,6 +44,7 @@ from dataset.common import (
     write_metadata,
 )
 from dataset.legacy_random import LegacyRandom
+from dataset.output_dir import check_replaceable
 from dataset.tasks.arc import (
     GRID_SIZE,
     NAME_SEPARATOR,
@@ -221,20 +223,9 @@ def validate_config(config: ArcBuildConfig) -> None:
     if config.puzzle_identifiers_start < 1:
         raise ArcDataError("--puzzle-identifiers-start must be >= 1 (0 is the blank identifier), "
                            f"got {config.puzzle_identifiers_start}.")
-    _check_output_dir(config.output_dir)
-
-
-def _looks_like_dataset(path: str) -> bool:
-    return any(os.path.isfile(os.path.join(path, *parts)) for parts in (("identifiers.json",), (TRAIN, "dataset.json")))
-
-
-def _check_output_dir(path: str) -> None:
-    """An existing output dir is replaced only if it is empty or an earlier build (never user files)."""
-    if os.path.exists(path) and not (os.path.isdir(path) and (not os.listdir(path) or _looks_like_dataset(path))):
-        raise ArcDataError(
-            f"--output-dir {path!r} exists and is not a built dataset; refusing to replace it. "
-            "Choose a new directory or remove it."
-        )
+    # Refuse a directory holding anything but an earlier ARC build before reading any input (checked
+    # again when the build is published: see dataset/output_dir.py).
+    check_replaceable(config.output_dir, ARC_DATASET_ENTRIES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +263,7 @@ def write_split_streamed(
         "puzzle_indices": offsets(puzzle_sizes),
         "group_indices": offsets(t.num_members for t in tasks),
     }
-    check_index_arrays(f"ARC {split} split", num_examples, **arrays)
+    check_index_arrays(f"ARC {split} split", num_examples, **arrays, num_puzzle_identifiers=num_identifiers)
     for field, arr in arrays.items():
         save_array(array_path(out_dir, split, SET_NAME, field), arr)
     metadata = set_metadata(SEQ_LEN, VOCAB_SIZE, num_identifiers, num_examples, len(puzzle_sizes), len(tasks),
@@ -319,9 +310,8 @@ def build_arc_dataset(config: ArcBuildConfig, progress: bool = True) -> dict[str
     identifiers, keys_in_order, task_ids = assign_identifiers(split_tasks, config.puzzle_identifiers_start)
     num_identifiers = config.puzzle_identifiers_start + len(keys_in_order)
 
-    _check_output_dir(config.output_dir)  # again: it may have appeared while the subsets were read
     metadata = {}
-    with atomic_output_dir(config.output_dir, allowed_entries=None) as tmp_dir:
+    with atomic_output_dir(config.output_dir, ARC_DATASET_ENTRIES) as tmp_dir:
         for split, tasks in split_tasks.items():
             metadata[split] = write_split_streamed(tmp_dir, split, tasks, identifiers[split], num_identifiers, rng,
                                                    progress)

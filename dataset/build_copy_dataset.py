@@ -12,7 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from dataset.common import BLANK_IDENTIFIER_NAME, write_identifiers, write_set
+from dataset.common import BLANK_IDENTIFIER_NAME, DATASET_ENTRIES, atomic_output_dir, write_identifiers, write_set
+from utils.cli import run_cli
 
 
 def _copy_split(
@@ -48,6 +49,9 @@ def write_copy_task(
 ) -> str:
     """Write a copy task (labels == inputs) with `train` and `test` splits; returns `out_dir`.
 
+    Published atomically like every build (`atomic_output_dir`): an existing `out_dir` is replaced only
+    if it holds nothing but a dataset.
+
     Tokens are random in 1..vocab_size-1 (PAD=0, ignore_label_id 0). Puzzle identifiers:
     with `num_puzzle_identifiers=None` every puzzle uses the blank identifier 0 (as Sudoku);
     with an int K >= 2 puzzle p of each split gets identifier 1 + p % (K - 1), so
@@ -62,20 +66,20 @@ def write_copy_task(
     rng = np.random.default_rng(seed)
     num_ids = 1 if num_puzzle_identifiers is None else num_puzzle_identifiers
 
-    for split, num_puzzles in (("train", num_train_puzzles), ("test", num_test_puzzles)):
-        inputs, puzzle_sizes, group_sizes = _copy_split(
-            rng, num_puzzles, seq_len, vocab_size, examples_per_puzzle, augmentations_per_group
-        )
-        if num_puzzle_identifiers is None:
-            identifiers = [0] * num_puzzles
-        else:
-            identifiers = [1 + p % (num_ids - 1) for p in range(num_puzzles)]
-        write_set(
-            out_dir, split, inputs, inputs.copy(), puzzle_sizes, group_sizes, identifiers,
-            vocab_size=vocab_size, num_puzzle_identifiers=num_ids,
-        )
-
-    write_identifiers(out_dir, [BLANK_IDENTIFIER_NAME] + [f"copy{i}" for i in range(1, num_ids)])
+    with atomic_output_dir(out_dir, DATASET_ENTRIES) as tmp:
+        for split, num_puzzles in (("train", num_train_puzzles), ("test", num_test_puzzles)):
+            inputs, puzzle_sizes, group_sizes = _copy_split(
+                rng, num_puzzles, seq_len, vocab_size, examples_per_puzzle, augmentations_per_group
+            )
+            if num_puzzle_identifiers is None:
+                identifiers = [0] * num_puzzles
+            else:
+                identifiers = [1 + p % (num_ids - 1) for p in range(num_puzzles)]
+            write_set(
+                tmp, split, inputs, inputs.copy(), puzzle_sizes, group_sizes, identifiers,
+                vocab_size=vocab_size, num_puzzle_identifiers=num_ids,
+            )
+        write_identifiers(tmp, [BLANK_IDENTIFIER_NAME] + [f"copy{i}" for i in range(1, num_ids)])
     return out_dir
 
 
@@ -88,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    write_copy_task(args.output_dir, args.num_train_puzzles, args.num_test_puzzles, args.seq_len, args.vocab_size,
-                    seed=args.seed, num_puzzle_identifiers=args.num_train_puzzles + 1)
+    run_cli(lambda: write_copy_task(args.output_dir, args.num_train_puzzles, args.num_test_puzzles, args.seq_len,
+                                    args.vocab_size, seed=args.seed, num_puzzle_identifiers=args.num_train_puzzles + 1))
     print(f"Wrote a copy task to {args.output_dir}")
 
 

@@ -19,7 +19,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script path: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataset.common import write_grouped_dataset  # noqa: E402
+from dataset.common import DATASET_ENTRIES, write_grouped_dataset  # noqa: E402
+from dataset.output_dir import check_replaceable  # noqa: E402
 from dataset.sources import (  # noqa: E402
     STREAM_TEST_SUBSET,
     STREAM_TRAIN_SUBSET,
@@ -80,6 +81,7 @@ def load_split(split: str, args: argparse.Namespace) -> CsvRows:
 
 
 def build(args: argparse.Namespace) -> None:
+    check_replaceable(args.output_dir, DATASET_ENTRIES)  # refuse at once, not after reading the source
     # Read and check everything before writing anything.
     train_rows = random_subset(load_split("train", args), args.subsample_size,
                                stream_rng(args.seed, STREAM_TRAIN_SUBSET), "the train split")

@@ -1,22 +1,23 @@
 """On-disk puzzle dataset format (docs/data-format.md): metadata model, checks, reading and writing.
 
 Every builder writes through `write_split` / `write_set` / `write_metadata` / `write_identifiers` into a
-directory published by `atomic_output_dir`, and the loader reads through `load_metadata`, so the format is
-defined in exactly one place.
+directory published by `atomic_output_dir` (dataset/output_dir.py: the one rule for replacing an output
+directory; the layouts below say what a dataset directory may hold), and the loader reads through
+`load_metadata` and `dataset.validation`, so the format is defined in exactly one place.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from contextlib import contextmanager
-from typing import Any, Collection, Iterable, Iterator, Optional
+import re
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import pydantic
 
-from utils.atomic import fsync_dir, write_atomically
+from dataset.output_dir import OutputLayout, atomic_output_dir
+from dataset.tasks import task_of
+from utils.atomic import write_atomically
 from utils.errors import DatasetError
 
 # Label value that the loss ignores (PyTorch's cross-entropy default).
@@ -29,8 +30,32 @@ INT32_FIELDS = ("puzzle_identifiers", "puzzle_indices", "group_indices")
 
 BLANK_IDENTIFIER_NAME = "<blank>"
 BUILD_HINT = "build the dataset first, e.g. `python dataset/build_sudoku_dataset.py --output-dir <dir>`"
-# What a built dataset directory holds (the ARC builder adds test_puzzles.json).
-DATASET_ENTRIES = frozenset({"train", "test", "identifiers.json"})
+# What a built dataset directory holds, and so what a builder may replace (dataset/output_dir.py): the two
+# splits with only dataset.json and `<set>__<field>.npy` files, and identifiers.json; ARC adds test_puzzles.json.
+SPLIT_FILE = re.compile(r"dataset\.json|.+__(?:" + "|".join(ARRAY_FIELDS) + r")\.npy")
+DATASET_ENTRIES = OutputLayout(files=frozenset({"identifiers.json"}), dirs={"train": SPLIT_FILE, "test": SPLIT_FILE})
+ARC_DATASET_ENTRIES = DATASET_ENTRIES.with_files("test_puzzles.json")
+# How each task's dataset is rebuilt (dataset.tasks.task_of names the task of a dataset).
+BUILDER_COMMANDS = {
+    "arc": "python -m dataset.build_arc_dataset --input-file-prefix kaggle/combined/arc-agi --output-dir {dir}",
+    "sudoku": "python dataset/build_sudoku_dataset.py --output-dir {dir}",
+    "maze": "python dataset/build_maze_dataset.py --output-dir {dir}",
+}
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """A dataset directory, split or file that does not exist."""
+
+
+def rebuild_hint(dataset_dir: str, metadata: Optional["PuzzleDatasetMetadata"] = None) -> str:
+    """How to rebuild `dataset_dir`: its task's builder command, or the list of builders when the task is unknown."""
+    task = "generic" if metadata is None else task_of(metadata.vocab_size, metadata.seq_len)
+    if task in BUILDER_COMMANDS:
+        command = BUILDER_COMMANDS[task].format(dir=dataset_dir)
+        return f"rebuild it with its builder and the options it was built with, e.g. `{command}`"
+    return ("rebuild it with the builder that wrote it and the same options (`python -m dataset.build_arc_dataset`, "
+            "`python dataset/build_sudoku_dataset.py`, `python dataset/build_maze_dataset.py` or "
+            f"`python dataset/build_copy_dataset.py`, with --output-dir {dataset_dir}; see docs/builders.md)")
 
 
 class PuzzleDatasetMetadata(pydantic.BaseModel):
@@ -66,9 +91,9 @@ def load_metadata(dataset_dir: str, split: str) -> PuzzleDatasetMetadata:
     """Read and validate `<dataset_dir>/<split>/dataset.json`."""
     path = os.path.join(split_dir(dataset_dir, split), "dataset.json")
     if not os.path.isdir(dataset_dir):
-        raise FileNotFoundError(f"Dataset directory {dataset_dir!r} does not exist; {BUILD_HINT}.")
+        raise DatasetNotFoundError(f"Dataset directory {dataset_dir!r} does not exist; {BUILD_HINT}.")
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise DatasetNotFoundError(
             f"Dataset metadata {path!r} not found (is {dataset_dir!r} a built dataset with a "
             f"{split!r} split?); {BUILD_HINT}."
         )
@@ -77,11 +102,13 @@ def load_metadata(dataset_dir: str, split: str) -> PuzzleDatasetMetadata:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"Dataset metadata {path!r} is not valid JSON ({e}); rebuild the dataset.") from e
+        raise DatasetError(f"Dataset metadata {path!r} is not valid JSON ({e}); {rebuild_hint(dataset_dir)}.") from e
     try:
         return PuzzleDatasetMetadata.model_validate(raw)
     except pydantic.ValidationError as e:
-        raise ValueError(f"Dataset metadata {path!r} has missing or invalid fields; rebuild the dataset.\n{e}") from e
+        fields = sorted({".".join(map(str, err["loc"])) for err in e.errors()})
+        raise DatasetError(f"Dataset metadata {path!r} has missing or invalid fields {fields}; "
+                           f"{rebuild_hint(dataset_dir)}.") from e
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,6 +150,7 @@ def _check_split_arrays(set_name: str, arrays: dict[str, np.ndarray], metadata: 
         puzzle_identifiers=arrays["puzzle_identifiers"],
         puzzle_indices=arrays["puzzle_indices"],
         group_indices=arrays["group_indices"],
+        num_puzzle_identifiers=metadata.num_puzzle_identifiers,
     )
 
 
@@ -132,25 +160,38 @@ def check_index_arrays(
     puzzle_identifiers: np.ndarray,
     puzzle_indices: np.ndarray,
     group_indices: np.ndarray,
+    num_puzzle_identifiers: Optional[int] = None,
+    file_of: Callable[[str], str] = str,
+    hint: str = "Rebuild the dataset.",
 ) -> None:
-    """Check that the offset arrays describe a valid example -> puzzle -> group nesting.
+    """Check that the offset arrays describe a valid example -> puzzle -> group nesting (vectorised).
 
-    Shared by the writer and the loader: a broken offset array would otherwise surface as
-    an out-of-range index deep inside batch sampling.
+    Shared by the writers and the loader: a broken offset array or an identifier beyond the embedding
+    table would otherwise surface as an out-of-range index deep inside batch sampling or the model.
+    `file_of(field)` names a field in messages (the loader gives its file path).
     """
     num_puzzles = puzzle_identifiers.shape[0]
+    pi, gi, ids = (file_of(f) for f in ("puzzle_indices", "group_indices", "puzzle_identifiers"))
     problems = []
     if puzzle_indices.shape[0] != num_puzzles + 1:
-        problems.append(f"puzzle_indices has {puzzle_indices.shape[0]} entries, "
-                        f"expected num_puzzles+1={num_puzzles + 1}")
+        problems.append(f"{pi} has {puzzle_indices.shape[0]} entries, expected num_puzzles+1={num_puzzles + 1} "
+                        f"(one more than {ids})")
     elif puzzle_indices[0] != 0 or puzzle_indices[-1] != num_examples:
-        problems.append(f"puzzle_indices must start at 0 and end at num_examples={num_examples}")
+        problems.append(f"{pi} must start at 0 and end at num_examples={num_examples} (the rows of the token arrays), "
+                        f"got {int(puzzle_indices[0])}..{int(puzzle_indices[-1])}")
     if group_indices.shape[0] < 1 or group_indices[0] != 0 or group_indices[-1] != num_puzzles:
-        problems.append(f"group_indices must start at 0 and end at num_puzzles={num_puzzles}")
-    if np.any(np.diff(puzzle_indices) < 0) or np.any(np.diff(group_indices) < 0):
-        problems.append("puzzle_indices and group_indices must be non-decreasing")
+        problems.append(f"{gi} must start at 0 and end at num_puzzles={num_puzzles}")
+    if np.any(np.diff(puzzle_indices) < 0):
+        problems.append(f"{pi} must be non-decreasing")
+    if np.any(np.diff(group_indices) <= 0):
+        problems.append(f"{gi} must be strictly increasing (every group holds at least one puzzle)")
+    if num_puzzle_identifiers is not None and num_puzzles:
+        lo, hi = int(puzzle_identifiers.min()), int(puzzle_identifiers.max())
+        if lo < 0 or hi >= num_puzzle_identifiers:
+            problems.append(f"{ids} holds identifier {lo if lo < 0 else hi}, outside "
+                            f"[0, num_puzzle_identifiers={num_puzzle_identifiers})")
     if problems:
-        raise ValueError(f"{where}: inconsistent dataset arrays: " + "; ".join(problems) + ". Rebuild the dataset.")
+        raise DatasetError(f"{where}: inconsistent dataset arrays: " + "; ".join(problems) + f". {hint}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,60 +352,3 @@ def write_grouped_dataset(output_dir: str, train: tuple[np.ndarray, np.ndarray],
         write_grouped_split(tmp, "train", *train, group_size=train_group_size, vocab_size=vocab_size)
         write_grouped_split(tmp, "test", *test, group_size=1, vocab_size=vocab_size)
         write_identifiers(tmp, [BLANK_IDENTIFIER_NAME])
-
-
-# ----------------------------------------------------------------------------------------------
-# Publishing a build directory
-
-
-@contextmanager
-def temporary_dir_beside(output_dir: str) -> Iterator[str]:
-    """A fresh hidden directory beside `output_dir` (same filesystem, so renames are atomic).
-
-    It is removed when the block ends, unless the block has moved it away (renamed it into place).
-    """
-    parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(output_dir))}.tmp-", dir=parent)
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextmanager
-def atomic_output_dir(output_dir: str, allowed_entries: Optional[Collection[str]]) -> Iterator[str]:
-    """Yield a fresh temp dir beside `output_dir`; on success it replaces `output_dir`, on error it is removed.
-
-    An existing `output_dir` is only replaced when it holds nothing but `allowed_entries` (a previous
-    build of the same kind), so a mistyped path never deletes unrelated files. `allowed_entries=None`:
-    the caller has already decided that an existing directory may be replaced (the ARC builder's rule).
-    """
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and allowed_entries is not None:
-        if not os.path.isdir(output_dir):
-            raise DatasetError(f"output path {output_dir!r} exists and is not a directory; "
-                               "choose another --output-dir.")
-        unexpected = sorted(set(os.listdir(output_dir)) - set(allowed_entries))
-        if unexpected:
-            raise DatasetError(
-                f"output directory {output_dir!r} exists and holds {unexpected[:5]}, which this tool did not write; "
-                f"remove it or choose another --output-dir."
-            )
-    with temporary_dir_beside(output_dir) as tmp:
-        yield tmp
-        install_dir(tmp, output_dir)
-
-
-def install_dir(new_dir: str, output_dir: str) -> None:
-    """Rename `new_dir` to `output_dir`, moving an old build aside first and deleting it afterwards."""
-    old = None
-    if os.path.exists(output_dir):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=os.path.dirname(output_dir))
-        os.rmdir(old)  # only the unique name is needed; os.replace needs the target absent
-        os.replace(output_dir, old)
-    os.replace(new_dir, output_dir)
-    os.chmod(output_dir, 0o755)  # mkdtemp makes 0700; a dataset directory should be readable like any other
-    fsync_dir(os.path.dirname(output_dir))
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -6,7 +6,6 @@ same global batch, so all ranks agree on the batch without communicating.
 """
 from __future__ import annotations
 
-import os
 import signal
 from typing import Iterator, Optional
 
@@ -15,14 +14,9 @@ import pydantic
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dataset.common import (
-    ARRAY_FIELDS,
-    IGNORE_LABEL_ID,
-    PuzzleDatasetMetadata,
-    array_path,
-    check_index_arrays,
-    load_metadata,
-)
+from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata, load_metadata
+from dataset.validation import open_set, validate_split
+from utils.errors import DatasetError
 
 # Fields that every merged dataset path must agree on (else batches would be incompatible).
 _MATCHING_FIELDS = ("seq_len", "vocab_size", "pad_id", "ignore_label_id", "blank_identifier_id", "sets")
@@ -55,13 +49,13 @@ def merge_metadata(dataset_paths: list[str], split: str) -> PuzzleDatasetMetadat
     lists the exposed set names in iteration order (set-major, then path).
     """
     if not dataset_paths:
-        raise ValueError("PuzzleDatasetConfig.dataset_paths is empty; give at least one built dataset directory.")
+        raise DatasetError("PuzzleDatasetConfig.dataset_paths is empty; give at least one built dataset directory.")
     metas = [load_metadata(path, split) for path in dataset_paths]
     first = metas[0]
     for path, meta in zip(dataset_paths[1:], metas[1:]):
         for field in _MATCHING_FIELDS:
             if getattr(meta, field) != getattr(first, field):
-                raise ValueError(
+                raise DatasetError(
                     f"Cannot merge datasets {dataset_paths[0]!r} and {path!r}: field {field!r} differs "
                     f"({getattr(first, field)!r} vs {getattr(meta, field)!r}); use datasets built with the same format."
                 )
@@ -79,26 +73,6 @@ def merge_metadata(dataset_paths: list[str], split: str) -> PuzzleDatasetMetadat
         total_puzzles=total_puzzles,
         sets=[exposed_set_name(s, i) for s in first.sets for i in range(len(dataset_paths))],
     )
-
-
-def _load_set_arrays(dataset_path: str, split: str, set_name: str) -> dict[str, np.ndarray]:
-    """Load one set: token arrays memory-mapped (they can be GBs), offset arrays fully."""
-    arrays = {}
-    for field in ARRAY_FIELDS:
-        path = array_path(dataset_path, split, set_name, field)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"Dataset array {path!r} is missing although dataset.json lists set {set_name!r}; rebuild the dataset."
-            )
-        arrays[field] = np.load(path, mmap_mode="r" if field in ("inputs", "labels") else None)
-    check_index_arrays(
-        f"dataset {dataset_path!r} split {split!r} set {set_name!r}",
-        num_examples=arrays["inputs"].shape[0],
-        puzzle_identifiers=arrays["puzzle_identifiers"],
-        puzzle_indices=arrays["puzzle_indices"],
-        group_indices=arrays["group_indices"],
-    )
-    return arrays
 
 
 def sample_train_batch(
@@ -152,8 +126,13 @@ class PuzzleDataset(IterableDataset):
         self._check_config(config)
         self.local_batch_size = config.global_batch_size // config.num_replicas
         self.metadata = merge_metadata(config.dataset_paths, split)
-        # Original (per-path) set names, needed to find the files of each exposed set.
-        self._source_sets = load_metadata(config.dataset_paths[0], split).sets
+        # Each path's own metadata: its set names find the files, its sizes bound the values.
+        self._path_metadata = [load_metadata(path, split) for path in config.dataset_paths]
+        self._source_sets = self._path_metadata[0].sets
+        # Validate every file now (not at the first batch): a bad dataset stops the caller before it
+        # creates anything, with a message naming the file (dataset/validation.py).
+        for path, meta in zip(config.dataset_paths, self._path_metadata):
+            validate_split(path, split, meta)
         self._data: Optional[dict[str, dict[str, np.ndarray]]] = None
         self._iters = 0
         self._skip_batches = 0  # train batches to pass over at the next iteration (resume mid-iteration)
@@ -198,8 +177,9 @@ class PuzzleDataset(IterableDataset):
         if self._data is None:
             data = {}
             for set_name in self._source_sets:
-                for i, path in enumerate(self.config.dataset_paths):
-                    data[exposed_set_name(set_name, i)] = _load_set_arrays(path, self.split, set_name)
+                for i, (path, meta) in enumerate(zip(self.config.dataset_paths, self._path_metadata)):
+                    # Validated in the constructor; here only the cheap checks (the files could have changed).
+                    data[exposed_set_name(set_name, i)] = open_set(path, self.split, set_name, meta, scan_values=False)
             self._data = data
         return self._data
 
@@ -292,15 +272,12 @@ class PuzzleDataset(IterableDataset):
             yield from self._iter_train()
 
 
-def _exit_quietly(_signum, _frame) -> None:
-    os._exit(0)
-
-
 def _quiet_worker_signals(_worker_id: int) -> None:
-    """A SIGTERM sent to the whole job ends the worker with status 0, so that the DataLoader does not
-    raise "worker killed by signal" in the trainer while it finishes its step and saves a checkpoint.
-    (SIGINT already ends a worker quietly.)"""
-    signal.signal(signal.SIGTERM, _exit_quietly)
+    """The worker ignores SIGTERM and SIGINT: a scheduler (or torchrun, or Ctrl-C) signals the whole process
+    group, and the trainer must be able to finish its step, on every rank alike, and save a checkpoint
+    before the loader goes away. The worker ends with the trainer (its parent-alive watchdog)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_dataloader(dataset: PuzzleDataset, device_type: str, num_workers: int = 1) -> DataLoader:

@@ -15,12 +15,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from dataset.common import atomic_output_dir
+from dataset.output_dir import OutputLayout, atomic_output_dir, check_replaceable
 from utils.cli import positive_int, progress
 from utils.errors import DatasetError
 
 CSV_COLUMNS = ("source", "question", "answer", "rating")
-CSV_ENTRIES = {"train.csv", "test.csv"}  # what a generator's output directory holds
+CSV_ENTRIES = OutputLayout(files=frozenset({"train.csv", "test.csv"}))  # what a generator's output holds
 
 # Independent random streams, one per purpose, all derived from `--seed`: changing e.g. the train
 # subset size must not change which test puzzles are drawn or how the train set is augmented.
@@ -350,6 +350,7 @@ def generate_unique_rows(count: int, make: Callable[[], Optional[tuple[np.ndarra
 def write_generated_csvs(output_dir: str, num_train: int, num_test: int,
                          generate_rows: Callable[[int, set[str], str], list], unit: str) -> None:
     """train.csv then test.csv from `generate_rows(count, seen, desc)`, sharing `seen` so the splits are disjoint."""
+    check_replaceable(output_dir, CSV_ENTRIES)  # refuse before generating
     seen: set[str] = set()
     train = generate_rows(num_train, seen, "train")
     test = generate_rows(num_test, seen, "test")

@@ -274,7 +274,8 @@ def test_refuses_to_replace_a_directory_that_is_not_a_dataset(tmp_path):
     out = tmp_path / "notes"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(arc.ArcDataError, match="refusing to replace"):
+    from utils.errors import DatasetError  # the one output-directory rule of every builder (dataset/output_dir.py)
+    with pytest.raises(DatasetError, match="refusing to replace"):
         arc.build_arc_dataset(arc.ArcBuildConfig(input_file_prefix=prefix, output_dir=str(out), num_aug=1),
                               progress=False)
     assert os.listdir(out) == ["keep.txt"]

@@ -8,17 +8,13 @@ from pydantic import ValidationError
 
 from dataset.build_copy_dataset import write_copy_task
 from dataset.common import PuzzleDatasetMetadata
-from models.lma import (
+from models.lma import LatentMetaAttention, from_chunks, resequence, to_chunks, unresequence
+from models.lma_layout import (
     LatentLayout,
-    LatentMetaAttention,
     SequenceGeometry,
     automatic_latent_len,
     automatic_num_heads,
     check_latent_len,
-    from_chunks,
-    resequence,
-    to_chunks,
-    unresequence,
     valid_latent_lens,
 )
 from models.losses import ACTLossHead

@@ -559,3 +559,11 @@ def test_pretrain_baseline_act_enabled_decides_whether_training_halts_early(act_
     else:  # every sequence runs halt_max_steps = 3
         assert [m["train/count"] for m in logged] == [0, 0, 1] * 3
         assert all(m["train/steps"] == 3 for m in logged if m["train/count"])
+
+
+def test_config_classes_by_class_path_are_the_models_own():
+    """utils.config checks arch keys through this table (without importing torch); it must match the models."""
+    from models.recursive_reasoning.config import CONFIG_CLASSES
+    assert set(CONFIG_CLASSES) == set(CLASS_PATHS.values())
+    for class_path, config_cls in CONFIG_CLASSES.items():
+        assert load_model_class(class_path).config_cls is config_cls, class_path

@@ -25,6 +25,7 @@ from utils.checkpoint import (
 from utils.config import PretrainConfig
 from utils.distributed import DistContext, barrier
 from utils.errors import CheckpointError
+from utils.finite import check_finite
 from utils.run_files import CONFIG_FILE, weights_path
 
 TRAIN_STATE_FORMAT = 1
@@ -75,7 +76,12 @@ def shared_training_state(config: PretrainConfig, state: TrainState, metadata: P
 
 def save_checkpoint(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata, ctx: DistContext,
                     eval_model: nn.Module | None = None) -> str:
-    """Weights file `step_N` (evaluated weights) plus the full training state, both written atomically."""
+    """Weights file `step_N` (evaluated weights) plus the full training state, both written atomically.
+
+    Weights (and the EMA shadow) with a NaN or an inf are never saved: the run stops naming the last
+    checkpoint, whose weights are finite."""
+    shadow = state.ema.state_dict() if state.ema is not None else {}
+    check_finite(state, "weights", {**state.raw_model.state_dict(), **{f"ema:{k}": v for k, v in shadow.items()}})
     final_dir = train_state_dir(config.checkpoint_path, state.step)
     tmp_dir = final_dir + TMP_SUFFIX
     write_rank_state(tmp_dir, ctx.rank, {"rng": capture_rng_state(ctx.device),

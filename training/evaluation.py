@@ -18,6 +18,7 @@ from dataset.puzzle_dataset import exposed_set_name
 from models.losses import COUNT, act_metrics
 from models.registry import load_model_class
 from training.data import to_device
+from utils.atomic import write_atomically
 from utils.config import EvaluatorConfig
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, broadcast_object, reduce_to_main
@@ -123,7 +124,8 @@ def evaluate(model: nn.Module, loader: Iterable, metadata: PuzzleDatasetMetadata
 
     if saved and save_dir:
         os.makedirs(save_dir, exist_ok=True)
-        torch.save({k: torch.cat(v) for k, v in saved.items()}, outputs_path(save_dir, step, ctx.rank))
+        tensors = {k: torch.cat(v) for k, v in saved.items()}
+        write_atomically(outputs_path(save_dir, step, ctx.rank), lambda f: torch.save(tensors, f))
 
     results = reduce_eval_metrics(sums, metadata.sets, ctx)
     for entry in evaluators:

@@ -22,8 +22,10 @@ from utils.checkpoint import carry_from_state, remove_stale_temporaries, restore
 from utils.config import PretrainConfig, derive_names
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
-from utils.errors import NonFiniteLossError
+from utils.errors import ConfigError, NonFiniteLossError
+from utils.finite import check_finite
 from utils.run_files import METRICS_FILE
+from utils.run_lock import hold_run_lock
 from utils.run_logging import RunLogger
 
 
@@ -46,6 +48,15 @@ def check_finite_losses(reduced: dict[str, float], state: TrainState) -> None:
         raise NonFiniteLossError(f"Non-finite loss at step {state.step} ({bad}). Training stopped before the update; "
                                  f"the last good checkpoint is untouched: {last}. Try a lower lr, a longer warm-up "
                                  "or arch.forward_dtype=float32.")
+
+
+def gradients(model) -> dict[str, torch.Tensor]:
+    """Every gradient the optimizers will apply, by name (the puzzle-embedding rows of the batch included)."""
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    puzzle_emb = getattr(model.model.inner, "puzzle_emb", None) if hasattr(model.model, "inner") else None
+    if puzzle_emb is not None and puzzle_emb.local_weights.grad is not None:
+        grads["model.inner.puzzle_emb.local_weights"] = puzzle_emb.local_weights.grad
+    return grads
 
 
 def train_metrics(reduced: dict[str, float], global_batch_size: int, lr: float) -> dict[str, float]:
@@ -73,6 +84,7 @@ def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_b
     check_finite_losses(reduced, state)
     (loss / global_batch_size).backward()
     all_reduce_grads(state.raw_model.parameters(), ctx)
+    check_finite(state, "gradient", gradients(state.raw_model))
 
     lr = 0.0
     for optimizer, base_lr in zip(state.optimizers, state.optimizer_lrs):
@@ -97,6 +109,9 @@ def seed_everything(seed: int) -> None:
 
 def prepare_config(config: PretrainConfig, ctx: DistContext) -> PretrainConfig:
     """Derive names on rank 0 (the random slug) and share the result with every rank."""
+    if config.global_batch_size % ctx.world_size:
+        raise ConfigError(f"global_batch_size ({config.global_batch_size}) must be divisible by the number of "
+                          f"processes ({ctx.world_size}): each takes an equal share of every batch.")
     if ctx.is_main:
         config = derive_names(config, coolname.generate_slug(2))
     return broadcast_object(config, ctx)
@@ -124,8 +139,11 @@ def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | N
         return None
     remove_stale_temporaries(config.checkpoint_path)
     save_code_and_config(config)
+    # Resumed: the log keeps the steps up to the resumed one (later lines were an earlier attempt's).
+    # resume=auto that found no state starts again from step 0: all earlier lines are superseded.
+    resume_step = state.step if resume_dir else (-1 if config.resume else None)
     logger = RunLogger(config.checkpoint_path, config.project_name, config.run_name, config.model_dump(),
-                       config.wandb_mode)
+                       config.wandb_mode, resume_step=resume_step)
     if resume_dir:
         print(f"Resuming from {resume_dir} at step {state.step}")
     else:
@@ -138,6 +156,12 @@ def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | N
 def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
     """Train as configured (resuming if asked); returns the last evaluation's metrics on rank 0."""
     config = prepare_config(config, ctx)
+    with hold_run_lock(config.checkpoint_path, ctx):  # one run per run directory, for the whole run
+        return train_locked(config, ctx)
+
+
+def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
+    """`train` once rank 0 holds the run directory's lock."""
     seed_everything(config.seed + ctx.rank)
     ensure_dataset(config, ctx)
 

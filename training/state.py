@@ -16,7 +16,7 @@ from utils.checkpoint import load_weights, safe_load, strip_compiled_prefix
 from utils.config import ArchConfig, PretrainConfig, format_validation_error
 from utils.device import should_compile
 from utils.distributed import DistContext, broadcast_module_state
-from utils.errors import ConfigError
+from utils.errors import CheckpointError, ConfigError
 
 PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
 
@@ -55,17 +55,25 @@ def build_model(arch: ArchConfig, metadata: PuzzleDatasetMetadata, local_batch_s
 
 
 def load_initial_weights(head: nn.Module, path: str) -> None:
-    """`load_checkpoint`: weights only (published fine-tuning); a puzzle table of another size is reset."""
+    """`load_checkpoint`: weights only (published fine-tuning); a puzzle table with another number of rows
+    (puzzles) is reset, every row to the mean of the loaded rows."""
     state_dict = strip_compiled_prefix(safe_load(path))
     inner = getattr(head.model, "inner", None)
     if PUZZLE_EMB_KEY in state_dict and inner is not None and hasattr(inner, "puzzle_emb"):
-        expected = inner.puzzle_emb.weights.shape
-        if state_dict[PUZZLE_EMB_KEY].shape != expected:
-            print(f"Resetting puzzle embedding: checkpoint has {tuple(state_dict[PUZZLE_EMB_KEY].shape)}, model "
-                  f"expects {tuple(expected)}; every row starts at the mean of the loaded rows.")
-            state_dict[PUZZLE_EMB_KEY] = (state_dict[PUZZLE_EMB_KEY].mean(dim=0, keepdim=True)
-                                          .expand(expected).contiguous())
-    load_weights(head, state_dict)
+        loaded, expected = state_dict[PUZZLE_EMB_KEY].shape, inner.puzzle_emb.weights.shape
+        if loaded[1:] != expected[1:]:
+            raise CheckpointError(f"load_checkpoint {path} does not fit this model: {PUZZLE_EMB_KEY} is "
+                                  f"{tuple(loaded)}, the model's is {tuple(expected)} (another hidden_size or "
+                                  "puzzle_emb_ndim); use the arch config the checkpoint was trained with.")
+        if loaded != expected:
+            print(f"Resetting puzzle embedding: checkpoint has {tuple(loaded)}, model expects {tuple(expected)}; "
+                  "every row starts at the mean of the loaded rows.")
+            mean_row = state_dict[PUZZLE_EMB_KEY].mean(dim=0, keepdim=True)
+            state_dict[PUZZLE_EMB_KEY] = mean_row.expand(expected).contiguous()
+    try:
+        load_weights(head, state_dict)
+    except (ValueError, RuntimeError) as err:
+        raise CheckpointError(f"load_checkpoint {path} does not fit this model: {err}") from None
 
 
 def build_optimizers(config: PretrainConfig, head: nn.Module, world_size: int):

@@ -48,15 +48,25 @@ TMP_SUFFIX = ".tmp"
 WRITE_DELAY_ENV = "TRM_CHECKPOINT_WRITE_DELAY"  # fault-injection for tests: seconds to pause mid-save
 
 
+# What torch.load raises on a file that is not a (complete) checkpoint: its unpickler fails in many ways.
+UNREADABLE_CHECKPOINT_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, IndexError,
+                                KeyError, TypeError, AttributeError)
+
+
 def safe_load(path: str, map_location="cpu") -> Any:
     """torch.load with weights_only=True (checkpoints may come from the internet), with readable errors."""
     if not os.path.exists(path):
         raise CheckpointError(f"Checkpoint file {path} does not exist.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
-        raise CheckpointError(f"Cannot read checkpoint {path}: it is truncated, corrupt or not a checkpoint "
-                              f"({type(err).__name__}: {err}). Resume from an earlier one (resume=PATH).") from None
+    except UNREADABLE_CHECKPOINT_ERRORS as err:
+        # Only torch's first line: the rest suggests weights_only=False, which would run the file's code.
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in reason:
+            reason = "it holds objects other than tensors and plain containers"
+        raise CheckpointError(f"Cannot read checkpoint {path}: it is not a PyTorch checkpoint, or it is truncated "
+                              f"or corrupt ({reason}). Give a step_N weights file or a train_state_step_N "
+                              "directory written by training.") from None
 
 
 def save_file_synced(obj: Any, path: str) -> None:
@@ -102,6 +112,11 @@ def load_train_state(state_dir: str, rank: int) -> tuple[dict, dict]:
     if not os.path.isdir(state_dir):
         raise CheckpointError(f"Training state {state_dir} does not exist (resume=PATH must name a "
                               f"{TRAIN_STATE_PREFIX}N directory).")
+    states = [name for name in sorted(os.listdir(state_dir)) if name.startswith(TRAIN_STATE_PREFIX)]
+    if states and not os.path.exists(os.path.join(state_dir, "state.pt")):
+        raise CheckpointError(f"{state_dir} is a run directory, not a training state: give one of its states "
+                              f"(e.g. resume={os.path.join(state_dir, states[-1])}) or resume=auto with "
+                              f"checkpoint_path={state_dir}.")
     rank_file = os.path.join(state_dir, f"rank{rank}.pt")
     if not os.path.exists(rank_file):
         raise CheckpointError(f"Training state {state_dir} has no {os.path.basename(rank_file)}: it was saved with "

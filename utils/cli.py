@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, NoReturn, TypeVar
 
 from utils.errors import UserFacingError
 
@@ -32,7 +33,16 @@ def run_cli(main_fn: Callable[[], T]) -> T:
     try:
         return main_fn()
     except UserFacingError as e:
-        sys.exit(f"error: {e}")
+        exit_with_message(e)
+
+
+def exit_with_message(err: BaseException) -> NoReturn:
+    """Exit with status 1 after printing `error: <message>` once: by the first process of a torchrun job
+    (RANK 0) or by a process of its own; the other ranks exit with the same status, silently, except for
+    errors only that rank can see (`report_on_every_rank`, e.g. a collective that timed out there)."""
+    if os.environ.get("RANK", "0") == "0" or getattr(err, "report_on_every_rank", False):
+        sys.exit(f"error: {err}")  # printed to stderr by the interpreter, exit status 1
+    sys.exit(1)
 
 
 def progress(iterable=None, **kwargs):

@@ -7,7 +7,7 @@ config (e.g. `TRMConfig`) checks the `arch` keys, before any data is read or wei
 import os
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from utils.errors import ConfigError
 
@@ -103,6 +103,7 @@ class PretrainConfig(BaseModel):
     compile: bool | None = None
     wandb_mode: Literal["online", "offline", "disabled"] | None = None
     num_workers: Literal[0, 1] = 1
+    dist_timeout_s: float = Field(600, ge=1)  # seconds a collective waits for the other processes before the job fails
 
     # Ours: surviving preemption (see README "Resuming").
     resume: str | None = None  # "auto" = newest complete training state in checkpoint_path; or a path to one
@@ -134,6 +135,12 @@ class PretrainConfig(BaseModel):
             raise ValueError(f"ema_rate must be in [0, 1], got {self.ema_rate}")
         if self.lr_warmup_steps < 0:
             raise ValueError("lr_warmup_steps must be >= 0")
+        for key in ("lr", "puzzle_emb_lr", "weight_decay", "puzzle_emb_weight_decay"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not 0 <= self.lr_min_ratio <= 1:
+            raise ValueError(f"lr_min_ratio must be in [0, 1] (the final lr as a fraction of lr), "
+                             f"got {self.lr_min_ratio}")
         for key in ("checkpoint_interval", "checkpoint_keep_last", "stop_at_step"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1 (or null), got {getattr(self, key)}")
@@ -190,12 +197,15 @@ def check_arch_keys(arch: ArchConfig) -> None:
 
     The checks that need the dataset (sequence length, LMA chunking) run when the model is built.
     """
-    from models.registry import load_model_class
+    from models.recursive_reasoning.config import CONFIG_CLASSES
 
-    try:
-        config_cls = load_model_class(arch.name).config_cls
-    except (ValueError, AttributeError) as err:
-        raise ConfigError(f"Invalid training configuration:\n  arch.name: {err}") from None
+    config_cls = CONFIG_CLASSES.get(arch.name)
+    if config_cls is None:  # a model of the user's own: its module (and torch) must be imported to know its keys
+        from models.registry import load_model_class
+        try:
+            config_cls = load_model_class(arch.name).config_cls
+        except (ValueError, AttributeError) as err:
+            raise ConfigError(f"Invalid training configuration:\n  arch.name: {err}") from None
     problems = []
     for key, value in arch.model_keys.items():
         if key in DERIVED_MODEL_KEYS:

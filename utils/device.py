@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from utils.errors import ConfigError
+
 # Device types this codebase knows how to run on.
 _KNOWN_DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -39,9 +41,9 @@ def _auto_device(local_rank: int) -> torch.device:
 def _checked_cuda(device: torch.device, requested: str) -> torch.device:
     """Fail early with a readable message instead of a CUDA error at the first allocation."""
     if not torch.cuda.is_available():
-        raise ValueError(f"Requested device {requested!r} but CUDA is not available; available: {available_devices()}")
+        raise ConfigError(f"Requested device {requested!r} but CUDA is not available; available: {available_devices()}")
     if device.index >= torch.cuda.device_count():
-        raise ValueError(f"Requested device {requested!r} but only {torch.cuda.device_count()} CUDA device(s) exist; "
+        raise ConfigError(f"Requested device {requested!r} but only {torch.cuda.device_count()} CUDA device(s) exist; "
                          f"available: {available_devices()}")
     return device
 
@@ -51,7 +53,7 @@ def _parse_device(requested: str) -> torch.device:
     try:
         return torch.device(requested)
     except RuntimeError as error:
-        raise ValueError(f"Invalid device {requested!r}; available: {available_devices()}") from error
+        raise ConfigError(f"Invalid device {requested!r}; available: {available_devices()}") from error
 
 
 def select_device(requested: str | None = None, local_rank: int = 0) -> torch.device:
@@ -65,12 +67,12 @@ def select_device(requested: str | None = None, local_rank: int = 0) -> torch.de
         return _auto_device(local_rank)
     device = _parse_device(requested)
     if device.type not in _KNOWN_DEVICE_TYPES:
-        raise ValueError(f"Unsupported device {requested!r}; available: {available_devices()}")
+        raise ConfigError(f"Unsupported device {requested!r}; available: {available_devices()}")
     if device.type == "cuda":
         index = local_rank if device.index is None else device.index
         return _checked_cuda(torch.device("cuda", index), requested)
     if device.type == "mps" and not _mps_available():
-        raise ValueError(f"Requested device {requested!r} but MPS is not available; available: {available_devices()}")
+        raise ConfigError(f"Requested device {requested!r} but MPS is not available; available: {available_devices()}")
     return device
 
 

@@ -23,3 +23,20 @@ class CheckpointError(UserFacingError):
 
 class NonFiniteLossError(UserFacingError):
     """Training diverged; raised before the optimizer step, so no checkpoint holds the bad weights."""
+
+
+class RunLockedError(UserFacingError):
+    """The run directory is held by another run (its lock file names the holder's host and PID)."""
+
+
+class CollectiveError(UserFacingError):
+    """A collective between the processes of a job timed out or lost its peer: another process stalled or died.
+
+    Only the ranks left waiting raise it, and the stalled one may be rank 0: report it on every rank.
+    """
+
+    report_on_every_rank = True
+
+
+class DiskFullError(UserFacingError):
+    """A write ran out of space; the partial file is removed and earlier files are untouched."""

@@ -6,6 +6,8 @@
     train_state_step_N/        the full, resumable training state (utils/checkpoint.py)
     step_N_all_preds.R         outputs an evaluation saved on rank R (eval_save_outputs)
     evaluator_<NAME>_step_N/   what an evaluator wrote (e.g. the ARC submission.json)
+    run.lock                   held by the run using the directory (utils/run_lock.py)
+    wandb_id                   the wandb run id, reused when the run resumes
 """
 import os
 import re

@@ -2,6 +2,7 @@
 import json
 import netrc
 import os
+import uuid
 import warnings
 from typing import Any
 from urllib.parse import urlparse
@@ -10,9 +11,11 @@ import numpy as np
 import torch
 import wandb
 
+from utils.atomic import write_atomically
 from utils.run_files import METRICS_FILE
 
 WANDB_MODES = ("online", "offline", "disabled")
+WANDB_ID_FILE = "wandb_id"  # the run directory's wandb run id: a resumed run continues the same wandb run
 _DEFAULT_WANDB_HOST = "api.wandb.ai"
 
 
@@ -97,18 +100,72 @@ def _wandb_settings() -> "wandb.Settings":
     return wandb.Settings()
 
 
-class RunLogger:
-    """Metrics sink for the main rank: one JSON line per log call plus the wandb run."""
+def truncate_metrics(path: str, last_step: int) -> int:
+    """Keep the lines of `path` up to step `last_step` (rewritten atomically); the number of lines dropped.
 
-    def __init__(self, run_dir: str, project: str, run_name: str, config_dict: dict, wandb_mode: str | None):
+    A run resumed from an older state logs the later steps again: their earlier lines (and a line cut short
+    by a crash) are superseded, so that the log holds each step once, as an uninterrupted run's does.
+    """
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith("\n") and isinstance(record, dict) and isinstance(record.get("step"), int) \
+                and record["step"] <= last_step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        write_atomically(path, lambda f: f.writelines(kept), mode="w")
+    return len(lines) - len(kept)
+
+
+def wandb_run_id(run_dir: str, resuming: bool) -> str:
+    """The wandb id of this run directory's run: kept in `wandb_id` when resuming, a new one otherwise."""
+    path = os.path.join(run_dir, WANDB_ID_FILE)
+    if resuming and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            run_id = f.read().strip()
+        if run_id:
+            return run_id
+    run_id = uuid.uuid4().hex[:16]
+    write_atomically(path, lambda f: f.write(run_id + "\n"), mode="w")
+    return run_id
+
+
+class RunLogger:
+    """Metrics sink for the main rank: one JSON line per log call plus the wandb run.
+
+    `resume_step`: the run continues after this step (a resumed run): lines of later steps in an existing
+    metrics.jsonl are dropped first, and the wandb run of the directory (its id in `wandb_id`) is
+    continued. -1: the run restarts from scratch in a directory an earlier attempt logged into.
+    """
+
+    def __init__(self, run_dir: str, project: str, run_name: str, config_dict: dict, wandb_mode: str | None,
+                 resume_step: int | None = None):
         self.run_dir = run_dir
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
         os.makedirs(run_dir, exist_ok=True)
         self.metrics_path = os.path.join(run_dir, METRICS_FILE)
+        if resume_step is not None:
+            dropped = truncate_metrics(self.metrics_path, resume_step)
+            if dropped:
+                after = f"after step {resume_step}" if resume_step >= 0 else "(all of them)"
+                print(f"{METRICS_FILE}: dropped {dropped} lines {after} that an earlier attempt wrote; "
+                      "this run logs those steps again")
         # Append: a resumed run keeps the history it already wrote to the same directory.
         self._metrics_file = open(self.metrics_path, "a", encoding="utf-8")
+        resuming = resume_step is not None and resume_step >= 0
+        run_id = wandb_run_id(run_dir, resuming) if self.wandb_mode != "disabled" else None
         self._run = wandb.init(project=project, name=run_name, config=config_dict, mode=self.wandb_mode,
-                               dir=run_dir, settings=_wandb_settings())
+                               dir=run_dir, settings=_wandb_settings(), id=run_id,
+                               resume="allow" if run_id is not None else None)
+        # Steps the resumed wandb run already has (the same values: a resume is exact) are not sent again.
+        self._wandb_first_step = (getattr(self._run, "starting_step", 0) or 0) if resuming else 0
 
     def log(self, metrics: dict, step: int) -> None:
         """Write `{"step": step, **metrics}` as one flushed line and forward it to wandb."""
@@ -119,7 +176,8 @@ class RunLogger:
         # Flush per line so a crash or a `tail -f` never sees a partial history.
         self._metrics_file.write(json.dumps({"step": step, **clean}) + "\n")
         self._metrics_file.flush()
-        self._run.log(clean, step=step)
+        if step >= self._wandb_first_step:
+            self._run.log(clean, step=step)
 
     def finish(self) -> None:
         """Close the metrics file and the wandb run; safe to call more than once."""

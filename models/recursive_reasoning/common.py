@@ -33,7 +33,8 @@ from models.layers import (
     rms_norm,
     trunc_normal_init_,
 )
-from models.lma import LatentMetaAttention, SequenceGeometry
+from models.lma import LatentMetaAttention
+from models.lma_layout import SequenceGeometry
 from models.recursive_reasoning.config import RecursiveReasoningConfig
 from models.sparse_embedding import CastedSparseEmbedding
 

@@ -6,10 +6,9 @@ Each variant's module subclasses one of them (docs/model.md, docs/architectures.
 """
 from typing import ClassVar, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from models.lma import LatentLayout, LMAMode, SequenceGeometry, resolve_latent_layout
+from models.lma_layout import LatentLayout, LMAMode, SequenceGeometry, resolve_latent_layout
 
 FORWARD_DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64: numerics checks
 
@@ -130,7 +129,10 @@ class RecursiveReasoningConfig(BaseModel):
         return self.prefix_len + self.seq_len
 
     @property
-    def dtype(self) -> torch.dtype:
+    def dtype(self):
+        """The torch dtype of `forward_dtype` (torch imported here only: the key checks run without it)."""
+        import torch
+
         return getattr(torch, self.forward_dtype)
 
     @property
@@ -182,3 +184,77 @@ class TRMFamilyConfig(RecursiveReasoningConfig):
     @property
     def trains_q_continue(self) -> bool:
         return not self.no_ACT_continue
+
+
+# ---------------------------------------------------------------------------------------------
+# The published classes' configs (their modules import them from here)
+# ---------------------------------------------------------------------------------------------
+NUM_HIER6_SLOTS = 6  # trm_hier6: six latent slots z_L1..z_L6
+
+
+class TRMConfig(TRMFamilyConfig):
+    """TRM's keys. `H_layers` is unused (one shared network) and kept so that published configs load."""
+
+
+class SingleZConfig(TRMFamilyConfig):
+    """TRM's keys; `H_layers` is unused."""
+
+
+class Hier6Config(TRMFamilyConfig):
+    """TRM's keys (`H_layers` unused); L_cycles can be at most 6, one update per slot."""
+
+    @model_validator(mode="after")
+    def _check_slots(self) -> "Hier6Config":
+        if self.L_cycles > NUM_HIER6_SLOTS:
+            raise ValueError(f"L_cycles ({self.L_cycles}) must be <= {NUM_HIER6_SLOTS}: latent update i writes slot i")
+        return self
+
+
+class HRMConfig(RecursiveReasoningConfig):
+    """HRM's keys: the family's plus a required H_layers (ACT and prefix rules are the base config's)."""
+
+    positive_keys = ("H_cycles", "L_cycles", "H_layers", "L_layers", "halt_max_steps")
+    unsupported_keys = {
+        "no_ACT_continue": "HRM always trains the Q-continue head and halts where q_halt > q_continue, as published "
+                           "(arch=trm has the option)",
+        "puzzle_emb_len": "HRM's puzzle prefix is always ceil(puzzle_emb_ndim / hidden_size) tokens, as published",
+    }
+
+    H_layers: int
+
+
+class BaselineConfig(RecursiveReasoningConfig):
+    """H_layers blocks; `H_cycles` (published: "kept for compatibility"), `L_cycles` and `L_layers` are
+    accepted so that published and TRM-style configs load, and unused: the blocks run once per step."""
+
+    positive_keys = ("H_layers", "halt_max_steps")
+    unsupported_keys = {
+        "no_ACT_continue": "the baseline halts where q_halt > q_continue and never trains the Q-continue head, "
+                           "as published; act_enabled / act_inference choose where it halts early",
+        "puzzle_emb_len": "the baseline's puzzle prefix is always ceil(puzzle_emb_ndim / hidden_size) tokens, "
+                          "as published",
+    }
+
+    H_layers: int
+    H_cycles: int | None = None
+    L_cycles: int | None = None
+    L_layers: int | None = None
+    act_enabled: bool = True  # False: every sequence runs halt_max_steps in training too
+    act_inference: bool = False  # True: the Q head halts sequences in evaluation too
+
+    @property
+    def trains_q_continue(self) -> bool:
+        return False
+
+    def halts_adaptively(self, training: bool) -> bool:
+        return self.act_enabled if training else self.act_inference
+
+
+# Published class path -> its config class, so that `arch` keys are checked without importing the models.
+CONFIG_CLASSES: dict[str, type[RecursiveReasoningConfig]] = {
+    "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1": TRMConfig,
+    "recursive_reasoning.trm_singlez@TinyRecursiveReasoningModel_ACTV1": SingleZConfig,
+    "recursive_reasoning.trm_hier6@TinyRecursiveReasoningModel_ACTV1": Hier6Config,
+    "recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1": HRMConfig,
+    "recursive_reasoning.transformers_baseline@Model_ACTV2": BaselineConfig,
+}

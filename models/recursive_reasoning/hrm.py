@@ -15,20 +15,7 @@ import torch
 
 from models.layers import CosSin
 from models.recursive_reasoning.common import ACTModel, InnerCarry, RecursiveInner
-from models.recursive_reasoning.config import RecursiveReasoningConfig
-
-
-class HRMConfig(RecursiveReasoningConfig):
-    """HRM's keys: the family's plus a required H_layers (ACT and prefix rules are the base config's)."""
-
-    positive_keys = ("H_cycles", "L_cycles", "H_layers", "L_layers", "halt_max_steps")
-    unsupported_keys = {
-        "no_ACT_continue": "HRM always trains the Q-continue head and halts where q_halt > q_continue, as published "
-                           "(arch=trm has the option)",
-        "puzzle_emb_len": "HRM's puzzle prefix is always ceil(puzzle_emb_ndim / hidden_size) tokens, as published",
-    }
-
-    H_layers: int
+from models.recursive_reasoning.config import HRMConfig
 
 
 class HRMInner(RecursiveInner):

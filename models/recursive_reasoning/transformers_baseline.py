@@ -17,39 +17,12 @@ import torch
 
 from models.layers import CosSin
 from models.recursive_reasoning.common import ACTModel, RecursiveInner
-from models.recursive_reasoning.config import RecursiveReasoningConfig
+from models.recursive_reasoning.config import BaselineConfig
 
 
 @dataclass
 class AnswerCarry:
     z_H: torch.Tensor  # the only state, (B, geometry.length, geometry.width); reset to H_init
-
-
-class BaselineConfig(RecursiveReasoningConfig):
-    """H_layers blocks; `H_cycles` (published: "kept for compatibility"), `L_cycles` and `L_layers` are
-    accepted so that published and TRM-style configs load, and unused: the blocks run once per step."""
-
-    positive_keys = ("H_layers", "halt_max_steps")
-    unsupported_keys = {
-        "no_ACT_continue": "the baseline halts where q_halt > q_continue and never trains the Q-continue head, "
-                           "as published; act_enabled / act_inference choose where it halts early",
-        "puzzle_emb_len": "the baseline's puzzle prefix is always ceil(puzzle_emb_ndim / hidden_size) tokens, "
-                          "as published",
-    }
-
-    H_layers: int
-    H_cycles: int | None = None
-    L_cycles: int | None = None
-    L_layers: int | None = None
-    act_enabled: bool = True  # False: every sequence runs halt_max_steps in training too
-    act_inference: bool = False  # True: the Q head halts sequences in evaluation too
-
-    @property
-    def trains_q_continue(self) -> bool:
-        return False
-
-    def halts_adaptively(self, training: bool) -> bool:
-        return self.act_enabled if training else self.act_inference
 
 
 class BaselineInner(RecursiveInner):

@@ -19,14 +19,10 @@ from models.recursive_reasoning.common import (
     ReasoningModule,
     RecursiveInner,
 )
-from models.recursive_reasoning.config import TRMFamilyConfig
+from models.recursive_reasoning.config import TRMConfig
 
 __all__ = ["TRMConfig", "TRMInner", "TinyRecursiveReasoningModel_ACTV1", "TRM", "ACTCarry", "InnerCarry", "Block",
            "ReasoningModule"]
-
-
-class TRMConfig(TRMFamilyConfig):
-    """TRM's keys. `H_layers` is unused (one shared network) and kept so that published configs load."""
 
 
 class TRMInner(RecursiveInner):

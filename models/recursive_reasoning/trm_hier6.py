@@ -10,13 +10,10 @@ Init vectors: one per slot, `L1_init` .. `L6_init` (beside `H_init`), after the 
 from dataclasses import dataclass
 
 import torch
-from pydantic import model_validator
 
 from models.layers import CosSin
 from models.recursive_reasoning.common import ACTModel, RecursiveInner
-from models.recursive_reasoning.config import TRMFamilyConfig
-
-NUM_SLOTS = 6
+from models.recursive_reasoning.config import Hier6Config
 
 
 @dataclass
@@ -42,16 +39,6 @@ def slot_sum(slots: list[torch.Tensor]) -> torch.Tensor:
     for slot in slots[1:]:
         total = total + slot
     return total
-
-
-class Hier6Config(TRMFamilyConfig):
-    """TRM's keys (`H_layers` unused); L_cycles can be at most 6, one update per slot."""
-
-    @model_validator(mode="after")
-    def _check_slots(self) -> "Hier6Config":
-        if self.L_cycles > NUM_SLOTS:
-            raise ValueError(f"L_cycles ({self.L_cycles}) must be <= {NUM_SLOTS}: latent update i writes slot i")
-        return self
 
 
 class Hier6Inner(RecursiveInner):

@@ -10,16 +10,12 @@ import torch
 
 from models.layers import CosSin
 from models.recursive_reasoning.common import ACTModel, RecursiveInner
-from models.recursive_reasoning.config import TRMFamilyConfig
+from models.recursive_reasoning.config import SingleZConfig
 
 
 @dataclass
 class SingleLatentCarry:
     z_L: torch.Tensor  # the only state, (B, geometry.length, geometry.width); reset to L_init
-
-
-class SingleZConfig(TRMFamilyConfig):
-    """TRM's keys; `H_layers` is unused."""
 
 
 class SingleZInner(RecursiveInner):
