@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from dataset.common import PuzzleDatasetMetadata
 from models.losses import ACTLossHead
 from models.registry import load_model_class
+from training.loop import gradients as fixture_gradients  # the fixtures name gradients as training does
 from training.state import build_model
 from utils.checkpoint import load_weights
 from utils.config import PretrainConfig
@@ -130,7 +131,6 @@ ATOL = 1e-4  # logits, Q logits, losses (the fixtures' README)
 # always checked at the README tolerances.
 ROUNDOFF_FACTOR = 4.0
 GRAD_RTOL = 1e-3  # ||g - g_ref|| / ||g_ref||
-PUZZLE_EMB_GRAD = "model.inner.puzzle_emb.local_weights"
 
 
 def _fixture_id(path: str) -> str:
@@ -205,14 +205,6 @@ def _compare_step(step: dict, loss, metrics, outputs, carry, where: str,
             _assert_close(outputs[name], expected, f"{where} {name}", tolerances.get(name, ATOL))
     _assert_equal(carry.halted, step["halted"], f"{where} halted")
     _assert_equal(carry.steps, step["steps"], f"{where} steps")
-
-
-def fixture_gradients(head: ACTLossHead) -> dict[str, torch.Tensor]:
-    grads = {name: p.grad for name, p in head.named_parameters() if p.grad is not None}
-    inner = head.model.inner
-    if hasattr(inner, "puzzle_emb") and inner.puzzle_emb.local_weights.grad is not None:
-        grads[PUZZLE_EMB_GRAD] = inner.puzzle_emb.local_weights.grad
-    return grads
 
 
 def replay_fixture(path: str) -> None:

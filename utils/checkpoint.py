@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.atomic import fsync_dir, write_atomically, write_synced  # noqa: F401 (write_atomically re-exported)
+from utils.atomic import fsync_dir, write_synced
 from utils.errors import CheckpointError
 
 COMPILED_PREFIX = "_orig_mod."
