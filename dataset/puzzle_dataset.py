@@ -6,7 +6,10 @@ same global batch, so all ranks agree on the batch without communicating.
 """
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util  # noqa: F401  (its exit handler must be registered before ours)
 import signal
+import weakref
 from typing import Iterator, Optional
 
 import numpy as np
@@ -275,9 +278,37 @@ class PuzzleDataset(IterableDataset):
 def _quiet_worker_signals(_worker_id: int) -> None:
     """The worker ignores SIGTERM and SIGINT: a scheduler (or torchrun, or Ctrl-C) signals the whole process
     group, and the trainer must be able to finish its step, on every rank alike, and save a checkpoint
-    before the loader goes away. The worker ends with the trainer (its parent-alive watchdog)."""
+    before the loader goes away. The worker ends when its loader is shut down (`shutdown_loader`, also run
+    at exit for every loader still open) or with the trainer (its parent-alive watchdog)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_OPEN_LOADERS: "weakref.WeakSet[DataLoader]" = weakref.WeakSet()
+
+
+def shutdown_loader(loader: DataLoader) -> None:
+    """Stop a loader's persistent worker now and wait for it.
+
+    Needed because the worker ignores SIGTERM: at interpreter exit, multiprocessing stops the daemonic
+    processes still running with SIGTERM and then waits for them, forever for this worker, whenever the
+    loader had not been freed yet (e.g. held in a reference cycle). DataLoader has no public call for this.
+    """
+    iterator = getattr(loader, "_iterator", None)
+    loader._iterator = None
+    if iterator is None or not hasattr(iterator, "_shutdown_workers"):
+        return
+    iterator._shutdown_workers()  # asks the worker to end and waits a few seconds
+    for worker in getattr(iterator, "_workers", []):
+        if worker.is_alive():  # it could not end in time: it ignores SIGTERM, so SIGKILL
+            worker.kill()
+            worker.join()
+
+
+@atexit.register  # registered after multiprocessing's own exit handler, so it runs before it
+def _shutdown_open_loaders() -> None:
+    for loader in list(_OPEN_LOADERS):
+        shutdown_loader(loader)
 
 
 def make_dataloader(dataset: PuzzleDataset, device_type: str, num_workers: int = 1) -> DataLoader:
@@ -295,7 +326,7 @@ def make_dataloader(dataset: PuzzleDataset, device_type: str, num_workers: int =
     if num_workers == 0:
         return DataLoader(dataset, batch_size=None, num_workers=0, pin_memory=(device_type == "cuda"),
                           generator=generator)
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=None,
         num_workers=1,
@@ -305,3 +336,5 @@ def make_dataloader(dataset: PuzzleDataset, device_type: str, num_workers: int =
         worker_init_fn=_quiet_worker_signals,
         pin_memory=(device_type == "cuda"),
     )
+    _OPEN_LOADERS.add(loader)
+    return loader

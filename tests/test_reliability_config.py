@@ -33,7 +33,7 @@ def test_resume_from_a_run_directory_says_to_name_a_state(tmp_path):
     (tmp_path / "train_state_step_4").mkdir()
     (tmp_path / "step_4").write_bytes(b"")
     with pytest.raises(CheckpointError) as err:
-        load_train_state(str(tmp_path), rank=0)
+        load_train_state(str(tmp_path))
     message = str(err.value)
     assert "fewer processes" not in message
     assert "is a run directory" in message and "train_state_step_4" in message and "resume=auto" in message

@@ -42,7 +42,7 @@ def option_runs(copy_task, tmp_path_factory):
     """run(overrides): one short training run per option set (cached: cases share the default run), with the
     model as built and its initial weights, the final step_N weights and the final training state."""
     import training.loop
-    from utils.checkpoint import list_train_states, load_train_state
+    from utils.checkpoint import list_train_states, load_rank_state, load_train_state
     runs = {}
 
     def run(overrides: tuple[str, ...]) -> dict:
@@ -62,7 +62,8 @@ def option_runs(copy_task, tmp_path_factory):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(training.loop, "init_train_state", init_and_capture)
             result = training.loop.train(parse_config(raw), cpu_context())
-        shared, rank0 = load_train_state(list_train_states(run_dir)[-1][1], rank=0)
+        state_dir = list_train_states(run_dir)[-1][1]
+        shared, rank0 = load_train_state(state_dir), load_rank_state(state_dir, 0, 1, 1)
         runs[overrides] = dict(run_dir=run_dir, result=result, metrics=read_metrics(run_dir),
                                weights=_final_weights(run_dir),
                                state=shared, rank0=rank0, **built)

@@ -16,6 +16,7 @@ from utils.checkpoint import (
     carry_to_state,
     commit_train_state,
     list_train_states,
+    load_rank_state,
     load_train_state,
     load_weights,
     prune_checkpoints,
@@ -107,13 +108,26 @@ def find_resume_dir(config: PretrainConfig) -> str | None:
     return states[-1][1] if states else None
 
 
-def restore_training_state(state: TrainState, metadata: PuzzleDatasetMetadata, state_dir: str,
-                           ctx: DistContext) -> dict:
-    """Load weights, optimizer and EMA states and counters; returns this rank's RNG/carry state."""
-    shared, rank_state = load_train_state(state_dir, ctx.rank)
-    if shared.get("world_size") != ctx.world_size:
-        raise CheckpointError(f"{state_dir} was saved by {shared.get('world_size')} processes, this run has "
-                              f"{ctx.world_size}: resume with the same number of processes.")
+def batch_sequence(config: dict) -> dict:
+    """What fixes the sequence of training batches: the saved loader position means nothing under other values."""
+    return {"seed": config.get("seed"), "global_batch_size": config.get("global_batch_size"),
+            "epochs_per_iter": config.get("eval_interval") or config.get("epochs")}
+
+
+def restore_training_state(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata,
+                           state_dir: str, ctx: DistContext) -> dict:
+    """Load weights, optimizer and EMA states and counters; returns this rank's `{"rng", "carry"}`.
+
+    Resuming with another number of processes re-slices the ACT carry (load_rank_state) and leaves
+    `rng` None for a rank the state did not have; `saved_world_size` says how many processes saved it."""
+    shared = load_train_state(state_dir)
+    saved, now = batch_sequence(shared["config"]), batch_sequence(config.model_dump())
+    changed = {k: (saved[k], now[k]) for k in saved if saved[k] != now[k]}
+    if changed:
+        raise CheckpointError(f"{state_dir} was trained with other values of keys that fix the order of the training "
+                              f"batches (key: (checkpoint, now)): {changed}. Resume with the checkpoint's values, or "
+                              "start a new run from its weights with +load_checkpoint=.../step_N.")
+    rank_state = load_rank_state(state_dir, ctx.rank, ctx.world_size, shared["world_size"])
     saved_metadata = shared["train_metadata"]
     differing = {k: (saved_metadata.get(k), v) for k, v in metadata.model_dump().items() if saved_metadata.get(k) != v}
     if differing:
@@ -136,4 +150,4 @@ def restore_training_state(state: TrainState, metadata: PuzzleDatasetMetadata, s
     state.step, state.iter_id, state.batches_in_iter = shared["step"], shared["iter_id"], shared["batches_in_iter"]
     state.saved_carry = rank_state["carry"]
     state.last_checkpoint = state_dir
-    return rank_state
+    return {**rank_state, "saved_world_size": shared["world_size"]}

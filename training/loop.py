@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dataset.puzzle_dataset import shutdown_loader
 from models.losses import COUNT, LOSS_METRICS
 from training.checkpointing import find_resume_dir, restore_training_state, save_checkpoint, save_code_and_config
 from training.data import create_dataloader, ensure_dataset, has_split, split_paths, to_device
@@ -18,7 +19,7 @@ from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.report import report_run
 from training.signals import StopRequest, batches_until_signal
 from training.state import TrainState, cosine_schedule_with_warmup_lr, evaluation_model, init_train_state, update_ema
-from utils.checkpoint import carry_from_state, remove_stale_temporaries, restore_rng_state
+from utils.checkpoint import carry_from_state, new_stream_seed, remove_stale_temporaries, restore_rng_state
 from utils.config import PretrainConfig, derive_names
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
@@ -153,6 +154,17 @@ def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | N
     return logger
 
 
+def restore_random_streams(config: PretrainConfig, state: TrainState, rank_state: dict, ctx: DistContext) -> None:
+    """This rank's saved RNG streams; a rank the saved job did not have starts one fixed by (seed, rank, step)."""
+    if rank_state["rng"] is not None:
+        restore_rng_state(rank_state["rng"], ctx.device)
+    else:
+        seed_everything(new_stream_seed(config.seed, ctx.rank, state.step))
+    if rank_state["saved_world_size"] != ctx.world_size and ctx.is_main:
+        print(f"Resuming a state saved by {rank_state['saved_world_size']} processes with {ctx.world_size}: the "
+              "same global batches follow and the ACT carries are re-sliced; not bitwise (README \"Resuming\").")
+
+
 def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
     """Train as configured (resuming if asked); returns the last evaluation's metrics on rank 0."""
     config = prepare_config(config, ctx)
@@ -172,13 +184,13 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
     eval_setup = EvalSetup(config, ctx)
     state = init_train_state(config, train_metadata, ctx)
     resume_dir = find_resume_dir(config)
-    rank_state = restore_training_state(state, train_metadata, resume_dir, ctx) if resume_dir else None
+    rank_state = restore_training_state(config, state, train_metadata, resume_dir, ctx) if resume_dir else None
     # The loader replays the same batch order from the saved position (its own seeded generators).
     train_loader.dataset.load_state_dict({"iters": state.iter_id * len(train_metadata.sets),
                                           "skip_batches": state.batches_in_iter})
     logger = start_logging(config, state, resume_dir, ctx)
-    if rank_state is not None:
-        restore_rng_state(rank_state["rng"], ctx.device)  # last: building the model consumed random numbers
+    if rank_state is not None:  # last: building the model consumed random numbers
+        restore_random_streams(config, state, rank_state, ctx)
 
     stop = StopRequest()
     progress = tqdm(total=state.total_steps, initial=min(state.step, state.total_steps), desc="train", unit="step",
@@ -189,6 +201,9 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
     finally:
         stop.restore()
         progress.close()
+        for loader in (train_loader, eval_setup.loader):
+            if loader is not None:
+                shutdown_loader(loader)
         if logger is not None:
             logger.finish()
     if finished and ctx.is_main:

@@ -53,12 +53,14 @@ UNREADABLE_CHECKPOINT_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pic
                                 KeyError, TypeError, AttributeError)
 
 
-def safe_load(path: str, map_location="cpu") -> Any:
-    """torch.load with weights_only=True (checkpoints may come from the internet), with readable errors."""
+def safe_load(path: str, map_location="cpu", mmap: bool = False) -> Any:
+    """torch.load with weights_only=True (checkpoints may come from the internet), with readable errors.
+
+    `mmap=True` maps the file instead of reading it (large files: no second copy in memory)."""
     if not os.path.exists(path):
         raise CheckpointError(f"Checkpoint file {path} does not exist.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except UNREADABLE_CHECKPOINT_ERRORS as err:
         # Only torch's first line: the rest suggests weights_only=False, which would run the file's code.
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -107,8 +109,8 @@ def commit_train_state(tmp_dir: str, final_dir: str, shared_state: dict) -> None
     fsync_dir(os.path.dirname(final_dir) or ".")
 
 
-def load_train_state(state_dir: str, rank: int) -> tuple[dict, dict]:
-    """(shared state, this rank's state) of a training state directory."""
+def load_train_state(state_dir: str) -> dict:
+    """The shared part (`state.pt`) of a training state directory."""
     if not os.path.isdir(state_dir):
         raise CheckpointError(f"Training state {state_dir} does not exist (resume=PATH must name a "
                               f"{TRAIN_STATE_PREFIX}N directory).")
@@ -117,11 +119,67 @@ def load_train_state(state_dir: str, rank: int) -> tuple[dict, dict]:
         raise CheckpointError(f"{state_dir} is a run directory, not a training state: give one of its states "
                               f"(e.g. resume={os.path.join(state_dir, states[-1])}) or resume=auto with "
                               f"checkpoint_path={state_dir}.")
-    rank_file = os.path.join(state_dir, f"rank{rank}.pt")
-    if not os.path.exists(rank_file):
-        raise CheckpointError(f"Training state {state_dir} has no {os.path.basename(rank_file)}: it was saved with "
-                              "fewer processes. Resume with the same number of processes.")
-    return safe_load(os.path.join(state_dir, "state.pt")), safe_load(rank_file)
+    return safe_load(os.path.join(state_dir, "state.pt"))
+
+
+def _rank_file(state_dir: str, rank: int) -> str:
+    path = os.path.join(state_dir, f"rank{rank}.pt")
+    if not os.path.exists(path):
+        raise CheckpointError(f"Training state {state_dir} is incomplete: {os.path.basename(path)} is missing. "
+                              "Resume from another state (resume=PATH) or copy the file back.")
+    return path
+
+
+def load_rank_state(state_dir: str, rank: int, world_size: int, saved_world_size: int) -> dict:
+    """This process's `{"rng", "carry"}` from a state saved by `saved_world_size` processes.
+
+    Same number of processes: rank r's own file. Another number: every rank holds a contiguous slice of
+    each global batch, so the saved carries in rank order are the global batch's ACT carry; it is cut
+    again into this process's slice (the loader position is counted in global batches and needs nothing).
+    RNG streams are per process: this rank's saved ones where it existed, else `None` (the caller seeds).
+    """
+    if world_size == saved_world_size:
+        return safe_load(_rank_file(state_dir, rank))
+    own = safe_load(_rank_file(state_dir, rank), mmap=True) if rank < saved_world_size else None
+    first = own if own is not None else safe_load(_rank_file(state_dir, 0), mmap=True)
+    if first["carry"] is None:
+        return {"rng": own["rng"] if own else None, "carry": None}
+    saved_local = _leading_size(first["carry"])
+    global_size = saved_local * saved_world_size
+    if global_size % world_size:
+        raise CheckpointError(f"{state_dir} holds a global batch of {global_size}, which {world_size} processes "
+                              "cannot share equally: use a number of processes that divides it.")
+    local = global_size // world_size
+    lo, hi = rank * local, (rank + 1) * local
+    parts = []
+    for saved_rank in range(lo // saved_local, (hi - 1) // saved_local + 1):
+        carry = safe_load(_rank_file(state_dir, saved_rank), mmap=True)["carry"]
+        start = saved_rank * saved_local
+        parts.append(_slice_carry(carry, max(lo, start) - start, min(hi, start + saved_local) - start))
+    return {"rng": own["rng"] if own else None, "carry": _concat_carries(parts)}
+
+
+def _leading_size(carry: Any) -> int:
+    while isinstance(carry, dict):
+        carry = next(iter(carry.values()))
+    return carry.shape[0]
+
+
+def _slice_carry(carry: Any, lo: int, hi: int) -> Any:
+    if isinstance(carry, dict):
+        return {k: _slice_carry(v, lo, hi) for k, v in carry.items()}
+    return carry[lo:hi].clone()  # a copy: no view into a memory-mapped file
+
+
+def _concat_carries(parts: list) -> Any:
+    if isinstance(parts[0], dict):
+        return {k: _concat_carries([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts)
+
+
+def new_stream_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of a process that resumes a state saved without its rank: fixed by (seed, rank, step)."""
+    return ((seed + rank) * 1_000_003 + step) % 2**32
 
 
 def prune_checkpoints(run_dir: str, keep_last: int) -> None:
