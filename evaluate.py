@@ -3,6 +3,8 @@
     python evaluate.py checkpoint=checkpoints/Arc1concept-aug-1000-ACT-torch/RUN/step_518071
     python evaluate.py checkpoint=step_100 config=runs/x/all_config.yaml data_paths="[data/sudoku-extreme-1k-aug-1000]"
     torchrun --nproc-per-node 4 evaluate.py checkpoint=... global_batch_size=1536
+    python evaluate.py checkpoint=checkpoints/PROJECT/RUN which=best tta=8      # best step, TTA voting
+    python evaluate.py checkpoint=hf://arcprize/trm_arc_prize_verification/arc_v1_public/step_518071
 
 Reads the training configuration `all_config.yaml` beside the checkpoint (the trainer writes it;
 published runs have one too), builds the model exactly as training did, loads the weights (ours,
@@ -23,14 +25,16 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataset.common import PuzzleDatasetMetadata
 from dataset.puzzle_dataset import merge_metadata
+from training.best import read_best
 from training.data import create_dataloader, has_split, split_paths
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.loop import seed_everything
 from training.state import build_model
+from training.tta import TTA_METRIC, TTA_VALID_METRIC, tta_transforms
 from utils.atomic import write_atomically
 from utils.checkpoint import list_train_states, load_weights, safe_load
 from utils.cli import exit_with_message
@@ -38,7 +42,8 @@ from utils.config import EvaluatorConfig, PretrainConfig, format_validation_erro
 from utils.device import should_compile
 from utils.distributed import DistContext, destroy_distributed, init_distributed
 from utils.errors import CheckpointError, ConfigError, UserFacingError
-from utils.run_files import CONFIG_FILE, WEIGHTS_FILE, weight_steps, weights_path
+from utils.hub import is_hub_path, parse_hub_path, resolve_hub_checkpoint
+from utils.run_files import BEST_WEIGHTS, CONFIG_FILE, WEIGHTS_FILE, weight_steps, weights_path
 
 METRICS_JSON = "metrics.json"  # what evaluate.py writes into its output_dir
 
@@ -48,7 +53,7 @@ class EvaluateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint: str  # weights file (`step_N`, ours or published), or a run directory (its newest step_N)
+    checkpoint: str  # weights file (`step_N`, ours or published), a run directory (see `which`), or hf://OWNER/REPO/...
     config: str | None = None  # training config; default: all_config.yaml beside the checkpoint
     data_paths: list[str] | None = None  # evaluate on other built datasets (default: the training config's)
     evaluators: list[EvaluatorConfig] | None = None  # e.g. [] to skip ARC voting; default: the training config's
@@ -57,6 +62,9 @@ class EvaluateConfig(BaseModel):
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     global_batch_size: int | None = None  # default: the training batch size
     halt_early: bool = False  # stop each sequence when its Q head says halt (default: all halt_max_steps, as published)
+    tta: int = Field(0, ge=0)  # Sudoku/Maze: also answer under K transforms and vote (<set>/tta_exact_accuracy)
+    tta_sudoku_check: bool = False  # Sudoku, with tta: prefer valid completions (<set>/tta_valid_exact_accuracy)
+    which: Literal["last", "best"] = "last"  # for a run directory: its newest step_N, or step_best
     compile: bool | None = None  # torch.compile; null = on CUDA only (as in training)
     overwrite: bool = False  # replace the outputs of an earlier evaluation in output_dir
     num_workers: Literal[0, 1] = 1  # data loader workers
@@ -81,23 +89,45 @@ def parse_args(argv: list[str]) -> EvaluateConfig:
             "see config/cfg_pretrain.yaml and config/arch/*.yaml", "see EvaluateConfig in evaluate.py")) from None
 
 
-def resolve_checkpoint(path: str) -> str:
-    """A weights file as given, or the newest `step_N` of a run directory."""
+def resolve_checkpoint(args: EvaluateConfig) -> str:
+    """A local weights file: as given, downloaded from the hub (`hf://`), or a run directory's newest `step_N`
+    (`which=last`) or `step_best` (`which=best`)."""
+    path = args.checkpoint
+    if is_hub_path(path):
+        return resolve_hub_checkpoint(path, need_config=args.config is None)
     if os.path.isdir(path):
+        if args.which == "best":
+            best = os.path.join(path, BEST_WEIGHTS)
+            if not os.path.isfile(best):
+                raise CheckpointError(f"{path} has no {BEST_WEIGHTS}: the run did not track a best checkpoint "
+                                      "(train with checkpoint_best_metric=all/exact_accuracy, say); use which=last.")
+            return best
         steps = weight_steps(path)
         if not steps:
             raise CheckpointError(f"{path} is a directory without step_N weight files; give checkpoint=PATH/step_N.")
         return weights_path(path, steps[-1])
     if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint {path} does not exist (checkpoint= takes a step_N weights file "
-                              "or a run directory).")
+        raise CheckpointError(f"Checkpoint {path} does not exist (checkpoint= takes a step_N weights file, "
+                              "a run directory or an hf:// path).")
     return path
 
 
 def checkpoint_step(path: str) -> int:
-    """N of a `step_N` file (names the outputs, as in training); 0 for other names."""
-    match = WEIGHTS_FILE.fullmatch(os.path.basename(path))
+    """N of a `step_N` file (names the outputs, as in training), the best step for `step_best`; 0 otherwise."""
+    name = os.path.basename(path)
+    if name == BEST_WEIGHTS:
+        best = read_best(os.path.dirname(os.path.abspath(path)))
+        return best["step"] if best else 0
+    match = WEIGHTS_FILE.fullmatch(name)
     return int(match.group(1)) if match else 0
+
+
+def default_output_dir(args: EvaluateConfig, checkpoint: str) -> str:
+    """Beside a local checkpoint; for a hub checkpoint (in the download cache) under ./evals/."""
+    if is_hub_path(args.checkpoint):
+        repo_id, filename, _ = parse_hub_path(args.checkpoint)
+        return os.path.join("evals", repo_id.replace("/", "--"), filename.replace("/", "--"))
+    return os.path.join(os.path.dirname(os.path.abspath(checkpoint)), f"eval_{os.path.basename(checkpoint)}")
 
 
 @dataclass
@@ -146,7 +176,7 @@ def build_and_load(plan: EvaluationPlan, checkpoint: str, test_metadata, ctx: Di
     """The model as training built it (train-split metadata when present), with the checkpoint's weights."""
     metadata = merge_metadata(plan.train_paths, "train") if has_split(plan.train_paths, "train") else test_metadata
     head = build_model(plan.train_config.arch, metadata, plan.global_batch_size // ctx.world_size, ctx.device)
-    state_dict = safe_load(checkpoint)
+    state_dict = safe_load(checkpoint, mmap=True)  # mapped: published ARC checkpoints are ~2 GB
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError(f"{checkpoint} is not a weights file (a state dict of tensors); give a step_N file.")
     try:
@@ -164,7 +194,7 @@ def trained_metadata(checkpoint: str, plan: EvaluationPlan):
     run_dir = os.path.dirname(os.path.abspath(checkpoint))
     states = list_train_states(run_dir)
     if states:
-        saved = safe_load(os.path.join(states[-1][1], "state.pt"))["train_metadata"]
+        saved = safe_load(os.path.join(states[-1][1], "state.pt"), mmap=True)["train_metadata"]
         return PuzzleDatasetMetadata(**saved), states[-1][1]
     original = plan.train_config.data_paths
     if has_split(original, "train"):
@@ -193,7 +223,7 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
 
 def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
     """Evaluate; on rank 0 print and write the metrics and return them (flat), None elsewhere."""
-    checkpoint = resolve_checkpoint(args.checkpoint)
+    checkpoint = resolve_checkpoint(args)
     plan = load_plan(args, checkpoint)
     seed_everything(plan.train_config.seed + ctx.rank)
     if not has_split(plan.test_paths, "test"):
@@ -201,19 +231,21 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
     loader, test_metadata = create_dataloader(plan.test_paths, "test", ctx, seed=plan.train_config.seed,
                                               global_batch_size=plan.global_batch_size, num_workers=args.num_workers)
     check_dataset_fits(checkpoint, plan, test_metadata)
-    output_dir = args.output_dir or os.path.join(os.path.dirname(os.path.abspath(checkpoint)),
-                                                 f"eval_{os.path.basename(checkpoint)}")
+    output_dir = args.output_dir or default_output_dir(args, checkpoint)
     check_output_dir(output_dir, args.overwrite)
     model = build_and_load(plan, checkpoint, test_metadata, ctx, args.compile)
     evaluators = create_evaluators(plan.evaluators, plan.test_paths, test_metadata)
+    tta = tta_transforms(test_metadata.vocab_size, test_metadata.seq_len, args.tta, plan.train_config.seed) \
+        if args.tta else []
     step = checkpoint_step(checkpoint)
     if ctx.is_main:
         os.makedirs(output_dir, exist_ok=True)
         print(f"Evaluating {checkpoint} ({plan.config_path}) on {plan.test_paths}, "
-              f"device {ctx.device} x{ctx.world_size}, halt_early={args.halt_early}")
+              f"device {ctx.device} x{ctx.world_size}, halt_early={args.halt_early}, tta={args.tta}")
 
     results = evaluate(model, loader, test_metadata, evaluators, ctx, step, output_dir,
-                       save_outputs=args.save_outputs, halt_early=args.halt_early)
+                       save_outputs=args.save_outputs, halt_early=args.halt_early, tta=tta,
+                       tta_sudoku_check=args.tta_sudoku_check)
     if not ctx.is_main:
         return None
     flat = flatten_metrics(results)
@@ -228,10 +260,14 @@ def print_report(results: dict, output_dir: str, step: int, evaluators: list) ->
     for set_name, metrics in results.items():
         if not isinstance(metrics, dict):
             continue
-        print(f"[{set_name}] exact accuracy {metrics.get('exact_accuracy', float('nan')):.4f}   "
+        tta = "".join(f"   {label} {metrics[key]:.4f}" for key, label in
+                      ((TTA_METRIC, "TTA exact accuracy"), (TTA_VALID_METRIC, "TTA valid-first exact accuracy"))
+                      if key in metrics)
+        print(f"[{set_name}] exact accuracy {metrics.get('exact_accuracy', float('nan')):.4f}{tta}   "
               f"token accuracy {metrics.get('accuracy', float('nan')):.4f}   "
               f"mean steps {metrics.get('steps', float('nan')):.2f}")
-        others = {k: v for k, v in metrics.items() if k not in ("exact_accuracy", "accuracy", "steps")}
+        shown = ("exact_accuracy", "accuracy", "steps", TTA_METRIC, TTA_VALID_METRIC)
+        others = {k: v for k, v in metrics.items() if k not in shown}
         print("    " + "   ".join(f"{k} {v:.4g}" for k, v in sorted(others.items())))
     for key, value in results.items():
         if not isinstance(value, dict):

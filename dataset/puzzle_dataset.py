@@ -17,7 +17,7 @@ import pydantic
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata, load_metadata
+from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata, array_path, load_metadata
 from dataset.validation import open_set, validate_split
 from utils.errors import DatasetError
 
@@ -241,6 +241,15 @@ class PuzzleDataset(IterableDataset):
                     arrays["puzzle_identifiers"][puzzle_ids],
                 )
                 yield set_name, batch, global_effective_batch_size
+
+    def num_test_batches(self) -> int:
+        """Batches the test split yields (every set's examples in global batches); for progress bars."""
+        total = 0
+        for set_name in self._source_sets:
+            for path in self.config.dataset_paths:
+                examples = np.load(array_path(path, self.split, set_name, "inputs"), mmap_mode="r").shape[0]
+                total += -(-examples // self.config.global_batch_size)
+        return total
 
     def _iter_test(self) -> Iterator[tuple[str, Batch, int]]:
         """Every example exactly once, in order; the final global batch may be short."""

@@ -239,3 +239,20 @@ def replay_fixture(path: str) -> None:
         for name, expected in step["grads"].items():
             rel = ((grads[name] - expected).norm() / expected.norm().clamp_min(1e-12)).item()
             assert rel <= GRAD_RTOL, f"train step {i}: gradient {name} relative error {rel:.3g} > {GRAD_RTOL}"
+
+
+def offline_hub_folder(monkeypatch, cache, repo: str, commit: str, folder: str):
+    """A huggingface_hub cache at `cache` (used offline) holding `repo` at `commit` on branch main; returns the
+    snapshot's `folder` (created) for the caller to fill. huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE
+    into its `constants` at import time, so those attributes are patched (and the environment, for later
+    readers). Offline, hf_hub_download returns plain files under snapshots/ (a real cache links them to blobs/)."""
+    from huggingface_hub import constants
+    for name, value in [("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", True)]:
+        monkeypatch.setattr(constants, name, value)
+        monkeypatch.setenv(name, "1" if value is True else value)
+    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    snapshot = repo_dir / "snapshots" / commit / folder
+    snapshot.mkdir(parents=True)
+    return snapshot

@@ -430,3 +430,9 @@ def test_exit_with_a_loader_still_open_does_not_hang(copy_dir):
     result = subprocess.run([sys.executable, "-c", EXIT_WITH_AN_OPEN_LOADER, copy_dir], cwd=REPO_ROOT,
                             env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("batch, replicas", [(4, 1), (5, 1), (6, 2), (21, 3)])
+def test_num_test_batches_is_what_the_test_split_yields(copy_dir, batch, replicas):
+    dataset = PuzzleDataset(make_config([copy_dir, copy_dir], batch=batch, test=True, replicas=replicas), "test")
+    assert dataset.num_test_batches() == len(collect(dataset))

@@ -19,6 +19,8 @@ def test_quickstart_builds_data_trains_and_reports(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     assert re.fullmatch(r"test exact_accuracy: [01]\.\d{4}", lines[-1]), lines[-1]
+    assert re.fullmatch(r"test tta_exact_accuracy: [01]\.\d{4}", lines[-2]), lines[-2]  # eval_tta: 8
+    assert re.search(r"^eval at step \d+: all/exact_accuracy [01]\.\d{4}   all/tta_exact_accuracy", result.stdout, re.M)
     assert "generating a sudoku dataset" in result.stdout
     assert os.path.isfile(tmp_path / "data" / "sudoku-quickstart" / "test" / "dataset.json")
     paths = dict(line.split(": ", 1) for line in lines[:-1]

@@ -15,6 +15,7 @@ import pytest
 
 from dataset import build_maze_dataset, build_sudoku_dataset, generate_maze, generate_sudoku
 from dataset.common import load_metadata
+from dataset.tasks import sudoku
 from dataset.tasks.dihedral import dihedral_transform
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -280,11 +281,11 @@ def test_sudoku_shuffles_preserve_validity():
     solution = np.array([int(c) for c in "534678912672195348198342567859761423426853791"
                                          "713924856961537284287419635345286179"])
     rng = np.random.default_rng(0)
-    maps, sources = build_sudoku_dataset.random_shuffles(rng, 500)
+    maps, sources = sudoku.random_shuffles(rng, 500)
     assert (maps[:, 0] == 0).all() and (np.sort(maps[:, 1:], axis=1) == np.arange(1, 10)).all()
     assert (np.sort(sources, axis=1) == np.arange(81)).all(), "cells are permuted, none lost"
-    shuffled = build_sudoku_dataset.apply_shuffles(np.tile(solution, (500, 1)), maps, sources)
-    assert build_sudoku_dataset.is_valid_solution(shuffled).all()
+    shuffled = sudoku.apply_shuffles(np.tile(solution, (500, 1)), maps, sources)
+    assert sudoku.is_valid_solution(shuffled).all()
     assert len({s.tobytes() for s in shuffled}) == 500
     # A transpose shows as row 0 of the output drawn from one column of the input (about half the time).
     transposed = (sources[:, :9] % 9 == sources[:, :1] % 9).all(axis=1)

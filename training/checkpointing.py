@@ -48,13 +48,17 @@ def save_code_and_config(config: PretrainConfig) -> None:
                      lambda f: yaml.safe_dump(config.model_dump(), f, sort_keys=False), mode="w")
 
 
-def save_weights(run_dir: str, model: nn.Module, step: int) -> str:
-    """The evaluated weights' state dict, `run_dir/step_N` (published key names, no `_orig_mod.` prefix)."""
+def save_model_weights(path: str, model: nn.Module) -> str:
+    """A model's state dict at `path` (published key names, no `_orig_mod.` prefix), written atomically."""
     model = getattr(model, "_orig_mod", model)
-    path = weights_path(run_dir, step)
-    os.makedirs(run_dir, exist_ok=True)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     write_atomically(path, lambda f: torch.save(model.state_dict(), f))
     return path
+
+
+def save_weights(run_dir: str, model: nn.Module, step: int) -> str:
+    """The evaluated weights, `run_dir/step_N`."""
+    return save_model_weights(weights_path(run_dir, step), model)
 
 
 def shared_training_state(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata,

@@ -5,7 +5,7 @@ same narrow arguments, so a fresh evaluation of the final checkpoint equals the 
 (evaluator metrics too, except where an evaluator pools earlier evaluations: ARC's aggregated voting).
 """
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from dataset.puzzle_dataset import exposed_set_name
 from models.losses import COUNT, act_metrics
 from models.registry import load_model_class
 from training.data import to_device
+from training.tta import TokenPermutation, tta_metric_sums
 from utils.atomic import write_atomically
 from utils.config import EvaluatorConfig
 from utils.device import wide_float_dtype
@@ -84,13 +85,16 @@ def create_evaluators(specs: list[EvaluatorConfig], test_paths: list[str],
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: Iterable, metadata: PuzzleDatasetMetadata, evaluators: list[PathEvaluator],
              ctx: DistContext, step: int, save_dir: str | None, save_outputs: Iterable[str] = (),
-             halt_early: bool = False) -> dict | None:
+             halt_early: bool = False, tta: Sequence[TokenPermutation] = (), tta_sudoku_check: bool = False
+             ) -> dict | None:
     """Run every test example through the ACT loop; per-set metrics (divided by count) on rank 0.
 
     By default every sequence runs halt_max_steps steps, as published. With `halt_early` a sequence
     stops at the first step its Q head says halt (see `run_act_halting_early`); `<set>/steps` is
     then the mean number of steps used. Outputs named in `save_outputs` (batch fields or model
-    outputs) are written to `save_dir/step_N_all_preds.<rank>`.
+    outputs) are written to `save_dir/step_N_all_preds.<rank>`. With `tta` transforms every batch is
+    answered once more per transform and `<set>/tta_exact_accuracy` scores the vote (training/tta.py);
+    the published metrics are those of the untransformed answers, unchanged.
     """
     model.eval()
     save_outputs = set(save_outputs)
@@ -98,17 +102,22 @@ def evaluate(model: nn.Module, loader: Iterable, metadata: PuzzleDatasetMetadata
     for entry in evaluators:
         entry.evaluator.begin_eval()
         return_keys.update(entry.evaluator.required_outputs)
+    if tta:
+        return_keys.update(("preds", "q_halt_logits"))
+    run_act = run_act_halting_early if halt_early else run_act_all_steps
 
     set_ids = {name: i for i, name in enumerate(metadata.sets)}
     sums: dict[int, dict[str, torch.Tensor]] = {}
     saved: dict[str, list[torch.Tensor]] = {}
-    progress = tqdm(desc="eval", unit="batch", disable=not ctx.is_main, leave=False)
+    dataset = getattr(loader, "dataset", None)
+    total = dataset.num_test_batches() if hasattr(dataset, "num_test_batches") else None
+    progress = tqdm(desc="eval", unit="batch", total=total, disable=not ctx.is_main, leave=False)
     for set_name, batch, _ in loader:
         batch = to_device(batch, ctx.device)
-        if halt_early:
-            metrics, outputs = run_act_halting_early(model, batch, return_keys)
-        else:
-            metrics, outputs = run_act_all_steps(model, batch, return_keys)
+        metrics, outputs = run_act(model, batch, return_keys)
+        if tta:
+            metrics.update(tta_metric_sums(lambda b: run_act(model, b, return_keys)[1], batch, outputs, tta,
+                                           check_sudoku=tta_sudoku_check))
         for collection in (batch, outputs):
             for key, value in collection.items():
                 if key in save_outputs:

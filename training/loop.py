@@ -13,12 +13,14 @@ from tqdm import tqdm
 
 from dataset.puzzle_dataset import shutdown_loader
 from models.losses import COUNT, LOSS_METRICS
+from training.best import best_on_resume, update_best
 from training.checkpointing import find_resume_dir, restore_training_state, save_checkpoint, save_code_and_config
 from training.data import create_dataloader, ensure_dataset, has_split, split_paths, to_device
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
-from training.report import report_run
+from training.report import headline, report_run
 from training.signals import StopRequest, batches_until_signal
 from training.state import TrainState, cosine_schedule_with_warmup_lr, evaluation_model, init_train_state, update_ema
+from training.tta import tta_transforms
 from utils.checkpoint import carry_from_state, new_stream_seed, remove_stale_temporaries, restore_rng_state
 from utils.config import PretrainConfig, derive_names
 from utils.device import wide_float_dtype
@@ -123,13 +125,15 @@ class EvalSetup:
 
     def __init__(self, config: PretrainConfig, ctx: DistContext):
         self.loader = self.metadata = None
-        self.evaluators = []
+        self.evaluators, self.tta = [], []
         paths = split_paths(config, "test")
         if has_split(paths, "test"):
             self.loader, self.metadata = create_dataloader(paths, "test", ctx, seed=config.seed,
                                                            global_batch_size=config.global_batch_size,
                                                            num_workers=config.num_workers)
             self.evaluators = create_evaluators(config.evaluators, paths, self.metadata)
+            self.tta = tta_transforms(self.metadata.vocab_size, self.metadata.seq_len, config.eval_tta,
+                                      config.seed) if config.eval_tta else []
         elif ctx.is_main:
             print("No test split found: training without evaluation.")
 
@@ -189,6 +193,8 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
     train_loader.dataset.load_state_dict({"iters": state.iter_id * len(train_metadata.sets),
                                           "skip_batches": state.batches_in_iter})
     logger = start_logging(config, state, resume_dir, ctx)
+    if resume_dir and ctx.is_main and config.checkpoint_best_metric:
+        state.best = best_on_resume(config.checkpoint_path, state.step)
     if rank_state is not None:  # last: building the model consumed random numbers
         restore_random_streams(config, state, rank_state, ctx)
 
@@ -223,7 +229,9 @@ def run_iterations(config: PretrainConfig, state: TrainState, train_loader, trai
             state.batches_in_iter += 1
             if metrics is not None:
                 logger.log(metrics, step=state.step)
-                progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3g}", refresh=False)
+                rate = progress.format_dict.get("rate") or 0.0  # steps/s, smoothed by tqdm
+                progress.set_postfix(loss=f"{metrics['train/lm_loss']:.3g}", lr=f"{metrics['train/lr']:.2e}",
+                                     samples_per_s=f"{rate * config.global_batch_size:.0f}", refresh=False)
             progress.update(min(state.step, state.total_steps) - progress.n)
 
             at_stop_step = config.stop_at_step is not None and state.step >= config.stop_at_step
@@ -245,9 +253,14 @@ def run_iterations(config: PretrainConfig, state: TrainState, train_loader, trai
             eval_model = evaluation_model(state)
             if eval_setup.loader is not None:
                 last_eval = evaluate(eval_model, eval_setup.loader, eval_setup.metadata, eval_setup.evaluators, ctx,
-                                     state.step, config.checkpoint_path, save_outputs=config.eval_save_outputs)
+                                     state.step, config.checkpoint_path, save_outputs=config.eval_save_outputs,
+                                     tta=eval_setup.tta, tta_sudoku_check=config.eval_tta_sudoku_check)
                 if ctx.is_main and last_eval:
-                    logger.log(flatten_metrics(last_eval), step=state.step)
+                    flat = flatten_metrics(last_eval)
+                    logger.log(flat, step=state.step)
+                    tqdm.write(f"eval at step {state.step}: {headline(last_eval)}")
+                    if config.checkpoint_best_metric:
+                        state.best = update_best(config, flat, state.step, eval_model, state.best)
             if config.checkpoint_every_eval or iter_id == config.total_iters - 1:
                 save_checkpoint(config, state, train_metadata, ctx, eval_model=eval_model)
             del eval_model

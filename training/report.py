@@ -4,24 +4,51 @@ import os
 import torch
 
 from training.state import TrainState
+from training.tta import TTA_METRIC, TTA_VALID_METRIC
 from utils.config import PretrainConfig
-from utils.run_files import CURVES_FILE, METRICS_FILE, PREDICTIONS_PICTURE, outputs_path
+from utils.run_files import BEST_WEIGHTS, CURVES_FILE, METRICS_FILE, PREDICTIONS_PICTURE, outputs_path, weights_path
+
+HEADLINE_METRICS = ("exact_accuracy", TTA_METRIC, TTA_VALID_METRIC)
+
+
+def headline(results: dict) -> str:
+    """One line of an evaluation: each set's exact (and TTA) accuracy, and every evaluator's pass@k."""
+    parts = []
+    for name, value in results.items():
+        if isinstance(value, dict):
+            parts += [f"{name}/{k} {value[k]:.4f}" for k in HEADLINE_METRICS if k in value]
+        elif "pass@" in name:
+            parts.append(f"{name} {value:.4f}")
+    return "   ".join(parts) or "no metrics"
 
 
 def report_run(config: PretrainConfig, state: TrainState, last_eval: dict | None) -> None:
-    """Where everything is, and (last line) the test exact accuracy."""
+    """Where everything is, the best checkpoint, and (last lines) the test exact accuracy."""
     run_dir = config.checkpoint_path
-    print(f"checkpoint: {state.last_checkpoint or 'none saved'}")
+    weights = weights_path(run_dir, state.step)
+    print(f"checkpoint: {weights if os.path.exists(weights) else 'none saved'}")
+    if state.last_checkpoint:
+        print(f"training state: {state.last_checkpoint}")
+    if state.best is not None:
+        print(f"best: {os.path.join(run_dir, BEST_WEIGHTS)} (step {state.best['step']}, "
+              f"{state.best['metric']} {state.best['value']:.4f})")
     print(f"metrics: {os.path.join(run_dir, METRICS_FILE)}")
     if config.pictures:
         for line in draw_pictures(config, state.step):
             print(line)
-    sets = {name: m for name, m in (last_eval or {}).items() if isinstance(m, dict) and "exact_accuracy" in m}
-    if sets:
-        for name, m in sets.items():
-            if len(sets) > 1:
-                print(f"{name} exact_accuracy: {m['exact_accuracy']:.4f}")
-        print(f"test exact_accuracy: {sum(m['exact_accuracy'] for m in sets.values()) / len(sets):.4f}")
+    results = last_eval or {}
+    for name, value in results.items():
+        if not isinstance(value, dict) and "pass@" in name:
+            print(f"{name}: {value:.4f}")
+    sets = {name: m for name, m in results.items() if isinstance(m, dict) and "exact_accuracy" in m}
+    for metric in (TTA_VALID_METRIC, TTA_METRIC, "exact_accuracy"):  # the published one last
+        scored = {name: m[metric] for name, m in sets.items() if metric in m}
+        if not scored:
+            continue
+        if len(scored) > 1:
+            for name, value in scored.items():
+                print(f"{name} {metric}: {value:.4f}")
+        print(f"test {metric}: {sum(scored.values()) / len(scored):.4f}")
 
 
 def draw_pictures(config: PretrainConfig, step: int) -> list[str]:

@@ -17,8 +17,10 @@ from utils.config import ArchConfig, PretrainConfig, format_validation_error
 from utils.device import should_compile
 from utils.distributed import DistContext, broadcast_module_state
 from utils.errors import CheckpointError, ConfigError
+from utils.hub import is_hub_path, resolve_hub_checkpoint
 
-PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"
+PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"  # (num_puzzle_identifiers, puzzle_emb_ndim)
+EMBED_TOKENS_KEY = "model.inner.embed_tokens.embedding_weight"  # (vocab_size, hidden_size): tells the task
 
 
 @dataclass
@@ -37,6 +39,7 @@ class TrainState:
     saved_carry: Any = None  # carry restored from a checkpoint, applied to the first batch's fresh carry
     ema: EMAHelper | None = None
     last_checkpoint: str | None = None
+    best: dict | None = None  # checkpoint_best_metric: the best evaluation so far (training/best.py)
 
 
 def build_model(arch: ArchConfig, metadata: PuzzleDatasetMetadata, local_batch_size: int,
@@ -54,10 +57,12 @@ def build_model(arch: ArchConfig, metadata: PuzzleDatasetMetadata, local_batch_s
                           + format_validation_error(err, prefix="arch.")) from None
 
 
-def load_initial_weights(head: nn.Module, path: str) -> None:
+def load_initial_weights(head: nn.Module, path: str, reset_puzzle_emb: bool = False) -> None:
     """`load_checkpoint`: weights only (published fine-tuning); a puzzle table with another number of rows
-    (puzzles) is reset, every row to the mean of the loaded rows."""
-    state_dict = strip_compiled_prefix(safe_load(path))
+    (puzzles) is reset, every row to the mean of the loaded rows (with `reset_puzzle_emb` also a table of the
+    same size: new tasks). `hf://...` paths come from the hub."""
+    local = resolve_hub_checkpoint(path, need_config=False) if is_hub_path(path) else path
+    state_dict = strip_compiled_prefix(safe_load(local, mmap=True))  # mapped: published ARC files are ~2 GB
     inner = getattr(head.model, "inner", None)
     if PUZZLE_EMB_KEY in state_dict and inner is not None and hasattr(inner, "puzzle_emb"):
         loaded, expected = state_dict[PUZZLE_EMB_KEY].shape, inner.puzzle_emb.weights.shape
@@ -65,7 +70,7 @@ def load_initial_weights(head: nn.Module, path: str) -> None:
             raise CheckpointError(f"load_checkpoint {path} does not fit this model: {PUZZLE_EMB_KEY} is "
                                   f"{tuple(loaded)}, the model's is {tuple(expected)} (another hidden_size or "
                                   "puzzle_emb_ndim); use the arch config the checkpoint was trained with.")
-        if loaded != expected:
+        if loaded != expected or reset_puzzle_emb:
             print(f"Resetting puzzle embedding: checkpoint has {tuple(loaded)}, model expects {tuple(expected)}; "
                   "every row starts at the mean of the loaded rows.")
             mean_row = state_dict[PUZZLE_EMB_KEY].mean(dim=0, keepdim=True)
@@ -109,7 +114,7 @@ def estimated_total_steps(config: PretrainConfig, metadata: PuzzleDatasetMetadat
 def init_train_state(config: PretrainConfig, metadata: PuzzleDatasetMetadata, ctx: DistContext) -> TrainState:
     head = build_model(config.arch, metadata, config.global_batch_size // ctx.world_size, ctx.device)
     if config.load_checkpoint:
-        load_initial_weights(head, config.load_checkpoint)
+        load_initial_weights(head, config.load_checkpoint, reset_puzzle_emb=config.puzzle_emb_reset)
     broadcast_module_state(head, ctx)  # every rank starts from rank 0's weights
     optimizers, lrs = build_optimizers(config, head, ctx.world_size)
     model = torch.compile(head) if should_compile(ctx.device, config.compile) else head

@@ -86,6 +86,7 @@ class PretrainConfig(BaseModel):
     project_name: str | None = None
     run_name: str | None = None
     load_checkpoint: str | None = None
+    puzzle_emb_reset: bool = False  # ours: with load_checkpoint, start every puzzle row at the loaded rows' mean
     checkpoint_path: str | None = None
 
     seed: int = 0
@@ -111,6 +112,12 @@ class PretrainConfig(BaseModel):
     checkpoint_keep_last: int | None = None  # keep only the N newest checkpoints (null = keep all, as published)
     stop_at_step: int | None = None  # save and stop once this step is reached (time-limited jobs)
 
+    # Ours: after training (README "Test-time augmentation", "The best checkpoint").
+    eval_tta: int = Field(0, ge=0)  # Sudoku/Maze: also answer each test puzzle under K transforms and vote
+    eval_tta_sudoku_check: bool = False  # Sudoku: prefer voted answers that are valid completions of the clues
+    checkpoint_best_metric: str | None = None  # e.g. all/exact_accuracy or ARC/pass@2: keep step_best + best.json
+    checkpoint_best_mode: Literal["max", "min"] = "max"
+
     # Ours: conveniences for small and offline runs (the quick demo).
     generate_if_missing: GeneratedDataConfig | None = None
     pictures: bool = False  # after training: predictions picture and training curves in the run directory
@@ -127,6 +134,8 @@ class PretrainConfig(BaseModel):
     def _check(self) -> "PretrainConfig":
         if self.global_batch_size < 1 or self.epochs < 1:
             raise ValueError("global_batch_size and epochs must be >= 1")
+        if self.eval_tta_sudoku_check and not self.eval_tta:
+            raise ValueError("eval_tta_sudoku_check checks the votes of test-time augmentation: set eval_tta=K too")
         if self.eval_interval is not None and (self.eval_interval < 1 or self.epochs % self.eval_interval):
             raise ValueError(f"eval_interval ({self.eval_interval}) must be >= 1 and divide epochs ({self.epochs})")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):

@@ -3,6 +3,7 @@
     all_config.yaml            the resolved training configuration
     metrics.jsonl              one JSON line per logged step (train/*, <set>/*, evaluator metrics)
     step_N                     weights of the evaluated model (EMA weights with ema=True)
+    step_best, best.json       the weights of the best evaluation and its step, metric and value
     train_state_step_N/        the full, resumable training state (utils/checkpoint.py)
     step_N_all_preds.R         outputs an evaluation saved on rank R (eval_save_outputs)
     evaluator_<NAME>_step_N/   what an evaluator wrote (e.g. the ARC submission.json)
@@ -17,6 +18,8 @@ METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 PREDICTIONS_PICTURE = "predictions.html"
 WEIGHTS_FILE = re.compile(r"step_(\d+)")
+BEST_WEIGHTS = "step_best"
+BEST_FILE = "best.json"
 OUTPUTS_FILE = re.compile(r"step_(\d+)_all_preds\.(\d+)")
 
 

@@ -1,0 +1,311 @@
+"""New ARC tasks to a Kaggle submission: test-time adaptation of a pretrained TRM, in one command.
+
+    python -m kaggle.adapt --tasks TASKS.json [--solutions SOL.json] --checkpoint PATH|hf://... --output-dir OUT \\
+        [--num-aug N] [--epochs E] [--freeze-weights] [training key=value ...]
+
+TRM answers only tasks whose puzzle embedding it learned. For tasks it never saw, this
+1. builds a dataset from TASKS.json (Kaggle layout) with the published ARC builder: the tasks' train
+   pairs, augmented, form the training split; their test inputs the test split (no solutions needed);
+2. fine-tunes the checkpoint on it (`load_checkpoint`), with a puzzle-embedding table sized for the new
+   tasks, every row starting at the mean of the loaded rows (`puzzle_emb_reset`), optionally training
+   the puzzle embedding alone (`--freeze-weights`);
+3. predicts the test inputs with the ARC evaluator's voting over the augmented copies and writes
+   `OUT/submission.json` (every task and test input, two attempts each), and `OUT/metrics.json` with
+   pass@k when `--solutions` are given.
+Everything lands in OUT: `source/` (the inputs as given), `data/` (the dataset), `run/` (the fine-tuning
+run: checkpoints, metrics.jsonl), `adapt.json` (inputs and finished stages). An interrupted command run
+again continues: finished stages are reused and the fine-tuning resumes from its last checkpoint. Works
+in one process (CUDA, CPU, MPS) and under `torchrun --nproc-per-node N -m kaggle.adapt ...`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dataset.build_arc_dataset import (
+    ASSEMBLE_HINT,
+    RECREATE_HINT,
+    ArcBuildConfig,
+    build_arc_dataset,
+    convert_task,
+    load_subset,
+)
+from dataset.tasks import arc
+from utils.atomic import write_atomically
+from utils.cli import exit_with_message
+from utils.config import PretrainConfig, parse_config
+from utils.errors import CheckpointError, ConfigError, DatasetError, UserFacingError
+from utils.hub import is_hub_path, resolve_hub_checkpoint
+from utils.run_files import CONFIG_FILE, evaluator_dir, weight_steps
+
+SUBSET = "adapt"  # the subset name the tasks are given under to the builder (its test set)
+MANIFEST = "adapt.json"
+SUBMISSION = "submission.json"
+METRICS = "metrics.json"
+# Defaults sized for a Kaggle-like budget: the published 1000 augmentations per task; 10000 epochs of the
+# ~120 ARC-AGI-2 evaluation tasks at the published batch of 768 are about 5000 steps (estimated from the
+# step formula, not timed: no GPU was at hand; reduce --epochs for a smaller budget).
+DEFAULT_NUM_AUG = 1000
+DEFAULT_EPOCHS = 10000
+DEFAULT_WARMUP = 100  # the published 2000 warm-up steps would be most of a short adaptation
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m kaggle.adapt", description=__doc__.splitlines()[0],
+        epilog="Other arguments are training keys (key=value, as for pretrain.py), e.g. lr=1e-4 "
+               "global_batch_size=384 device=cuda.")
+    parser.add_argument("--tasks", required=True, help="the tasks: a Kaggle challenges JSON (task id -> {train, test})")
+    parser.add_argument("--solutions", default=None,
+                        help="their test outputs (task id -> list of grids), to report pass@k (default: none)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="the pretrained ARC model: a step_N weights file with all_config.yaml beside it, "
+                             "a run directory (its newest step_N), or hf://OWNER/REPO/PATH/step_N")
+    parser.add_argument("--output-dir", required=True, help="where everything is written (created; reused if rerun)")
+    parser.add_argument("--num-aug", type=int, default=DEFAULT_NUM_AUG,
+                        help=f"augmented copies per task, as the ARC builder's --num-aug (default {DEFAULT_NUM_AUG})")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+                        help=f"fine-tuning epochs over the tasks (default {DEFAULT_EPOCHS})")
+    parser.add_argument("--freeze-weights", action="store_true",
+                        help="train only the new puzzle embeddings (default: the whole network too)")
+    parser.add_argument("--seed", type=int, default=42, help="the builder's augmentation seed (default 42)")
+    args, keys = parser.parse_known_args(argv)
+    bad = [k for k in keys if "=" not in k or k.startswith("-")]
+    if bad:
+        parser.error(f"unrecognised arguments {bad}: training keys are key=value")
+    if args.num_aug < 0 or args.epochs < 1:
+        parser.error("--num-aug must be >= 0 and --epochs >= 1")
+    return args, keys
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 0: inputs, and what an earlier run into the same OUT did
+# ---------------------------------------------------------------------------------------------
+def file_digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def read_manifest(out: str) -> dict | None:
+    path = os.path.join(out, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_manifest(out: str, manifest: dict) -> None:
+    write_atomically(os.path.join(out, MANIFEST), lambda f: json.dump(manifest, f, indent=1), mode="w")
+
+
+def start_manifest(args: argparse.Namespace, keys: list[str]) -> dict:
+    """What fixes this adaptation's outputs; an OUT holding another adaptation is refused, not mixed in."""
+    for option, path in (("--tasks", args.tasks), ("--solutions", args.solutions)):
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{option} {path} does not exist.")
+    inputs = {"tasks": file_digest(args.tasks), "solutions": file_digest(args.solutions) if args.solutions else None,
+              "checkpoint": args.checkpoint, "num_aug": args.num_aug, "epochs": args.epochs,
+              "freeze_weights": args.freeze_weights, "seed": args.seed, "keys": keys}
+    earlier = read_manifest(args.output_dir)
+    if earlier is not None and earlier["inputs"] != inputs:
+        changed = sorted(k for k in inputs if earlier["inputs"].get(k) != inputs[k])
+        raise ConfigError(f"{args.output_dir} holds an adaptation with other inputs ({', '.join(changed)}): "
+                          "give another --output-dir, or the same inputs to continue it.")
+    if earlier is None and os.path.isdir(args.output_dir) and os.listdir(args.output_dir):
+        raise ConfigError(f"{args.output_dir} is not empty and holds no {MANIFEST}: give a new or empty --output-dir "
+                          "(nothing there is overwritten).")
+    return earlier or {"inputs": inputs, "stages": []}
+
+
+def copy_sources(args: argparse.Namespace, directory: str) -> str:
+    """The inputs under the builder's Kaggle names in `directory`; returns its --input-file-prefix."""
+    prefix = os.path.join(directory, "arc-agi")
+    os.makedirs(directory, exist_ok=True)
+    for kind, path in (("challenges", args.tasks), ("solutions", args.solutions)):
+        if path is not None:
+            with open(path, "rb") as f:
+                data = f.read()
+            write_atomically(f"{prefix}_{SUBSET}_{kind}.json", lambda f, data=data: f.write(data))
+    return prefix
+
+
+def check_tasks(args: argparse.Namespace) -> None:
+    """Read and check the tasks as the builder will (malformed JSON, a grid over 30x30, bad colours), before
+    anything is written to OUT: a copy under the names it reads, in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="adapt-check-") as scratch:
+        prefix = copy_sources(args, scratch)
+        try:
+            subset = load_subset(prefix, SUBSET, is_test_set=True)
+            for task_id, task in subset.tasks:
+                convert_task(task_id, task, subset.is_test_set, subset.path)  # grid sizes and colours
+        except DatasetError as err:  # name the user's files, not the scratch copies
+            message = str(err)
+            for hint in (ASSEMBLE_HINT, RECREATE_HINT):
+                message = message.replace(hint, "fix the file (Kaggle layout: task id -> {train, test})")
+            for kind, path in (("challenges", args.tasks), ("solutions", args.solutions)):
+                message = message.replace(f"{prefix}_{SUBSET}_{kind}.json", str(path))
+            raise ConfigError(message.replace(f"ARC subset {SUBSET!r} ", "")) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1-3
+# ---------------------------------------------------------------------------------------------
+def build_data(prefix: str, out: str, args: argparse.Namespace) -> str:
+    data_dir = os.path.join(out, "data")
+    build_arc_dataset(ArcBuildConfig(input_file_prefix=prefix, output_dir=data_dir, subsets=[SUBSET],
+                                     test_set_name=SUBSET, num_aug=args.num_aug, seed=args.seed))
+    return data_dir
+
+
+def pretrained_weights(checkpoint: str) -> tuple[str, str]:
+    """(weights file, its training config) of the pretrained checkpoint; an error unless it is an ARC model."""
+    from training.state import EMBED_TOKENS_KEY
+    from utils.checkpoint import safe_load, strip_compiled_prefix
+    from utils.run_files import weights_path
+    if is_hub_path(checkpoint):
+        weights = resolve_hub_checkpoint(checkpoint)
+    elif os.path.isdir(checkpoint):
+        steps = weight_steps(checkpoint)
+        if not steps:
+            raise CheckpointError(f"{checkpoint} holds no step_N weights; give --checkpoint PATH/step_N.")
+        weights = weights_path(checkpoint, steps[-1])
+    elif os.path.isfile(checkpoint):
+        weights = checkpoint
+    else:
+        raise CheckpointError(f"--checkpoint {checkpoint} does not exist (a step_N file, a run directory or hf://...).")
+    config_path = os.path.join(os.path.dirname(os.path.abspath(weights)), CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise CheckpointError(f"No {CONFIG_FILE} beside {weights}: the adaptation builds the model the checkpoint "
+                              "was trained as; put the run's config beside the weights.")
+    state_dict = strip_compiled_prefix(safe_load(weights, mmap=True))
+    vocab = state_dict[EMBED_TOKENS_KEY].shape[0] if EMBED_TOKENS_KEY in state_dict else None
+    if vocab != arc.VOCAB_SIZE:
+        raise CheckpointError(f"{weights} is not an ARC model (its token vocabulary is {vocab}, ARC's is "
+                              f"{arc.VOCAB_SIZE}): adaptation to ARC tasks needs a checkpoint trained on ARC.")
+    return weights, config_path
+
+
+def adaptation_config(args: argparse.Namespace, keys: list[str], weights: str, config_path: str,
+                      data_dir: str) -> PretrainConfig:
+    """The checkpoint's own training config (its model and hyperparameters) pointed at the new tasks."""
+    with open(config_path) as f:
+        raw = yaml.safe_load(f)
+    raw.update(
+        data_paths=[data_dir], data_paths_test=[], evaluators=[{"name": "arc@ARC"}],
+        epochs=args.epochs, eval_interval=args.epochs, min_eval_interval=0, checkpoint_every_eval=True,
+        load_checkpoint=weights, puzzle_emb_reset=True, freeze_weights=args.freeze_weights,
+        checkpoint_path=os.path.join(args.output_dir, "run"), project_name="kaggle-adapt", run_name="adapt",
+        resume="auto", lr_warmup_steps=DEFAULT_WARMUP, generate_if_missing=None, stop_at_step=None,
+        eval_save_outputs=[], pictures=False, eval_tta=0, checkpoint_best_metric=None,
+    )
+    try:
+        overrides = OmegaConf.to_container(OmegaConf.from_dotlist(keys), resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Cannot parse the training keys {keys}: {err}") from None
+    merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(raw), OmegaConf.create(overrides)))
+    return parse_config(merged)
+
+
+def final_submission(run_dir: str) -> tuple[str, int]:
+    """The ARC evaluator's submission of the run's last evaluation, and its step."""
+    found = sorted((step, evaluator_dir(run_dir, "ARC", step)) for step in weight_steps(run_dir)
+                   if os.path.isfile(os.path.join(evaluator_dir(run_dir, "ARC", step), SUBMISSION)))
+    if not found:
+        raise CheckpointError(f"{run_dir} holds no ARC evaluation: the fine-tuning ended before evaluating.")
+    step, path = found[-1]
+    return os.path.join(path, SUBMISSION), step
+
+
+def write_outputs(out: str, run_dir: str, last_eval: dict | None, has_solutions: bool) -> None:
+    source, step = final_submission(run_dir)
+    with open(source, "rb") as f:
+        submission = f.read()
+    write_atomically(os.path.join(out, SUBMISSION), lambda f: f.write(submission))
+    metrics = {"step": step, **{k: v for k, v in (last_eval or {}).items() if k.startswith("ARC/")}}
+    if not has_solutions:
+        metrics = {"step": step, "note": "no --solutions: pass@k not computed"}
+    write_atomically(os.path.join(out, METRICS), lambda f: json.dump(metrics, f, indent=1), mode="w")
+
+
+def prepare(args: argparse.Namespace, keys: list[str]) -> dict:
+    """Stage 1 (rank 0): check every input, then copy the tasks into OUT and build their dataset."""
+    manifest = start_manifest(args, keys)
+    check_tasks(args)
+    pretrained_weights(args.checkpoint)  # an ARC model with its config, before OUT is written to
+    out = args.output_dir
+    os.makedirs(out, exist_ok=True)
+    write_manifest(out, manifest)
+    print(f"[1/3] Building the tasks' dataset in {os.path.join(out, 'data')}")
+    prefix = copy_sources(args, os.path.join(out, "source"))
+    if "data" in manifest["stages"]:
+        print("      (built by an earlier run: reused)")
+    else:
+        build_data(prefix, out, args)
+        manifest["stages"].append("data")
+        write_manifest(out, manifest)
+    return manifest
+
+
+def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
+    """All stages, skipping those an earlier run into OUT finished; returns the metrics written (rank 0)."""
+    from training.loop import train
+    from utils.distributed import broadcast_object, destroy_distributed, init_distributed
+
+    out = args.output_dir
+    device = next((k.split("=", 1)[1] for k in keys if k.startswith("device=")), "auto")
+    ctx = init_distributed(device)
+    try:
+        manifest, error = None, None
+        if ctx.is_main:  # inputs, checks and the dataset: once, before the other ranks read them
+            try:
+                manifest = prepare(args, keys)
+            except UserFacingError as err:
+                error = err
+        error, manifest = broadcast_object((error, manifest), ctx)
+        if error is not None:
+            raise error
+        if "submission" in manifest["stages"]:
+            if ctx.is_main:
+                print(f"Already complete: {os.path.join(out, SUBMISSION)}")
+            with open(os.path.join(out, METRICS)) as f:
+                return json.load(f)
+        weights, config_path = pretrained_weights(args.checkpoint)
+        config = adaptation_config(args, keys, weights, config_path, os.path.join(out, "data"))
+        if ctx.is_main:
+            print(f"[2/3] Fine-tuning {weights} on the tasks ({args.epochs} epochs) in {config.checkpoint_path}")
+        last_eval = train(config, ctx)
+        if not ctx.is_main:
+            return {}
+        print(f"[3/3] Writing {os.path.join(out, SUBMISSION)}")
+        write_outputs(out, config.checkpoint_path, last_eval, args.solutions is not None)
+        manifest["stages"] = sorted(set(manifest["stages"]) | {"adapt", "submission"})
+        write_manifest(out, manifest)
+        with open(os.path.join(out, METRICS)) as f:
+            metrics = json.load(f)
+        print(f"submission: {os.path.join(out, SUBMISSION)}")
+        print(f"metrics: {os.path.join(out, METRICS)}  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                                                                     if isinstance(v, float)))
+        print(f"run: {config.checkpoint_path}")
+        return metrics
+    finally:
+        destroy_distributed(ctx)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, keys = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        adapt(args, keys)
+    except (UserFacingError, FileNotFoundError) as err:
+        exit_with_message(err)
+
+
+if __name__ == "__main__":
+    main()
