@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
@@ -29,7 +30,23 @@ ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "gro
 INT32_FIELDS = ("puzzle_identifiers", "puzzle_indices", "group_indices")
 
 BLANK_IDENTIFIER_NAME = "<blank>"
-BUILD_HINT = "build the dataset first, e.g. `python dataset/build_sudoku_dataset.py --output-dir <dir>`"
+def build_hint(dataset_dir: str) -> str:
+    """How to build the dataset a path names: its task guessed from the directory name (the README's names)."""
+    name = os.path.basename(os.path.normpath(dataset_dir)).lower()
+    quoted = shlex.quote(dataset_dir)
+    if "arc" in name:
+        subsets = "training2 evaluation2 concept --test-set-name evaluation2" if "arc2" in name else \
+            "training evaluation concept --test-set-name evaluation"
+        return ("build it with `python -m dataset.assemble_arc_data --output-dir kaggle/combined` and then "
+                "`python -m dataset.build_arc_dataset --input-file-prefix kaggle/combined/arc-agi "
+                f"--output-dir {quoted} --subsets {subsets}` (README \"Datasets\")")
+    if "maze" in name:
+        return f"build it with `python dataset/build_maze_dataset.py --output-dir {quoted}` (README \"Datasets\")"
+    if "sudoku" in name:
+        return f"build it with `python dataset/build_sudoku_dataset.py --output-dir {quoted}` (README \"Datasets\")"
+    return "build it with one of the builders in dataset/ (README \"Datasets\")"
+
+
 # What a built dataset directory holds, and so what a builder may replace (dataset/output_dir.py): the two
 # splits with only dataset.json and `<set>__<field>.npy` files, and identifiers.json; ARC adds test_puzzles.json.
 SPLIT_FILE = re.compile(r"dataset\.json|.+__(?:" + "|".join(ARRAY_FIELDS) + r")\.npy")
@@ -91,11 +108,11 @@ def load_metadata(dataset_dir: str, split: str) -> PuzzleDatasetMetadata:
     """Read and validate `<dataset_dir>/<split>/dataset.json`."""
     path = os.path.join(split_dir(dataset_dir, split), "dataset.json")
     if not os.path.isdir(dataset_dir):
-        raise DatasetNotFoundError(f"Dataset directory {dataset_dir!r} does not exist; {BUILD_HINT}.")
+        raise DatasetNotFoundError(f"Dataset directory {dataset_dir!r} does not exist; {build_hint(dataset_dir)}.")
     if not os.path.isfile(path):
         raise DatasetNotFoundError(
             f"Dataset metadata {path!r} not found (is {dataset_dir!r} a built dataset with a "
-            f"{split!r} split?); {BUILD_HINT}."
+            f"{split!r} split?); {build_hint(dataset_dir)}."
         )
     with open(path, "r") as f:
         text = f.read()

@@ -30,6 +30,9 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+if __package__ in (None, ""):  # run as a script path (torchrun kaggle/adapt.py): make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 from dataset.build_arc_dataset import (
     ASSEMBLE_HINT,
     RECREATE_HINT,
@@ -44,7 +47,7 @@ from utils.cli import exit_with_message
 from utils.config import PretrainConfig, parse_config
 from utils.errors import CheckpointError, ConfigError, DatasetError, UserFacingError
 from utils.hub import is_hub_path, resolve_hub_checkpoint
-from utils.run_files import CONFIG_FILE, evaluator_dir, weight_steps
+from utils.run_files import CONFIG_FILE, METRICS_FILE, evaluator_dir, weight_steps
 
 SUBSET = "adapt"  # the subset name the tasks are given under to the builder (its test set)
 MANIFEST = "adapt.json"
@@ -224,12 +227,25 @@ def final_submission(run_dir: str) -> tuple[str, int]:
     return os.path.join(path, SUBMISSION), step
 
 
+def logged_scores(run_dir: str, step: int) -> dict:
+    scores = {}
+    with open(os.path.join(run_dir, METRICS_FILE)) as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("step") == step:
+                scores.update({k: v for k, v in record.items() if k.startswith("ARC/")})
+    return scores
+
+
 def write_outputs(out: str, run_dir: str, last_eval: dict | None, has_solutions: bool) -> None:
     source, step = final_submission(run_dir)
     with open(source, "rb") as f:
         submission = f.read()
     write_atomically(os.path.join(out, SUBMISSION), lambda f: f.write(submission))
-    metrics = {"step": step, **{k: v for k, v in (last_eval or {}).items() if k.startswith("ARC/")}}
+    scores = {k: v for k, v in (last_eval or {}).items() if k.startswith("ARC/")}
+    if not scores:  # resumed after the final evaluation: its scores are in the run's log
+        scores = logged_scores(run_dir, step)
+    metrics = {"step": step, **scores}
     if not has_solutions:
         metrics = {"step": step, "note": "no --solutions: pass@k not computed"}
     write_atomically(os.path.join(out, METRICS), lambda f: json.dump(metrics, f, indent=1), mode="w")

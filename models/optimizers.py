@@ -79,6 +79,7 @@ class AdamAtan2(torch.optim.Optimizer):
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                self.__dict__.setdefault("_host_steps", {})[id(state["step"])] = (state["step"], 0.0)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             elif state["step"].device != p.device:
@@ -107,8 +108,25 @@ class AdamAtan2(torch.optim.Optimizer):
                 use_foreach = _foreach_available()
             beta1, beta2 = group["betas"]
             update = _multi_tensor_adam_atan2 if use_foreach else _single_tensor_adam_atan2
-            update(*tensors, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"])
+            update(*tensors, self._next_host_steps(tensors[4]), lr=group["lr"], beta1=beta1, beta2=beta2,
+                   weight_decay=group["weight_decay"])
         return loss
+
+    def _next_host_steps(self, steps: list[torch.Tensor]) -> list[float]:
+        """The step counts after this step, as Python numbers for the host-side scalars (as the kernel computes
+        them). A mirror of each `step` tensor is kept on the host, so only the first step after the state was
+        created or loaded reads them from the device (one transfer); later steps need no sync."""
+        mirror = self.__dict__.setdefault("_host_steps", {})
+        unknown = [s for s in steps if mirror.get(id(s), (None,))[0] is not s]
+        if unknown:
+            for s, value in zip(unknown, torch.stack([s.float() for s in unknown]).tolist()):
+                mirror[id(s)] = (s, value)
+        values = []
+        for s in steps:
+            value = mirror[id(s)][1] + 1.0
+            mirror[id(s)] = (s, value)
+            values.append(value)
+        return values
 
 
 def _step_scalars(step: float, lr: float, beta1: float, beta2: float) -> tuple[float, float]:
@@ -135,13 +153,15 @@ def _write_back(targets: list, computed: list) -> None:
             target.copy_(value)
 
 
-def _single_tensor_adam_atan2(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, weight_decay) -> None:
-    """Per-tensor path (no foreach ops); the same op sequence as the foreach path."""
+def _single_tensor_adam_atan2(params, grads, exp_avgs, exp_avg_sqs, steps, step_values, *, lr, beta1, beta2,
+                              weight_decay) -> None:
+    """Per-tensor path (no foreach ops); the same op sequence as the foreach path. `step_values`: the steps
+    after this one, on the host."""
     wd_alpha = 1.0 - lr * weight_decay
-    for tensors, step in zip(zip(params, grads, exp_avgs, exp_avg_sqs), steps):
+    for tensors, step, step_value in zip(zip(params, grads, exp_avgs, exp_avg_sqs), steps, step_values):
         p, g, m, v = _in_compute_dtype(list(tensors))
         step.add_(1)
-        step_size, bc2_sqrt = _step_scalars(step.item(), lr, beta1, beta2)
+        step_size, bc2_sqrt = _step_scalars(step_value, lr, beta1, beta2)
         p.mul_(wd_alpha)
         m.lerp_(g, 1.0 - beta1)
         v.lerp_(g * g, 1.0 - beta2)
@@ -160,15 +180,14 @@ def _group_by_device_and_dtype(*tensor_lists: list) -> dict:
     return groups
 
 
-def _multi_tensor_adam_atan2(params, grads, exp_avgs, exp_avg_sqs, steps, *, lr, beta1, beta2, weight_decay) -> None:
+def _multi_tensor_adam_atan2(params, grads, exp_avgs, exp_avg_sqs, steps, step_values, *, lr, beta1, beta2,
+                             weight_decay) -> None:
     """Vectorised path: foreach ops per device/dtype group; atan2 has no foreach op, so it loops."""
     wd_alpha = 1.0 - lr * weight_decay
-    groups = _group_by_device_and_dtype(params, grads, exp_avgs, exp_avg_sqs, steps)
-    for d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps in groups.values():
+    groups = _group_by_device_and_dtype(params, grads, exp_avgs, exp_avg_sqs, steps, step_values)
+    for d_params, d_grads, d_exp_avgs, d_exp_avg_sqs, d_steps, d_step_values in groups.values():
         torch._foreach_add_(d_steps, 1.0)
-        # One host transfer for the whole group instead of one sync per parameter.
-        step_values = torch.stack(d_steps).tolist()
-        scalars = [_step_scalars(s, lr, beta1, beta2) for s in step_values]
+        scalars = [_step_scalars(s, lr, beta1, beta2) for s in d_step_values]
         step_sizes = [s[0] for s in scalars]
         bc2_sqrts = [s[1] for s in scalars]
 

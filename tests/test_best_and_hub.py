@@ -122,3 +122,22 @@ def test_fine_tune_from_a_hub_checkpoint(offline_hub, best_run, copy_task, tmp_p
     loaded = torch.load(best_run / "step_24", weights_only=True)
     tuned = torch.load(tmp_path / "run" / "step_4", weights_only=True)
     assert all(torch.equal(loaded[k], tuned[k]) for k in loaded)
+
+
+def test_the_bar_ends_at_the_steps_that_ran(copy_task, tmp_path, capsys, monkeypatch):
+    """64 puzzles, batch 24, one epoch per iteration: 2 full batches an epoch (the short third is dropped), so 8
+    steps run while the published estimate (the schedule's) is int(4 * 64 / 24) = 10."""
+    from tqdm import tqdm
+
+    import training.loop
+    bars = []
+
+    class Recorded(tqdm):
+        def close(self):
+            bars.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(training.loop, "tqdm", Recorded)
+    run_training(copy_task, tmp_path / "run", "global_batch_size=24", "epochs=4", "eval_interval=1")
+    assert bars[-1] == (8, 8)
+    assert "steps: 8 (the lr schedule's estimate, by the published formula: 10)" in capsys.readouterr().out

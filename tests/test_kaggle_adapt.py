@@ -112,3 +112,20 @@ def test_bad_input_is_one_message_and_writes_nothing(pretrained, new_tasks, tmp_
                                        "eval_interval=1", "evaluators=[]", f"+checkpoint_path={copy_run}"])),
           cpu_context())
     assert "not an ARC model" in bad_input_message(capsys, tasks_file, copy_run, tmp_path / "o3")
+
+
+def test_scores_survive_an_interruption_after_the_final_evaluation(pretrained, new_tasks, tmp_path):
+    """Stopped after the fine-tuning's last checkpoint but before metrics.json: the rerun takes the scores from
+    the run's metrics.jsonl (it evaluates nothing again)."""
+    tasks_file, solutions_file, _ = new_tasks
+    out = tmp_path / "out"
+    run_adapt(tasks_file, pretrained, out, "--solutions", solutions_file)
+    with open(out / "metrics.json") as f:
+        expected = json.load(f)
+    manifest = json.loads((out / "adapt.json").read_text())
+    manifest["stages"] = ["data"]
+    (out / "adapt.json").write_text(json.dumps(manifest))
+    os.remove(out / "metrics.json")
+    run_adapt(tasks_file, pretrained, out, "--solutions", solutions_file)
+    with open(out / "metrics.json") as f:
+        assert json.load(f) == expected

@@ -105,7 +105,7 @@ def test_copy_task_files_and_metadata(copy_dir):
 
 def test_missing_dataset_dir_raises_helpful_error(tmp_path):
     missing = str(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="build_sudoku_dataset.py") as exc:
+    with pytest.raises(FileNotFoundError, match="one of the builders in dataset/") as exc:
         PuzzleDataset(make_config([missing]))
     assert missing in str(exc.value)
 
@@ -113,7 +113,7 @@ def test_missing_dataset_dir_raises_helpful_error(tmp_path):
 def test_missing_split_raises_helpful_error(copy_dir):
     with pytest.raises(FileNotFoundError, match="dataset.json") as exc:
         load_metadata(copy_dir, "validation")
-    assert "build the dataset first" in str(exc.value)
+    assert "build it with one of the builders" in str(exc.value)
 
 
 def test_malformed_metadata_raises_value_error(copy_dir):

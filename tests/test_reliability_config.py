@@ -193,3 +193,20 @@ def test_disk_full_is_one_clear_line_and_leaves_nothing_behind(tmp_path):
     assert isinstance(err.value, UserFacingError) and "\n" not in message
     assert str(target) in message and "No space left" in message and "4096 bytes" in message
     assert list(tmp_path.iterdir()) == []  # no partial file, no temporary
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("data/arc1concept-aug-1000", "dataset.assemble_arc_data --output-dir kaggle/combined` and then `python -m "
+     "dataset.build_arc_dataset --input-file-prefix kaggle/combined/arc-agi --output-dir data/arc1concept-aug-1000 "
+     "--subsets training evaluation concept --test-set-name evaluation`"),
+    ("data/arc2concept-aug-1000", "--subsets training2 evaluation2 concept --test-set-name evaluation2"),
+    ("data/maze-30x30-hard-1k", "python dataset/build_maze_dataset.py --output-dir data/maze-30x30-hard-1k"),
+    ("data/sudoku-extreme-1k-aug-1000", "python dataset/build_sudoku_dataset.py --output-dir data/sudoku-extreme"),
+    ("data/my set", "one of the builders in dataset/"),
+])
+def test_a_missing_dataset_names_the_builder_of_its_task(tmp_path, path, expected):
+    """A bare `python pretrain.py` names the ARC dataset: the hint must be the ARC commands, not Sudoku's."""
+    from dataset.common import DatasetNotFoundError, load_metadata
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_metadata(str(tmp_path / path), "train")
+    assert expected.replace("data/", str(tmp_path) + "/data/") in str(err.value) or expected in str(err.value)

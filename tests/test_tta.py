@@ -199,3 +199,30 @@ def test_evaluate_tta_under_torchrun_matches_one_process(tmp_path):
     for key, value in one.items():
         assert two[key] == pytest.approx(value, abs=1e-6), key
     assert "TTA exact accuracy" in result.stdout
+
+
+def test_maze_voting_changes_answers_only_through_votes(maze_set):
+    """On a generated maze set: an equivariant model (right in every frame) scores the same with and without TTA;
+    a model whose transformed answers all agree on one wrong path makes the vote choose that path."""
+    labels = torch.as_tensor(np.load(f"{maze_set}/test/all__labels.npy")).int()
+    inputs = torch.as_tensor(np.load(f"{maze_set}/test/all__inputs.npy")).int()
+    batch = {"inputs": inputs, "labels": labels, "puzzle_identifiers": torch.zeros(len(labels), dtype=torch.int32)}
+    transforms = tta_transforms(maze.VOCAB_SIZE, maze.SEQ_LEN, 7, seed=0)
+
+    def frame_of(b):
+        return next(t for t in transforms if torch.equal(t(inputs), b["inputs"]))
+
+    def equivariant(b):
+        return {"preds": frame_of(b)(labels), "q_halt_logits": torch.zeros(len(labels))}
+
+    first = {"preds": labels.clone(), "q_halt_logits": torch.zeros(len(labels))}
+    assert tta_metric_sums(equivariant, batch, first, transforms)[TTA_METRIC] == len(labels)
+    wrong = labels.clone()
+    wrong[:, 0] = maze.PATH if int(labels[0, 0]) != maze.PATH else maze.WALL
+
+    def agreeing_on_wrong(b):
+        return {"preds": frame_of(b)(wrong), "q_halt_logits": torch.zeros(len(labels))}
+
+    assert tta_metric_sums(agreeing_on_wrong, batch, first, transforms)[TTA_METRIC] == 0
+    # Without transforms the answer is the untransformed one.
+    assert tta_metric_sums(agreeing_on_wrong, batch, first, [])[TTA_METRIC] == len(labels)

@@ -26,7 +26,7 @@ from utils.config import PretrainConfig, derive_names
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
 from utils.errors import ConfigError, NonFiniteLossError
-from utils.finite import check_finite
+from utils.finite import all_finite, check_finite
 from utils.run_files import METRICS_FILE
 from utils.run_lock import hold_run_lock
 from utils.run_logging import RunLogger
@@ -35,12 +35,16 @@ from utils.run_logging import RunLogger
 # ---------------------------------------------------------------------------------------------
 # One training step
 # ---------------------------------------------------------------------------------------------
-def reduce_metrics(metrics: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float]:
-    """Sum metric tensors over ranks; every rank gets the totals (all decide together on a bad loss)."""
+def reduce_metrics(metrics: dict[str, torch.Tensor], ctx: DistContext) -> tuple[list[str], torch.Tensor]:
+    """Metric sums over ranks, on the device (every rank gets the totals: all decide together on a bad loss)."""
     keys = sorted(metrics)
-    values = all_reduce_sum(torch.stack([metrics[k].detach().to(wide_float_dtype(metrics[k].device)) for k in keys]),
-                            ctx)
-    return dict(zip(keys, values.cpu().tolist()))
+    values = torch.stack([metrics[k].detach().to(wide_float_dtype(metrics[k].device)) for k in keys])
+    return keys, all_reduce_sum(values, ctx)
+
+
+def reads_metrics(config: PretrainConfig, state: TrainState) -> bool:
+    """Steps whose metrics come to the host (logged, checked): every `log_interval`-th and the last."""
+    return state.step % config.log_interval == 0 or state.step == state.total_steps
 
 
 def check_finite_losses(reduced: dict[str, float], state: TrainState) -> None:
@@ -51,6 +55,17 @@ def check_finite_losses(reduced: dict[str, float], state: TrainState) -> None:
         raise NonFiniteLossError(f"Non-finite loss at step {state.step} ({bad}). Training stopped before the update; "
                                  f"the last good checkpoint is untouched: {last}. Try a lower lr, a longer warm-up "
                                  "or arch.forward_dtype=float32.")
+
+
+def check_no_earlier_non_finite(first_bad_step: int, config: PretrainConfig, state: TrainState) -> None:
+    """A non-finite loss or gradient on a step whose metrics stayed on the device (log_interval > 1)."""
+    if first_bad_step:
+        last = state.last_checkpoint or "none saved yet"
+        raise NonFiniteLossError(f"Non-finite loss or gradient first at step {first_bad_step}, found at step "
+                                 f"{state.step}: metrics are read every log_interval={config.log_interval} steps, so "
+                                 "the steps between updated the weights. No checkpoint holds them; the last one "
+                                 f"(finite weights) is {last}. Resume from it with log_interval=1 to stop at the "
+                                 "first bad step, or try a lower lr or arch.forward_dtype=float32.")
 
 
 def gradients(model) -> dict[str, torch.Tensor]:
@@ -83,11 +98,24 @@ def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_b
             state.carry, state.saved_carry = carry_from_state(state.carry, state.saved_carry), None
 
     state.carry, loss, metrics, _, _ = state.model(carry=state.carry, batch=batch, return_keys=[])
-    reduced = reduce_metrics(metrics, ctx)
-    check_finite_losses(reduced, state)
+    keys, values = reduce_metrics(metrics, ctx)
     (loss / global_batch_size).backward()
     all_reduce_grads(state.raw_model.parameters(), ctx)
-    check_finite(state, "gradient", gradients(state.raw_model))
+    grads = gradients(state.raw_model)
+    # Kept on the device: the first step with a non-finite loss or gradient (0: none yet).
+    finite = all_finite([values[[k in LOSS_METRICS for k in keys]], *grads.values()])
+    state.first_bad_step = torch.where(finite | (state.first_bad_step > 0), state.first_bad_step, state.step) \
+        if state.first_bad_step is not None else torch.where(finite, 0, state.step)
+    if not reads_metrics(config, state):
+        reduced = None  # no device-to-host transfer on this step
+    else:
+        host = torch.cat([values, state.first_bad_step.to(values.dtype).view(1)]).tolist()  # the one sync
+        reduced, first_bad_step = dict(zip(keys, host[:-1])), int(host[-1])
+        if first_bad_step and first_bad_step < state.step:
+            check_no_earlier_non_finite(first_bad_step, config, state)
+        check_finite_losses(reduced, state)
+        if first_bad_step:  # this step's gradients: name them (one more sync, on the way out only)
+            check_finite(state, "gradient", grads)
 
     lr = 0.0
     for optimizer, base_lr in zip(state.optimizers, state.optimizer_lrs):
@@ -97,7 +125,7 @@ def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_b
             group["lr"] = lr
         optimizer.step()
         optimizer.zero_grad()
-    return train_metrics(reduced, global_batch_size, lr) if ctx.is_main else None
+    return train_metrics(reduced, global_batch_size, lr) if ctx.is_main and reduced is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,6 +232,10 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
     try:
         last_eval, finished = run_iterations(config, state, train_loader, train_metadata, eval_setup, logger, stop,
                                              progress, ctx)
+        if finished and progress.n != progress.total:
+            # The total was the schedule's estimate (published formula); the loader yielded another number.
+            progress.total = progress.n
+            progress.refresh()
     finally:
         stop.restore()
         progress.close()

@@ -33,6 +33,10 @@ def report_run(config: PretrainConfig, state: TrainState, last_eval: dict | None
         print(f"best: {os.path.join(run_dir, BEST_WEIGHTS)} (step {state.best['step']}, "
               f"{state.best['metric']} {state.best['value']:.4f})")
     print(f"metrics: {os.path.join(run_dir, METRICS_FILE)}")
+    trained = min(state.step, state.total_steps)
+    estimate = "" if trained == state.total_steps else f" (the lr schedule's estimate, by the published formula: " \
+                                                       f"{state.total_steps})"
+    print(f"steps: {trained}{estimate}")
     if config.pictures:
         for line in draw_pictures(config, state.step):
             print(line)

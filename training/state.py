@@ -40,6 +40,7 @@ class TrainState:
     ema: EMAHelper | None = None
     last_checkpoint: str | None = None
     best: dict | None = None  # checkpoint_best_metric: the best evaluation so far (training/best.py)
+    first_bad_step: Any = None  # device int tensor: first step with a non-finite loss/gradient (0 = none)
 
 
 def build_model(arch: ArchConfig, metadata: PuzzleDatasetMetadata, local_batch_size: int,

@@ -104,6 +104,7 @@ class PretrainConfig(BaseModel):
     compile: bool | None = None
     wandb_mode: Literal["online", "offline", "disabled"] | None = None
     num_workers: Literal[0, 1] = 1
+    log_interval: int = Field(1, ge=1)  # read (log, check) training metrics every N steps: no host sync between
     dist_timeout_s: float = Field(600, ge=1)  # seconds a collective waits for the other processes before the job fails
 
     # Ours: surviving preemption (see README "Resuming").

@@ -4,6 +4,12 @@ import torch
 from utils.errors import NonFiniteLossError
 
 
+def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A 0-d bool tensor on the tensors' device: every floating value is finite (no host sync)."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point() and t.numel()]
+    return torch.stack(flags).all() if flags else torch.tensor(True, device=tensors[0].device if tensors else None)
+
+
 def non_finite_names(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of the tensors holding a NaN or an inf; one device sync in all when every tensor is finite."""
     floating = {name: t for name, t in tensors.items() if t.is_floating_point() and t.numel()}
