@@ -99,6 +99,7 @@ def one_thread():
 # ---------------------------------------------------------------------------------------------
 # 1. bfloat16
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.integration  # trains a few steps per architecture
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bf16_training(arch, copy_task, one_thread):
     epochs = 6  # 64 puzzles / 16 = 4 steps an epoch: 24 steps
@@ -404,6 +405,7 @@ def run_on_simulated_device(data: str, arch: str, steps: int = 3) -> None:
     assert_same_metrics(logged, cpu_logged, arch)
 
 
+@pytest.mark.integration  # trains a few steps per architecture
 @pytest.mark.parametrize("arch", DEVICE_ARCHS)
 def test_every_architecture_on_a_simulated_accelerator(arch, copy_task, one_thread):
     run_on_simulated_device(copy_task, arch)
@@ -487,6 +489,7 @@ def run_on_meta(data: str, arch: str) -> None:
     assert off_device([carry, loss, metrics, outputs], device=torch.device("meta")) == []
 
 
+@pytest.mark.integration  # trains a few steps per architecture
 @pytest.mark.parametrize("arch", DEVICE_ARCHS)
 def test_every_architecture_on_the_meta_device(arch, copy_task):
     run_on_meta(copy_task, arch)

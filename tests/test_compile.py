@@ -97,6 +97,7 @@ def assert_no_graph_breaks(head: torch.nn.Module, batch: dict, inference: bool) 
     assert (graphs, breaks) == (1, 0), f"the ACT step compiles to {graphs} graphs, {breaks} graph break(s): {reasons}"
 
 
+@pytest.mark.integration  # compiles (inductor explain): the quick loop stays under a minute
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_act_step_has_no_graph_breaks(copy_task, variant, mode):
