@@ -13,19 +13,16 @@ or published ones whose keys start with `_orig_mod.`), runs the test split throu
 `metrics.json` (the flat metrics, as in a run's metrics.jsonl), the ARC evaluator's
 `evaluator_ARC_step_N/submission.json`, and `step_N_all_preds.<rank>` with the outputs named in
 `save_outputs`. The evaluation is `training.evaluation.evaluate`, the one training runs.
-Keys (Hydra-style `key=value`, checked; unknown keys are errors): see `EvaluateConfig`.
+Keys are Hydra-style `key=value` and checked (unknown keys are errors); the list follows.
 """
 import json
 import os
-import sys
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from dataset.common import PuzzleDatasetMetadata
 from dataset.puzzle_dataset import merge_metadata
@@ -37,15 +34,16 @@ from training.state import build_model
 from training.tta import TTA_METRIC, TTA_VALID_METRIC, tta_transforms
 from utils.atomic import write_atomically
 from utils.checkpoint import list_train_states, load_weights, safe_load
-from utils.cli import exit_with_message
-from utils.config import EvaluatorConfig, PretrainConfig, format_validation_error, parse_config
+from utils.cli import parse_key_values, quoted, run_key_value_command
+from utils.config import DEVICE_HELP, EvaluatorConfig, PretrainConfig, parse_config
 from utils.device import should_compile
 from utils.distributed import DistContext, destroy_distributed, init_distributed
-from utils.errors import CheckpointError, ConfigError, UserFacingError
+from utils.errors import CheckpointError, ConfigError
 from utils.hub import is_hub_path, parse_hub_path, resolve_hub_checkpoint
 from utils.run_files import BEST_WEIGHTS, CONFIG_FILE, WEIGHTS_FILE, weight_steps, weights_path
 
 METRICS_JSON = "metrics.json"  # what evaluate.py writes into its output_dir
+PATH_KEYS = ("checkpoint", "config", "output_dir", "device")  # taken as written (no YAML parsing of paths)
 
 
 class EvaluateConfig(BaseModel):
@@ -53,21 +51,31 @@ class EvaluateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint: str  # weights file (`step_N`, ours or published), a run directory (see `which`), or hf://OWNER/REPO/...
-    config: str | None = None  # training config; default: all_config.yaml beside the checkpoint
-    data_paths: list[str] | None = None  # evaluate on other built datasets (default: the training config's)
-    evaluators: list[EvaluatorConfig] | None = None  # e.g. [] to skip ARC voting; default: the training config's
-    save_outputs: list[str] = []  # raw outputs to save, e.g. [inputs, labels, puzzle_identifiers, preds, q_halt_logits]
-    output_dir: str | None = None  # default: eval_<checkpoint name> beside the checkpoint
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    global_batch_size: int | None = None  # default: the training batch size
-    halt_early: bool = False  # stop each sequence when its Q head says halt (default: all halt_max_steps, as published)
-    tta: int = Field(0, ge=0)  # Sudoku/Maze: also answer under K transforms and vote (<set>/tta_exact_accuracy)
-    tta_sudoku_check: bool = False  # Sudoku, with tta: prefer valid completions (<set>/tta_valid_exact_accuracy)
-    which: Literal["last", "best"] = "last"  # for a run directory: its newest step_N, or step_best
-    compile: bool | None = None  # torch.compile; null = on CUDA only (as in training)
-    overwrite: bool = False  # replace the outputs of an earlier evaluation in output_dir
-    num_workers: Literal[0, 1] = 1  # data loader workers
+    checkpoint: str = Field(
+        description="weights file (`step_N`, ours or published), a run directory (see `which`), or "
+                    "hf://OWNER/REPO/...")
+    config: str | None = Field(None, description="training config; null = all_config.yaml beside the checkpoint")
+    data_paths: list[str] | None = Field(None,
+        description="evaluate on other built datasets; null = the training config's")
+    evaluators: list[EvaluatorConfig] | None = Field(None,
+        description="evaluators to run, e.g. [] to skip ARC voting; null = the training config's")
+    save_outputs: list[str] = Field([],
+        description="raw outputs to save, e.g. [inputs, labels, puzzle_identifiers, preds, q_halt_logits]")
+    output_dir: str | None = Field(None,
+        description="where the outputs go; null = eval_<checkpoint name> beside the checkpoint")
+    device: str = Field("auto", description=DEVICE_HELP)
+    global_batch_size: int | None = Field(None,
+        description="examples per evaluation batch, over all processes; null = the training batch size")
+    halt_early: bool = Field(False,
+        description="stop each sequence when its Q head says halt (default: all halt_max_steps, as published)")
+    tta: int = Field(0, ge=0,
+        description="Sudoku/Maze: also answer under K transforms and vote (<set>/tta_exact_accuracy)")
+    tta_sudoku_check: bool = Field(False,
+        description="Sudoku, with tta: prefer valid completions (<set>/tta_valid_exact_accuracy)")
+    which: Literal["last", "best"] = Field("last", description="for a run directory: its newest step_N, or step_best")
+    compile: bool | None = Field(None, description="torch.compile; null = on CUDA only (as in training)")
+    overwrite: bool = Field(False, description="replace the outputs of an earlier evaluation in output_dir")
+    num_workers: Literal[0, 1] = Field(1, description="data loader worker processes (0 = load in the main process)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,28 +83,16 @@ class EvaluateConfig(BaseModel):
 # ---------------------------------------------------------------------------------------------
 def parse_args(argv: list[str]) -> EvaluateConfig:
     """Hydra-style `key=value` arguments (values in YAML syntax: lists `[a,b]`, `true`, numbers)."""
-    bad = [arg for arg in argv if "=" not in arg]
-    if bad:
-        raise ConfigError(f"Arguments must be key=value, got {bad}. Example: python evaluate.py checkpoint=PATH")
-    try:
-        raw = OmegaConf.to_container(OmegaConf.from_dotlist([arg.lstrip("+") for arg in argv]), resolve=True)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"Cannot parse the arguments {argv}: {err}") from None
-    try:
-        return EvaluateConfig(**raw)
-    except ValidationError as err:
-        raise ConfigError("Invalid evaluate.py arguments:\n" + format_validation_error(err).replace(
-            "see config/cfg_pretrain.yaml and config/arch/*.yaml", "see EvaluateConfig in evaluate.py")) from None
+    return parse_key_values(argv, EvaluateConfig, "evaluate.py", "checkpoint=PATH", verbatim=PATH_KEYS)
 
 
-def resolve_checkpoint(args: EvaluateConfig) -> str:
-    """A local weights file: as given, downloaded from the hub (`hf://`), or a run directory's newest `step_N`
-    (`which=last`) or `step_best` (`which=best`)."""
-    path = args.checkpoint
+def resolve_checkpoint(path: str, which: str = "last", need_config: bool = True) -> str:
+    """A local weights file: as given, downloaded from the hub (`hf://`, with its all_config.yaml when
+    `need_config`), or a run directory's newest `step_N` (`which=last`) or `step_best` (`which=best`)."""
     if is_hub_path(path):
-        return resolve_hub_checkpoint(path, need_config=args.config is None)
+        return resolve_hub_checkpoint(path, need_config=need_config)
     if os.path.isdir(path):
-        if args.which == "best":
+        if which == "best":
             best = os.path.join(path, BEST_WEIGHTS)
             if not os.path.isfile(best):
                 raise CheckpointError(f"{path} has no {BEST_WEIGHTS}: the run did not track a best checkpoint "
@@ -107,8 +103,8 @@ def resolve_checkpoint(args: EvaluateConfig) -> str:
             raise CheckpointError(f"{path} is a directory without step_N weight files; give checkpoint=PATH/step_N.")
         return weights_path(path, steps[-1])
     if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint {path} does not exist (checkpoint= takes a step_N weights file, "
-                              "a run directory or an hf:// path).")
+        raise CheckpointError(f"Checkpoint {path} does not exist: give a step_N weights file, a run directory "
+                              "or an hf:// path.")
     return path
 
 
@@ -223,7 +219,7 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
 
 def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
     """Evaluate; on rank 0 print and write the metrics and return them (flat), None elsewhere."""
-    checkpoint = resolve_checkpoint(args)
+    checkpoint = resolve_checkpoint(args.checkpoint, args.which, need_config=args.config is None)
     plan = load_plan(args, checkpoint)
     seed_everything(plan.train_config.seed + ctx.rank)
     if not has_split(plan.test_paths, "test"):
@@ -240,7 +236,7 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
     step = checkpoint_step(checkpoint)
     if ctx.is_main:
         os.makedirs(output_dir, exist_ok=True)
-        print(f"Evaluating {checkpoint} ({plan.config_path}) on {plan.test_paths}, "
+        print(f"Evaluating {quoted(checkpoint)} ({quoted(plan.config_path)}) on {plan.test_paths}, "
               f"device {ctx.device} x{ctx.world_size}, halt_early={args.halt_early}, tta={args.tta}")
 
     results = evaluate(model, loader, test_metadata, evaluators, ctx, step, output_dir,
@@ -272,30 +268,27 @@ def print_report(results: dict, output_dir: str, step: int, evaluators: list) ->
     for key, value in results.items():
         if not isinstance(value, dict):
             print(f"{key} {value:.4f}")
-    print(f"Metrics written to {os.path.join(output_dir, METRICS_JSON)}")
+    print(f"Metrics written to {quoted(os.path.join(output_dir, METRICS_JSON))}")
     for entry in evaluators:
         path = os.path.join(entry.output_dir(output_dir, step), "submission.json")
         if os.path.isfile(path):
-            print(f"Submission written to {path}")
+            print(f"Submission written to {quoted(path)}")
+
+
+def evaluate_command(argv: list[str]) -> None:
+    args = parse_args(argv)
+    try:
+        ctx = init_distributed(args.device)
+    except ValueError as err:  # an unusable device request
+        raise ConfigError(str(err)) from None
+    try:
+        run(args, ctx)
+    finally:
+        destroy_distributed(ctx)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        sys.exit(0 if argv else 2)
-    try:
-        args = parse_args(argv)
-        try:
-            ctx = init_distributed(args.device)
-        except ValueError as err:  # an unusable device request
-            raise ConfigError(str(err)) from None
-        try:
-            run(args, ctx)
-        finally:
-            destroy_distributed(ctx)
-    except (UserFacingError, FileNotFoundError) as err:
-        exit_with_message(err)
+    run_key_value_command(argv, __doc__, EvaluateConfig, evaluate_command)
 
 
 if __name__ == "__main__":

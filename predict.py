@@ -16,34 +16,31 @@ start, goal; path cells `o` are read as open) or `input=FILE` / `--input FILE`, 
 puzzle per line (a `question` column, as in the Sudoku-Extreme and Maze-Hard CSVs, or the first).
 The checkpoint is resolved and its model built as evaluate.py does (`all_config.yaml` beside it);
 its task comes from the data it was trained on. ARC checkpoints need the puzzle embedding of a task
-seen in training: use evaluate.py for them. Keys (Hydra-style `key=value`): see `PredictConfig`.
+seen in training: use evaluate.py for them. Keys are Hydra-style `key=value`; the list follows.
 """
 import csv
 import io
 import os
-import sys
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata
 from dataset.tasks import arc, maze, sudoku, task_of
 from evaluate import EvaluateConfig, EvaluationPlan, build_and_load, load_plan, resolve_checkpoint, trained_metadata
 from training.evaluation import act_model, run_act_all_steps, run_act_halting_early
-from training.state import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY
+from training.state import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, weights_vocab_size
 from training.tta import sudoku_valid_completions, tta_transforms, vote
 from utils.checkpoint import safe_load, strip_compiled_prefix
-from utils.cli import exit_with_message
-from utils.config import format_validation_error
+from utils.cli import parse_key_values, run_key_value_command
+from utils.config import DEVICE_HELP
 from utils.device import select_device
 from utils.distributed import DistContext
-from utils.errors import ConfigError, UserFacingError
+from utils.errors import ConfigError
 from viz.maze import COLOURS as MAZE_COLOURS
 from viz.maze import maze_panel
 from viz.puzzles import WRITERS, write_sheet
@@ -63,17 +60,20 @@ class PredictConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint: str  # weights file (`step_N`), a run directory (see `which`), or hf://OWNER/REPO/...
-    which: Literal["last", "best"] = "last"  # for a run directory: its newest step_N, or step_best
-    config: str | None = None  # training config; default: all_config.yaml beside the checkpoint
-    sudoku: str | None = None  # one Sudoku: 81 cells, digits 1-9 and `.` or `0` for blanks
-    maze: str | None = None  # a text file: one maze of 30 lines x 30 characters of `# SGo`
-    input: str | None = None  # a CSV file of puzzles, one a line (a `question` column, or the first)
-    tta: int = Field(0, ge=0)  # also answer under K transforms and vote over the K+1 answers
-    tta_sudoku_check: bool = False  # Sudoku, with tta: only valid completions of the clues vote, where any
-    halt_early: bool = False  # stop each puzzle at the first step its Q head says halt (default: all steps)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    out: str | None = None  # also draw the answers: a .png or .html file
+    checkpoint: str = Field(
+        description="weights file (`step_N`), a run directory (see `which`), or hf://OWNER/REPO/...")
+    which: Literal["last", "best"] = Field("last", description="for a run directory: its newest step_N, or step_best")
+    config: str | None = Field(None, description="training config; default: all_config.yaml beside the checkpoint")
+    sudoku: str | None = Field(None, description="one Sudoku: 81 cells, digits 1-9 and `.` or `0` for blanks")
+    maze: str | None = Field(None, description="a text file: one maze of 30 lines x 30 characters of `# SGo`")
+    input: str | None = Field(None, description="a CSV file of puzzles, one a line (a `question` column, or the first)")
+    tta: int = Field(0, ge=0, description="also answer under K transforms and vote over the K+1 answers")
+    tta_sudoku_check: bool = Field(False,
+        description="Sudoku, with tta: only valid completions of the clues vote, where any")
+    halt_early: bool = Field(False,
+        description="stop each puzzle at the first step its Q head says halt (default: all steps)")
+    device: str = Field("auto", description=DEVICE_HELP)
+    out: str | None = Field(None, description="also draw the answers: a .png or .html file")
 
 
 @dataclass
@@ -118,27 +118,8 @@ def flags_to_keys(argv: list[str]) -> list[str]:
 def parse_args(argv: list[str]) -> PredictConfig:
     """Hydra-style `key=value` arguments as evaluate.py parses them, except that file names, devices and
     puzzles are taken as written."""
-    argv = flags_to_keys(argv)
-    bad = [arg for arg in argv if "=" not in arg]
-    if bad:
-        raise ConfigError(f"Arguments must be key=value, got {bad}. Example: python predict.py checkpoint=PATH "
-                          'sudoku="53..7....6..195..."')
-    texts, others = {}, []
-    for arg in (arg.lstrip("+") for arg in argv):
-        key, _, value = arg.partition("=")
-        if key in TEXT_KEYS:
-            texts[key] = value
-        else:
-            others.append(arg)
-    try:
-        raw = OmegaConf.to_container(OmegaConf.from_dotlist(others), resolve=True)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"Cannot parse the arguments {others}: {err}") from None
-    try:
-        return PredictConfig(**raw, **texts)
-    except ValidationError as err:
-        raise ConfigError("Invalid predict.py arguments:\n" + format_validation_error(err).replace(
-            "see config/cfg_pretrain.yaml and config/arch/*.yaml", "see PredictConfig in predict.py")) from None
+    return parse_key_values(flags_to_keys(argv), PredictConfig, "predict.py",
+                            'checkpoint=PATH sudoku="53..7....6..195..."', verbatim=TEXT_KEYS)
 
 
 def check_request(args: PredictConfig) -> None:
@@ -160,7 +141,7 @@ def load_predict_plan(args: PredictConfig) -> tuple[str, EvaluationPlan]:
     # data_paths=[]: load_plan then asks for no test directories; the model is still built from the
     # training config's own datasets when they are here (build_and_load reads their train split).
     eval_args = EvaluateConfig(checkpoint=args.checkpoint, which=args.which, config=args.config, data_paths=[])
-    checkpoint = resolve_checkpoint(eval_args)
+    checkpoint = resolve_checkpoint(args.checkpoint, args.which, need_config=args.config is None)
     plan = load_plan(eval_args, checkpoint)
     return checkpoint, replace(plan, train_paths=plan.train_config.data_paths, test_paths=[])
 
@@ -170,10 +151,10 @@ def metadata_from_weights(checkpoint: str) -> PuzzleDatasetMetadata:
     is not here: the task from the vocabulary of its token embedding (each task's differs), the rest as the
     builders write it (`write_grouped_split`: PAD and ignored label 0, every puzzle the blank identifier 0)."""
     weights = strip_compiled_prefix(safe_load(checkpoint, mmap=True))
-    if EMBED_TOKENS_KEY not in weights:
+    vocab_size = weights_vocab_size(weights)
+    if vocab_size is None:
         raise ConfigError(f"Cannot tell the task of {checkpoint}: its training data is not here and it has no "
                           f"{EMBED_TOKENS_KEY}; point config= at a training config whose data_paths exist here.")
-    vocab_size = weights[EMBED_TOKENS_KEY].shape[0]
     modules = [module for module in (arc, sudoku, maze) if module.VOCAB_SIZE == vocab_size]
     if not modules:
         raise ConfigError(f"{checkpoint} has a vocabulary of {vocab_size} tokens, neither Sudoku's "
@@ -521,14 +502,7 @@ def run(args: PredictConfig) -> list[Answer]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        sys.exit(0 if argv else 2)
-    try:
-        run(parse_args(argv))
-    except (UserFacingError, FileNotFoundError) as err:
-        exit_with_message(err)
+    run_key_value_command(argv, __doc__, PredictConfig, lambda argv: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

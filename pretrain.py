@@ -2,13 +2,20 @@
 
 Also under torchrun: `torchrun --nproc-per-node N pretrain.py ...`. The configuration is
 `config/cfg_pretrain.yaml` plus Hydra overrides; see the README for the paper's commands.
+`python pretrain.py [overrides] --help` lists every key with the value those overrides give it.
 """
+import os
+import sys
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from utils.cli import exit_with_message
-from utils.config import parse_config
-from utils.errors import UserFacingError
+from utils.config import parse_config, training_help
+from utils.errors import ConfigError, UserFacingError
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
+DEFAULT_CONFIG = "cfg_pretrain"
 
 
 def run(raw_config: dict) -> dict | None:
@@ -28,7 +35,39 @@ def run(raw_config: dict) -> dict | None:
         destroy_distributed(ctx)
 
 
-@hydra.main(config_path="config", config_name="cfg_pretrain", version_base="1.3")
+def split_help_arguments(argv: list[str]) -> tuple[str, list[str]]:
+    """(config name, overrides) of a `--help` command line: Hydra's `--config-name X` / `-cn X` and the rest."""
+    name, overrides, args = DEFAULT_CONFIG, [], iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help"):
+            continue
+        if arg in ("--config-name", "-cn"):
+            name = next(args, name)
+        elif arg.startswith("--config-name="):
+            name = arg.split("=", 1)[1]
+        else:
+            overrides.append(arg)
+    return name, overrides
+
+
+def print_help(argv: list[str]) -> None:
+    """Our `--help`: the keys of the typed configs (descriptions from them, values from the composed YAML)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    name, overrides = split_help_arguments(argv)
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            composed = OmegaConf.to_container(compose(config_name=name, overrides=overrides), resolve=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        message = str(err).split("\nConfig search path")[0]  # Hydra appends its search path: not the user's concern
+        raise ConfigError(f"Cannot compose the configuration {name} with {overrides}: {message}") from None
+    composed.pop("hydra", None)
+    print(__doc__.strip() + "\n\n" + training_help(composed, name))
+
+
+@hydra.main(config_path="config", config_name=DEFAULT_CONFIG, version_base="1.3")
 def main(hydra_config: DictConfig) -> None:
     try:
         run(OmegaConf.to_container(hydra_config, resolve=True))
@@ -38,4 +77,10 @@ def main(hydra_config: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):  # Hydra's own help stays at --hydra-help
+        try:
+            print_help(sys.argv[1:])
+        except UserFacingError as err:
+            exit_with_message(err)
+        sys.exit(0)
     main()

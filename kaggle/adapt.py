@@ -42,11 +42,10 @@ from dataset.build_arc_dataset import (
     load_subset,
 )
 from dataset.tasks import arc
-from utils.atomic import write_atomically
+from utils.atomic import read_json_if_present, write_atomically
 from utils.cli import exit_with_message
 from utils.config import PretrainConfig, parse_config
 from utils.errors import CheckpointError, ConfigError, DatasetError, UserFacingError
-from utils.hub import is_hub_path, resolve_hub_checkpoint
 from utils.run_files import CONFIG_FILE, METRICS_FILE, evaluator_dir, weight_steps
 
 SUBSET = "adapt"  # the subset name the tasks are given under to the builder (its test set)
@@ -98,11 +97,7 @@ def file_digest(path: str) -> str:
 
 
 def read_manifest(out: str) -> dict | None:
-    path = os.path.join(out, MANIFEST)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json_if_present(os.path.join(out, MANIFEST))
 
 
 def write_manifest(out: str, manifest: dict) -> None:
@@ -170,26 +165,15 @@ def build_data(prefix: str, out: str, args: argparse.Namespace) -> str:
 
 def pretrained_weights(checkpoint: str) -> tuple[str, str]:
     """(weights file, its training config) of the pretrained checkpoint; an error unless it is an ARC model."""
-    from training.state import EMBED_TOKENS_KEY
+    from evaluate import resolve_checkpoint
+    from training.state import weights_vocab_size
     from utils.checkpoint import safe_load, strip_compiled_prefix
-    from utils.run_files import weights_path
-    if is_hub_path(checkpoint):
-        weights = resolve_hub_checkpoint(checkpoint)
-    elif os.path.isdir(checkpoint):
-        steps = weight_steps(checkpoint)
-        if not steps:
-            raise CheckpointError(f"{checkpoint} holds no step_N weights; give --checkpoint PATH/step_N.")
-        weights = weights_path(checkpoint, steps[-1])
-    elif os.path.isfile(checkpoint):
-        weights = checkpoint
-    else:
-        raise CheckpointError(f"--checkpoint {checkpoint} does not exist (a step_N file, a run directory or hf://...).")
+    weights = resolve_checkpoint(checkpoint)
     config_path = os.path.join(os.path.dirname(os.path.abspath(weights)), CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise CheckpointError(f"No {CONFIG_FILE} beside {weights}: the adaptation builds the model the checkpoint "
                               "was trained as; put the run's config beside the weights.")
-    state_dict = strip_compiled_prefix(safe_load(weights, mmap=True))
-    vocab = state_dict[EMBED_TOKENS_KEY].shape[0] if EMBED_TOKENS_KEY in state_dict else None
+    vocab = weights_vocab_size(strip_compiled_prefix(safe_load(weights, mmap=True)))
     if vocab != arc.VOCAB_SIZE:
         raise CheckpointError(f"{weights} is not an ARC model (its token vocabulary is {vocab}, ARC's is "
                               f"{arc.VOCAB_SIZE}): adaptation to ARC tasks needs a checkpoint trained on ARC.")
@@ -251,11 +235,12 @@ def write_outputs(out: str, run_dir: str, last_eval: dict | None, has_solutions:
     write_atomically(os.path.join(out, METRICS), lambda f: json.dump(metrics, f, indent=1), mode="w")
 
 
-def prepare(args: argparse.Namespace, keys: list[str]) -> dict:
-    """Stage 1 (rank 0): check every input, then copy the tasks into OUT and build their dataset."""
+def prepare(args: argparse.Namespace, keys: list[str]) -> tuple[dict, tuple[str, str]]:
+    """Stage 1 (rank 0): check every input, then copy the tasks into OUT and build their dataset.
+    Returns the manifest and the pretrained (weights file, config)."""
     manifest = start_manifest(args, keys)
     check_tasks(args)
-    pretrained_weights(args.checkpoint)  # an ARC model with its config, before OUT is written to
+    pretrained = pretrained_weights(args.checkpoint)  # an ARC model with its config, before OUT is written to
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
     write_manifest(out, manifest)
@@ -267,7 +252,7 @@ def prepare(args: argparse.Namespace, keys: list[str]) -> dict:
         build_data(prefix, out, args)
         manifest["stages"].append("data")
         write_manifest(out, manifest)
-    return manifest
+    return manifest, pretrained
 
 
 def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
@@ -279,10 +264,10 @@ def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
     device = next((k.split("=", 1)[1] for k in keys if k.startswith("device=")), "auto")
     ctx = init_distributed(device)
     try:
-        manifest, error = None, None
+        manifest, error, pretrained = None, None, None
         if ctx.is_main:  # inputs, checks and the dataset: once, before the other ranks read them
             try:
-                manifest = prepare(args, keys)
+                manifest, pretrained = prepare(args, keys)
             except UserFacingError as err:
                 error = err
         error, manifest = broadcast_object((error, manifest), ctx)
@@ -293,7 +278,8 @@ def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
                 print(f"Already complete: {os.path.join(out, SUBMISSION)}")
             with open(os.path.join(out, METRICS)) as f:
                 return json.load(f)
-        weights, config_path = pretrained_weights(args.checkpoint)
+        # Every rank resolves the checkpoint itself (a hub download lands in each machine's own cache).
+        weights, config_path = pretrained if pretrained is not None else pretrained_weights(args.checkpoint)
         config = adaptation_config(args, keys, weights, config_path, os.path.join(out, "data"))
         if ctx.is_main:
             print(f"[2/3] Fine-tuning {weights} on the tasks ({args.epochs} epochs) in {config.checkpoint_path}")

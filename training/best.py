@@ -10,7 +10,7 @@ import os
 from torch import nn
 
 from training.checkpointing import save_model_weights
-from utils.atomic import write_atomically
+from utils.atomic import read_json_if_present, write_atomically
 from utils.config import PretrainConfig
 from utils.errors import ConfigError
 from utils.run_files import BEST_FILE, BEST_WEIGHTS
@@ -18,11 +18,7 @@ from utils.run_files import BEST_FILE, BEST_WEIGHTS
 
 def read_best(run_dir: str) -> dict | None:
     """`{"step", "metric", "value", "mode"}` of the run's best evaluation, or None."""
-    path = os.path.join(run_dir, BEST_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json_if_present(os.path.join(run_dir, BEST_FILE))
 
 
 def best_on_resume(run_dir: str, step: int) -> dict | None:

@@ -22,6 +22,7 @@ from training.signals import StopRequest, batches_until_signal
 from training.state import TrainState, cosine_schedule_with_warmup_lr, evaluation_model, init_train_state, update_ema
 from training.tta import tta_transforms
 from utils.checkpoint import carry_from_state, new_stream_seed, remove_stale_temporaries, restore_rng_state
+from utils.cli import quoted
 from utils.config import PretrainConfig, derive_names
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
@@ -178,11 +179,14 @@ def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | N
     logger = RunLogger(config.checkpoint_path, config.project_name, config.run_name, config.model_dump(),
                        config.wandb_mode, resume_step=resume_step)
     if resume_dir:
-        print(f"Resuming from {resume_dir} at step {state.step}")
+        print(f"Resuming from {quoted(resume_dir)} at step {state.step}")
     else:
         logger.log({"num_params": sum(p.numel() for p in state.raw_model.parameters())}, step=0)
     print(f"Run {config.run_name!r}: {state.total_steps} steps on {ctx.device} x{ctx.world_size}; "
-          f"checkpoints and {METRICS_FILE} in {config.checkpoint_path}")
+          f"checkpoints and {METRICS_FILE} in {quoted(config.checkpoint_path)}")
+    if " " in config.run_name:  # the published '<model class> <random slug>'
+        print("  (the run name has a space, so paths are printed quoted; +run_name=NAME names a run yourself, "
+              "and resume=auto needs a name it can find again)")
     return logger
 
 
@@ -273,11 +277,11 @@ def run_iterations(config: PretrainConfig, state: TrainState, train_loader, trai
             if stopping:
                 if ctx.is_main:
                     reason = f"on {stop.signal_name}" if stop.requested else f"at stop_at_step={config.stop_at_step}"
-                    print(f"Stopped {reason}: saved {path}; continue with resume=auto")
+                    print(f"Stopped {reason}: saved {quoted(path)}; continue with resume=auto")
                 return last_eval, False
         if stop.loader_interrupted:  # the signal ended the loader's worker before the next batch
             path = save_checkpoint(config, state, train_metadata, ctx)
-            print(f"Stopped on {stop.signal_name}: saved {path}; continue with resume=auto")
+            print(f"Stopped on {stop.signal_name}: saved {quoted(path)}; continue with resume=auto")
             return last_eval, False
         state.iter_id, state.batches_in_iter = iter_id + 1, 0
 

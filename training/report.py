@@ -5,6 +5,7 @@ import torch
 
 from training.state import TrainState
 from training.tta import TTA_METRIC, TTA_VALID_METRIC
+from utils.cli import command_line, quoted
 from utils.config import PretrainConfig
 from utils.run_files import BEST_WEIGHTS, CURVES_FILE, METRICS_FILE, PREDICTIONS_PICTURE, outputs_path, weights_path
 
@@ -26,13 +27,16 @@ def report_run(config: PretrainConfig, state: TrainState, last_eval: dict | None
     """Where everything is, the best checkpoint, and (last lines) the test exact accuracy."""
     run_dir = config.checkpoint_path
     weights = weights_path(run_dir, state.step)
-    print(f"checkpoint: {weights if os.path.exists(weights) else 'none saved'}")
+    saved = os.path.exists(weights)
+    print(f"checkpoint: {quoted(weights) if saved else 'none saved'}")
     if state.last_checkpoint:
-        print(f"training state: {state.last_checkpoint}")
+        print(f"training state: {quoted(state.last_checkpoint)}")
     if state.best is not None:
-        print(f"best: {os.path.join(run_dir, BEST_WEIGHTS)} (step {state.best['step']}, "
+        print(f"best: {quoted(os.path.join(run_dir, BEST_WEIGHTS))} (step {state.best['step']}, "
               f"{state.best['metric']} {state.best['value']:.4f})")
-    print(f"metrics: {os.path.join(run_dir, METRICS_FILE)}")
+    print(f"metrics: {quoted(os.path.join(run_dir, METRICS_FILE))}")
+    if saved:  # the next command, ready to paste (paths quoted: the published run name has a space)
+        print(f"evaluate: {command_line('evaluate.py', checkpoint=weights)}")
     trained = min(state.step, state.total_steps)
     estimate = "" if trained == state.total_steps else f" (the lr schedule's estimate, by the published formula: " \
                                                        f"{state.total_steps})"
@@ -61,11 +65,12 @@ def draw_pictures(config: PretrainConfig, step: int) -> list[str]:
     from viz.puzzles import render_predictions
 
     run_dir = config.checkpoint_path
-    lines = [f"curves: {plot_curves(os.path.join(run_dir, METRICS_FILE), os.path.join(run_dir, CURVES_FILE))}"]
+    curves = plot_curves(os.path.join(run_dir, METRICS_FILE), os.path.join(run_dir, CURVES_FILE))
+    lines = [f"curves: {quoted(curves)}"]
     outputs_file = outputs_path(run_dir, step)
     if os.path.exists(outputs_file):
         outputs = torch.load(outputs_file, weights_only=True)
         data_dir = (config.data_paths_test or config.data_paths)[0]
         picture = render_predictions(data_dir, outputs, os.path.join(run_dir, PREDICTIONS_PICTURE))
-        lines.append(f"pictures: {picture}")
+        lines.append(f"pictures: {quoted(picture)}")
     return lines

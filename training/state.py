@@ -23,6 +23,11 @@ PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"  # (num_puzzle_identifiers, pu
 EMBED_TOKENS_KEY = "model.inner.embed_tokens.embedding_weight"  # (vocab_size, hidden_size): tells the task
 
 
+def weights_vocab_size(weights: dict) -> int | None:
+    """The token vocabulary of a (prefix-stripped) state dict, which tells its task; None without a token embedding."""
+    return weights[EMBED_TOKENS_KEY].shape[0] if EMBED_TOKENS_KEY in weights else None
+
+
 @dataclass
 class TrainState:
     """Everything that changes during training, in one object (saved and restored as a whole)."""

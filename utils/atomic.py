@@ -5,6 +5,7 @@ to a temporary name beside its final path, is flushed and synced, and only then 
 Temporary names are unique per process and call, so two writers never share one.
 """
 import errno
+import json
 import os
 import shutil
 import uuid
@@ -54,6 +55,14 @@ def write_atomically(path: str, write: Callable[[Any], None], mode: str = "wb") 
         _remove(tmp)
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def read_json_if_present(path: str) -> Any:
+    """The JSON document at `path` (written with write_atomically, so never half written), or None if absent."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def _remove(path: str) -> None:

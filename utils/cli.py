@@ -1,12 +1,18 @@
-"""Small command-line helpers shared by the entry points: argparse integer types, progress bars, exit on user errors."""
+"""Command-line helpers shared by the entry points: parsers whose help shows every option's description
+and default, key=value commands whose help is generated from their typed config, argparse integer types,
+progress bars, exit on user errors."""
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
-from typing import Callable, NoReturn, TypeVar
+import textwrap
+from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar
 
-from utils.errors import UserFacingError
+from pydantic import BaseModel, ValidationError
+
+from utils.errors import ConfigError, UserFacingError
 
 T = TypeVar("T")
 
@@ -49,3 +55,154 @@ def progress(iterable=None, **kwargs):
     """tqdm progress bar, refreshed at most once a second (cheap on millions of rows)."""
     from tqdm import tqdm
     return tqdm(iterable, mininterval=1.0, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# argparse commands: every option has a line of help, and its default is shown after it
+# ---------------------------------------------------------------------------------------------
+def shown_default(value: Any) -> str:
+    """A default as one would type it on the command line."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(item) for item in value)
+    return str(value)
+
+
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends `(default: X)` to an option's help unless the help says its default already; options
+    without a value to show (None, False flags) explain their default in their help text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or "default" in text or action.default in (None, False, [], argparse.SUPPRESS)
+                or text == argparse.SUPPRESS):
+            return text
+        return f"{text} (default: {shown_default(action.default).replace('%', '%%')})"
+
+
+def new_parser(description: str | None, **kwargs) -> argparse.ArgumentParser:
+    """The parser every argparse entry point starts from (descriptions kept as written, defaults shown)."""
+    return argparse.ArgumentParser(description=description, formatter_class=DefaultsHelpFormatter, **kwargs)
+
+
+def undescribed_options(parser: argparse.ArgumentParser) -> list[str]:
+    """Options and positionals (of subcommands too) without a help text: what a `--help` test rejects."""
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += [f"{name} {option}" for option in undescribed_options(sub)]
+        elif not isinstance(action, argparse._HelpAction) and not action.help:
+            missing.append("/".join(action.option_strings) or action.dest)
+    return missing
+
+
+# ---------------------------------------------------------------------------------------------
+# key=value commands (Hydra style): the keys and their help come from one pydantic model
+# ---------------------------------------------------------------------------------------------
+def undescribed_fields(model: type[BaseModel]) -> list[str]:
+    """Fields of a typed config without a description (their help line would be empty)."""
+    return [name for name, field in model.model_fields.items() if not field.description]
+
+
+def field_default(model: type[BaseModel], name: str) -> Any:
+    field = model.model_fields[name]
+    if field.is_required():
+        return "required"
+    return field.get_default(call_default_factory=True)
+
+
+def shown_value(value: Any) -> str:
+    """A value as written after `key=` (null, true/false, [a,b])."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(shown_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}: {shown_value(item)}" for key, item in value.items()) + "}"
+    return str(value)
+
+
+def keys_help(model: type[BaseModel], values: Mapping[str, Any] | None = None, prefix: str = "",
+              skip: Iterable[str] = (), added: Iterable[str] = (), width: int = 100) -> str:
+    """One entry per field of `model`: `prefix+key=DEFAULT` and its description, wrapped under it.
+
+    `values` replaces the fields' defaults (e.g. the composed training config); keys in `added`
+    are written `+key` (Hydra's way of adding a key its YAML does not have)."""
+    skip, added = set(skip), set(added)
+    lines = []
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        value = values[name] if values is not None and name in values else field_default(model, name)
+        plus = "+" if name in added else ""
+        lines.append(f"  {plus}{prefix}{name}={shown_value(value)}")
+        lines += textwrap.wrap(field.description or "", width=width, initial_indent=" " * 6, break_on_hyphens=False,
+                               subsequent_indent=" " * 6)
+    return "\n".join(lines)
+
+
+def parse_key_values(argv: list[str], model: type[BaseModel], command: str, example: str,
+                     verbatim: Iterable[str] = ()) -> BaseModel:
+    """`key=value` arguments (values in YAML syntax: `[a,b]`, `true`, numbers; a leading `+` is allowed)
+    checked against `model`; keys in `verbatim` (file names, puzzles) are taken as written."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from utils.config import format_validation_error
+
+    bad = [arg for arg in argv if "=" not in arg]
+    if bad:
+        raise ConfigError(f"Arguments must be key=value, got {bad}. Example: python {command} {example}")
+    verbatim = set(verbatim)
+    texts, others = {}, []
+    for arg in (arg.lstrip("+") for arg in argv):
+        key, _, value = arg.partition("=")
+        if key in verbatim:
+            texts[key] = value
+        else:
+            others.append(arg)
+    try:
+        raw = OmegaConf.to_container(OmegaConf.from_dotlist(others), resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Cannot parse the arguments {others}: {err}") from None
+    try:
+        return model(**raw, **texts)
+    except ValidationError as err:
+        hint = f"misspelt? `python {command} --help` lists the keys"
+        raise ConfigError(f"Invalid {command} arguments:\n" + format_validation_error(err, unknown_hint=hint)) from None
+
+
+def key_value_help(doc: str, model: type[BaseModel]) -> str:
+    """A command's `--help`: its docstring, then every key with its default and description."""
+    return f"{doc.rstrip()}\n\nKeys (key=value; defaults shown):\n{keys_help(model)}"
+
+
+def run_key_value_command(argv: list[str] | None, doc: str, model: type[BaseModel],
+                          body: Callable[[list[str]], Any]) -> None:
+    """The frame of a key=value entry point: `--help` prints `key_value_help`, no arguments prints it to
+    stderr with exit status 2, and an error the user can act on is one `error:` line."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(key_value_help(doc, model), file=sys.stdout if argv else sys.stderr)
+        sys.exit(0 if argv else 2)
+    try:
+        body(argv)
+    except (UserFacingError, FileNotFoundError) as err:
+        exit_with_message(err)
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def quoted(path: str) -> str:
+    """A path as it can be pasted into a shell command (published run names contain a space)."""
+    return shlex.quote(str(path))
+
+
+def command_line(script: str, **keys: Any) -> str:
+    """`python <script> key=value ...` as it runs when pasted in the current directory: the repository's
+    script by its path from here, each value quoted for the shell."""
+    script_path = os.path.relpath(os.path.join(REPO_ROOT, script))
+    return " ".join(["python", quoted(script_path), *(f"{key}={quoted(value)}" for key, value in keys.items())])

@@ -5,26 +5,32 @@ then rejects unknown or mistyped keys and impossible combinations, and the model
 config (e.g. `TRMConfig`) checks the `arch` keys, before any data is read or weights are built.
 """
 import os
+import textwrap
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from utils.cli import keys_help
 from utils.errors import ConfigError
 
 __all__ = ["ConfigError", "PretrainConfig", "parse_config", "derive_names", "format_validation_error"]
 
 
+DEVICE_HELP = ("where to run: auto (CUDA, the local rank's GPU under torchrun, else MPS, else CPU) | cpu | cuda | "
+               "cuda:N | mps")
+
+
 class LossConfig(BaseModel):
     # Extra keys are the loss head's keyword arguments (e.g. loss_type).
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: str = Field(description="the loss head: module@class under models/, e.g. losses@ACTLossHead")
 
 
 class ArchConfig(BaseModel):
     # Extra keys are the model's config (checked by the model's own config class).
     model_config = ConfigDict(extra="allow")
-    name: str
-    loss: LossConfig
+    name: str = Field(description="the model: module@class under models/ (config/arch/*.yaml name the published ones)")
+    loss: LossConfig = Field(description="the loss head and its keys (loss.name, loss.loss_type)")
 
     @property
     def model_keys(self) -> dict:
@@ -34,21 +40,22 @@ class ArchConfig(BaseModel):
 class EvaluatorConfig(BaseModel):
     # Extra keys are the evaluator's keyword arguments.
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: str = Field(description="module@class under evaluators/, e.g. arc@ARC")
 
 
 class GeneratedDataConfig(BaseModel):
     """Offline data built on first use when `data_paths[0]` is missing (the quick demo needs no hub)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["sudoku", "maze"]
-    num_train: int
-    num_test: int
-    num_aug: int = 0  # sudoku: shuffled copies of each train puzzle (`--num-aug`)
-    aug: bool = False  # maze: add the 8 dihedral transforms of each train maze (`--aug`)
-    seed: int = 0
-    blanks: int | None = None  # sudoku: exact number of blanks per puzzle
-    min_path_length: int | None = None  # maze: keep mazes whose shortest path is at least this long
+    kind: Literal["sudoku", "maze"] = Field(description="which generator builds the dataset")
+    num_train: int = Field(description="training puzzles to generate")
+    num_test: int = Field(description="test puzzles to generate")
+    num_aug: int = Field(0, description="sudoku: shuffled copies of each train puzzle (`--num-aug`)")
+    aug: bool = Field(False, description="maze: add the 8 dihedral transforms of each train maze (`--aug`)")
+    seed: int = Field(0, description="the generator's seed")
+    blanks: int | None = Field(None, description="sudoku: exact number of blanks per puzzle (null = 45-55)")
+    min_path_length: int | None = Field(None, description="maze: keep mazes whose shortest path is at least this "
+                                                          "long (null = the generator's default)")
 
     @model_validator(mode="after")
     def _augmentation_of_the_kind(self) -> "GeneratedDataConfig":
@@ -65,63 +72,85 @@ class GeneratedDataConfig(BaseModel):
 
 
 class PretrainConfig(BaseModel):
+    """The training keys. Field descriptions are the help `python pretrain.py --help` prints."""
+
     model_config = ConfigDict(extra="forbid")
 
-    arch: ArchConfig
-    data_paths: list[str]
-    data_paths_test: list[str] = []
-    evaluators: list[EvaluatorConfig] = []
+    arch: ArchConfig = Field(description="the model and its keys: arch=NAME picks config/arch/NAME.yaml, "
+                                         "arch.KEY=VALUE sets one")
+    data_paths: list[str] = Field(description="built dataset directories to train on (their train splits)")
+    data_paths_test: list[str] = Field([], description="datasets to evaluate on; [] = data_paths")
+    evaluators: list[EvaluatorConfig] = Field([], description="evaluators run on each evaluation's outputs, "
+                                                               "e.g. [{name: arc@ARC}] (ARC voting and pass@k)")
 
-    global_batch_size: int
-    epochs: int
-    lr: float
-    lr_min_ratio: float
-    lr_warmup_steps: int
-    weight_decay: float
-    beta1: float
-    beta2: float
-    puzzle_emb_lr: float
-    puzzle_emb_weight_decay: float
+    global_batch_size: int = Field(description="examples per optimizer step, over all processes")
+    epochs: int = Field(description="passes over the training set (the lr schedule's length)")
+    lr: float = Field(description="peak learning rate of the network")
+    lr_min_ratio: float = Field(description="final lr of the cosine schedule, as a fraction of lr (1 = constant)")
+    lr_warmup_steps: int = Field(description="steps of linear warm-up from 0 to lr")
+    weight_decay: float = Field(description="weight decay of the network (AdamATan2)")
+    beta1: float = Field(description="AdamATan2 beta1")
+    beta2: float = Field(description="AdamATan2 beta2")
+    puzzle_emb_lr: float = Field(description="learning rate of the puzzle embedding (sign SGD)")
+    puzzle_emb_weight_decay: float = Field(description="weight decay of the puzzle embedding")
 
-    project_name: str | None = None
-    run_name: str | None = None
-    load_checkpoint: str | None = None
-    puzzle_emb_reset: bool = False  # ours: with load_checkpoint, start every puzzle row at the loaded rows' mean
-    checkpoint_path: str | None = None
+    project_name: str | None = Field(None, description="wandb project and checkpoints/ subdirectory; "
+                                                       "null = <Dataset>-ACT-torch")
+    run_name: str | None = Field(None, description="run name; null = '<model class> <random words>' (contains "
+                                                   "a space: quote it in commands)")
+    load_checkpoint: str | None = Field(None, description="start from these weights (step_N file or hf:// path)")
+    puzzle_emb_reset: bool = Field(False, description="ours: with load_checkpoint, start every puzzle row at the "
+                                                      "loaded rows' mean")
+    checkpoint_path: str | None = Field(None, description="run directory; null = checkpoints/<project>/<run>")
 
-    seed: int = 0
-    checkpoint_every_eval: bool = False
-    eval_interval: int | None = None
-    min_eval_interval: int | None = 0
-    eval_save_outputs: list[str] = []
+    seed: int = Field(0, description="seed of the weights, the data order and the ACT exploration")
+    checkpoint_every_eval: bool = Field(False, description="save the weights (step_N) at every evaluation")
+    eval_interval: int | None = Field(None, description="epochs between evaluations (must divide epochs); "
+                                                        "null = once, at the end")
+    min_eval_interval: int | None = Field(0, description="first loader iteration (of eval_interval epochs) that "
+                                                         "evaluates")
+    eval_save_outputs: list[str] = Field([], description="outputs each evaluation saves as step_N_all_preds.R, "
+                                                         "e.g. [inputs, labels, preds, q_halt_logits]")
 
-    ema: bool = False
-    ema_rate: float = 0.999
-    freeze_weights: bool = False
+    ema: bool = Field(False, description="evaluate and save an exponential moving average of the weights")
+    ema_rate: float = Field(0.999, description="EMA decay per step")
+    freeze_weights: bool = Field(False, description="train only the puzzle embedding")
 
     # Ours: where and how to run.
-    device: str = "auto"
-    compile: bool | None = None
-    wandb_mode: Literal["online", "offline", "disabled"] | None = None
-    num_workers: Literal[0, 1] = 1
-    log_interval: int = Field(1, ge=1)  # read (log, check) training metrics every N steps: no host sync between
-    dist_timeout_s: float = Field(600, ge=1)  # seconds a collective waits for the other processes before the job fails
+    device: str = Field("auto", description=DEVICE_HELP)
+    compile: bool | None = Field(None, description="torch.compile; null = on CUDA only (DISABLE_COMPILE=1 "
+                                                   "turns it off too)")
+    wandb_mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="null = online when wandb credentials exist, else offline (never a login prompt)")
+    num_workers: Literal[0, 1] = Field(1, description="data loader worker processes (0 = load in the main process)")
+    log_interval: int = Field(1, ge=1, description="read (log, check) training metrics every N steps: no host "
+                                                   "sync between")
+    dist_timeout_s: float = Field(600, ge=1, description="seconds a collective waits for the other processes "
+                                                         "before the job fails")
 
     # Ours: surviving preemption (see README "Resuming").
-    resume: str | None = None  # "auto" = newest complete training state in checkpoint_path; or a path to one
-    checkpoint_interval: int | None = None  # also save the full training state every N steps
-    checkpoint_keep_last: int | None = None  # keep only the N newest checkpoints (null = keep all, as published)
-    stop_at_step: int | None = None  # save and stop once this step is reached (time-limited jobs)
+    resume: str | None = Field(None, description="auto = the newest complete training state in checkpoint_path; "
+                                                 "or a path to one")
+    checkpoint_interval: int | None = Field(None, description="also save the full training state every N steps")
+    checkpoint_keep_last: int | None = Field(None, description="keep only the N newest checkpoints "
+                                                               "(null = keep all, as published)")
+    stop_at_step: int | None = Field(None, description="save and stop once this step is reached (time-limited jobs)")
 
     # Ours: after training (README "Test-time augmentation", "The best checkpoint").
-    eval_tta: int = Field(0, ge=0)  # Sudoku/Maze: also answer each test puzzle under K transforms and vote
-    eval_tta_sudoku_check: bool = False  # Sudoku: prefer voted answers that are valid completions of the clues
-    checkpoint_best_metric: str | None = None  # e.g. all/exact_accuracy or ARC/pass@2: keep step_best + best.json
-    checkpoint_best_mode: Literal["max", "min"] = "max"
+    eval_tta: int = Field(0, ge=0, description="Sudoku/Maze: also answer each test puzzle under K transforms "
+                                               "and vote")
+    eval_tta_sudoku_check: bool = Field(False, description="Sudoku: prefer voted answers that are valid "
+                                                           "completions of the clues")
+    checkpoint_best_metric: str | None = Field(None, description="e.g. all/exact_accuracy or ARC/pass@2: keep "
+                                                                 "step_best + best.json")
+    checkpoint_best_mode: Literal["max", "min"] = Field("max", description="whether a higher or a lower "
+                                                                           "checkpoint_best_metric is better")
 
     # Ours: conveniences for small and offline runs (the quick demo).
-    generate_if_missing: GeneratedDataConfig | None = None
-    pictures: bool = False  # after training: predictions picture and training curves in the run directory
+    generate_if_missing: GeneratedDataConfig | None = Field(
+        None, description="{kind: sudoku|maze, num_train, num_test, ...}: build data_paths[0] offline if missing")
+    pictures: bool = Field(False, description="after training: predictions picture and training curves in the "
+                                              "run directory")
 
     @field_validator("data_paths")
     @classmethod
@@ -172,14 +201,18 @@ class PretrainConfig(BaseModel):
         return self.epochs // self.epochs_per_iter
 
 
-def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+UNKNOWN_TRAINING_KEY_HINT = "misspelt? `python pretrain.py --help` lists the keys"
+
+
+def format_validation_error(err: ValidationError, prefix: str = "",
+                            unknown_hint: str = UNKNOWN_TRAINING_KEY_HINT) -> str:
     """One line per problem: `key.path: message`, naming the offending key as the user typed it."""
     lines = []
     for problem in err.errors():
         where = ".".join(str(part) for part in problem["loc"])
         key = f"{prefix}{where}" if where else prefix.rstrip(".") or "config"
         if problem["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (misspelt? see config/cfg_pretrain.yaml and config/arch/*.yaml)")
+            lines.append(f"  {key}: unknown key ({unknown_hint})")
         elif not where:  # a check across several keys: the message names them
             lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
         else:
@@ -223,7 +256,8 @@ def check_arch_keys(arch: ArchConfig) -> None:
         elif key in config_cls.unsupported_keys:
             problems.append(f"  arch.{key}: not a key of this architecture: {config_cls.unsupported_keys[key]}")
         elif key not in config_cls.model_fields:
-            problems.append(f"  arch.{key}: unknown key (misspelt? see config/arch/*.yaml)")
+            problems.append(f"  arch.{key}: unknown key (misspelt? `python pretrain.py arch=... --help` lists "
+                            "the architecture's keys)")
         else:
             try:
                 TypeAdapter(config_cls.model_fields[key].annotation).validate_python(value)
@@ -240,3 +274,46 @@ def derive_names(config: PretrainConfig, slug: str) -> PretrainConfig:
     run = config.run_name or f"{config.arch.name.split('@')[-1]} {slug}"
     path = config.checkpoint_path or os.path.join("checkpoints", project, run)
     return config.model_copy(update=dict(project_name=project, run_name=run, checkpoint_path=path))
+
+
+# ---------------------------------------------------------------------------------------------
+# `python pretrain.py --help`: every key, its description and the value this command would use
+# ---------------------------------------------------------------------------------------------
+LOSS_KEY_HELP = {"loss_type": "stablemax_cross_entropy (published) | softmax_cross_entropy"}
+
+
+def absent(model: type[BaseModel], values: dict) -> list[str]:
+    """Fields the composed YAML does not set: Hydra adds them with `+key=value`."""
+    return [name for name in model.model_fields if name not in values]
+
+
+def training_help(composed: dict, config_name: str) -> str:
+    """The help of pretrain.py for one composed configuration (the defaults shown are its values)."""
+    from models.recursive_reasoning.config import CONFIG_CLASSES
+
+    arch = composed.get("arch") or {}
+    loss = arch.get("loss") or {}
+    generated = composed.get("generate_if_missing") or {}
+    sections = [
+        textwrap.fill(f"Training keys of config/{config_name}.yaml with this command's overrides (key=value; "
+                      "`+key=value` adds a key the YAML does not set; `++key=value` sets it either way). The values "
+                      "shown are the ones this command would train with.", width=100),
+        keys_help(PretrainConfig, composed, skip={"arch"}, added=absent(PretrainConfig, composed)),
+        "\ngenerate_if_missing keys (generate_if_missing.KEY=VALUE):",
+        keys_help(GeneratedDataConfig, generated, prefix="generate_if_missing."),
+        "\nModel keys (arch=NAME picks config/arch/NAME.yaml; arch.KEY=VALUE sets one):",
+        keys_help(ArchConfig, arch, prefix="arch.", skip={"loss"}),
+    ]
+    config_cls = CONFIG_CLASSES.get(arch.get("name"))
+    if config_cls is None:
+        sections.append("  (a model of your own: its config class lists its keys)")
+    else:
+        sections.append(keys_help(config_cls, arch, prefix="arch.", skip=DERIVED_MODEL_KEYS,
+                                  added=absent(config_cls, arch)))
+    sections.append(keys_help(LossConfig, loss, prefix="arch.loss."))
+    for key, value in loss.items():
+        if key != "name":
+            text = LOSS_KEY_HELP.get(key, "a keyword argument of the loss head")
+            sections.append(f"  arch.loss.{key}={value}\n      {text}")
+    sections.append("\nHydra's own options: python pretrain.py --hydra-help")
+    return "\n".join(sections)

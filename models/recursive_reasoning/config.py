@@ -6,7 +6,7 @@ Each variant's module subclasses one of them (docs/model.md, docs/architectures.
 """
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.lma_layout import LatentLayout, LMAMode, SequenceGeometry, resolve_latent_layout
 
@@ -28,37 +28,47 @@ class RecursiveReasoningConfig(BaseModel):
     # Keys that must be >= 1 for this variant (the others may be absent or unused).
     positive_keys: ClassVar[tuple[str, ...]] = ("H_cycles", "L_cycles", "L_layers", "halt_max_steps")
 
-    batch_size: int
-    seq_len: int
-    vocab_size: int
-    num_puzzle_identifiers: int
-    puzzle_emb_ndim: int = 0
+    batch_size: int = Field(description="set by the trainer: examples per process and step")
+    seq_len: int = Field(description="set by the trainer from the dataset")
+    vocab_size: int = Field(description="set by the trainer from the dataset")
+    num_puzzle_identifiers: int = Field(description="set by the trainer from the dataset")
+    puzzle_emb_ndim: int = Field(0,
+        description="width of the learned per-puzzle embedding (0 = none); the published configs use hidden_size")
 
-    H_cycles: int
-    L_cycles: int
-    H_layers: int = 0
-    L_layers: int
+    H_cycles: int = Field(
+        description="T: outer recursions per ACT step (y = z_H updated once each), only the last one back-propagated")
+    L_cycles: int = Field(description="n: latent updates (z = z_L) per outer recursion")
+    H_layers: int = Field(0,
+        description="layers of the high-level network (HRM, the baseline); unused by TRM (one shared network)")
+    L_layers: int = Field(description="layers of the (low-level / shared) network")
 
-    hidden_size: int
-    expansion: float
-    num_heads: int
-    pos_encodings: Literal["rope", "learned", "none"]
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
+    hidden_size: int = Field(description="model width")
+    expansion: float = Field(description="MLP width as a multiple of hidden_size")
+    num_heads: int = Field(description="attention heads (head size hidden_size // num_heads)")
+    pos_encodings: Literal["rope", "learned", "none"] = Field(description="position encoding: rope, learned or none")
+    rms_norm_eps: float = Field(1e-5, description="epsilon of the RMS norms")
+    rope_theta: float = Field(10000.0, description="RoPE base")
 
-    halt_max_steps: int
-    halt_exploration_prob: float
-    forward_dtype: Literal[FORWARD_DTYPES] = "bfloat16"  # type: ignore[valid-type]
-    mlp_t: bool = False
-    causal: bool = False  # the published trainer always passes causal=False
+    halt_max_steps: int = Field(description="most ACT steps a sequence runs (all of them in evaluation, as published)")
+    halt_exploration_prob: float = Field(
+        description="probability that a training sequence gets a random minimum number of steps")
+    forward_dtype: Literal[FORWARD_DTYPES] = Field("bfloat16",
+        description="dtype of the forward pass (weights stay float32)")
+    mlp_t: bool = Field(False,
+        description="ours: mix positions with an MLP over the sequence instead of attention (TRM's MLP variant)")
+    causal: bool = Field(False, description="set by the trainer (always false, as published)")
 
     # Latent Meta Attention front-end (models/lma.py, docs/lma.md); off = the published model exactly.
-    lma_enable: bool = False
-    lma_mode: LMAMode = "unclean"
-    lma_latent_len: int | None = None  # L_new; None = automatic (see models.lma.automatic_latent_len)
-    lma_latent_dim: int | None = None  # d'; None = hidden_size
-    lma_num_heads: int | None = None  # None = the most heads up to num_heads that split d' evenly
-    lma_compression: float = 8.0  # automatic L_new ~ L / lma_compression
+    lma_enable: bool = Field(False,
+        description="ours: Latent Meta Attention front-end; off = the published model exactly")
+    lma_mode: LMAMode = Field("unclean",
+        description="unclean: latent chunks may straddle columns; clean: chunk boundaries on column boundaries")
+    lma_latent_len: int | None = Field(None,
+        description="L_new, the latent sequence length; null = automatic (about the input length / lma_compression)")
+    lma_latent_dim: int | None = Field(None, description="d', the latent width; null = hidden_size")
+    lma_num_heads: int | None = Field(None,
+        description="latent attention heads; null = the most heads up to num_heads that split d' evenly")
+    lma_compression: float = Field(8.0, description="input positions per latent token aimed at by the automatic L_new")
 
     # Keys of other members of the family that mean something else here: key -> why, and what to use.
     unsupported_keys: ClassVar[dict[str, str]] = {}
@@ -154,8 +164,10 @@ class RecursiveReasoningConfig(BaseModel):
 class TRMFamilyConfig(RecursiveReasoningConfig):
     """TRM and its single-z / six-latent ablations: a configurable prefix and the `no_ACT_continue` choice."""
 
-    puzzle_emb_len: int = 16  # 0 = ceil(puzzle_emb_ndim / hidden_size)
-    no_ACT_continue: bool = True
+    puzzle_emb_len: int = Field(16,
+        description="puzzle-embedding tokens prepended to the sequence; 0 = ceil(puzzle_emb_ndim / hidden_size)")
+    no_ACT_continue: bool = Field(True,
+        description="true: halt where q_halt > 0, no Q-continue loss; false: halt where q_halt > q_continue")
 
     @model_validator(mode="after")
     def _check_prefix(self) -> "TRMFamilyConfig":
@@ -220,7 +232,7 @@ class HRMConfig(RecursiveReasoningConfig):
         "puzzle_emb_len": "HRM's puzzle prefix is always ceil(puzzle_emb_ndim / hidden_size) tokens, as published",
     }
 
-    H_layers: int
+    H_layers: int = Field(description="layers of the high-level network H")
 
 
 class BaselineConfig(RecursiveReasoningConfig):
@@ -235,12 +247,13 @@ class BaselineConfig(RecursiveReasoningConfig):
                           "as published",
     }
 
-    H_layers: int
-    H_cycles: int | None = None
-    L_cycles: int | None = None
-    L_layers: int | None = None
-    act_enabled: bool = True  # False: every sequence runs halt_max_steps in training too
-    act_inference: bool = False  # True: the Q head halts sequences in evaluation too
+    H_layers: int = Field(description="transformer blocks, run once per ACT step")
+    H_cycles: int | None = Field(None, description="accepted for compatibility with published configs; unused")
+    L_cycles: int | None = Field(None, description="accepted for compatibility with TRM-style configs; unused")
+    L_layers: int | None = Field(None, description="accepted for compatibility with TRM-style configs; unused")
+    act_enabled: bool = Field(True, description="false: every sequence runs halt_max_steps in training too")
+    act_inference: bool = Field(False,
+        description="true: the Q head halts sequences in evaluation too (outputs carry actual_steps)")
 
     @property
     def trains_q_continue(self) -> bool:
