@@ -139,6 +139,7 @@ class ArcRenderer(Renderer):
     """Input, expected output and (with outputs) the prediction the evaluator would score."""
 
     name, legend, seq_len = "arc", LEGEND, SEQ_LEN
+    outline = "wrong colour"  # outlined only where the grid has the expected shape
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         return arc_grid(tokens)
@@ -161,4 +162,4 @@ class ArcRenderer(Renderer):
     def submission_sheet(self, dataset_dir: str, submission_path: str, num: int) -> Sheet:
         examples = arc_submission_examples(dataset_dir, submission_path, num)
         return Sheet(f"ARC submission {os.path.basename(submission_path)}", self.name, examples, self.legend,
-                     f"{summary(examples)} (right = either attempt equals the expected output)")
+                     f"{summary(examples)} (right = either attempt equals the expected output)", outline=self.outline)

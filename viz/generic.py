@@ -49,6 +49,7 @@ class GenericRenderer(Renderer):
     """Input, label and (with outputs) prediction as token grids."""
 
     name = "generic"
+    outline = "token differs from the label"
 
     def panels(self, inputs: np.ndarray, labels: np.ndarray) -> list[Panel]:
         return [generic_panel("input", inputs), generic_panel("label", labels)]

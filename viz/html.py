@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 
 from viz.files import write_picture
-from viz.sheet import VERDICT_MARK, Example, Panel, Sheet
+from viz.sheet import VERDICT_MARK, Example, Panel, Sheet, outline_legend
 
 HTML_FORMATS = (".html", ".htm")
 HTML_CSS = """
@@ -12,6 +12,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 h1{font-size:18px} h2{font-size:14px;margin:6px 0}
 .note{color:#555} .legend span{display:inline-block;margin-right:12px;font-size:12px}
 .swatch{display:inline-block;width:12px;height:12px;border:1px solid #888;vertical-align:middle;margin-right:4px}
+.swatch.outline{width:10px;height:10px;border:2px solid #E00000;background:#fff}
 .example{border:2px solid #ccc;border-radius:6px;padding:8px;margin:10px 0}
 .example.right{border-color:#2E7D32} .example.wrong{border-color:#C62828}
 .badge{font-weight:bold;margin-left:8px} .right>h2 .badge,.panel.right .badge{color:#2E7D32}
@@ -89,6 +90,9 @@ def sheet_html(sheet: Sheet) -> str:
     examples = "\n".join(_example_html(e, sheet.task, classes) for e in sheet.examples)
     legend = "".join(f'<span><i class="swatch" style="background:{c}"></i>{html.escape(t)}</span>'
                      for c, t in sheet.legend)
+    outline = outline_legend(sheet)
+    if outline:
+        legend += f'<span><i class="swatch outline"></i>{html.escape(outline)}</span>'
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(sheet.title)}</title><style>{HTML_CSS}{classes.css()}</style></head>\n<body>"
             f"<h1>{html.escape(sheet.title)}</h1><p class=\"note\">{html.escape(sheet.note)}</p>"

@@ -55,6 +55,7 @@ class MazeRenderer(Renderer):
     """The maze, the true path and (with outputs) the predicted path against the true one."""
 
     name, legend, seq_len = "maze", LEGEND, SEQ_LEN
+    outline = "wrong wall, open cell, S or G"  # path differences have colours of their own
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         return np.asarray(tokens, dtype=np.int64).reshape(GRID_SIZE, GRID_SIZE)

@@ -7,6 +7,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.patches import Patch, Rectangle
 
 from viz.files import write_picture
@@ -20,12 +21,17 @@ from viz.sheet import (
     Example,
     Panel,
     Sheet,
+    outline_legend,
 )
 
 PNG_FORMATS = (".png",)
 PNG_DPI = 100
 PANEL_INCHES = 2.4  # side of one grid panel in the PNG
-HEADER_INCHES = 0.9  # the title, note and legend above the panels
+HEADER_INCHES = 0.9  # the title, note and legend above the panels (at least; a legend of many rows adds)
+LEGEND_TOP_INCHES = 0.45  # the legend starts below the title and the note (two lines)
+PANEL_TITLE_INCHES = 0.25  # between the legend and the panels: the panels' titles
+SIDE_INCHES = 0.05  # kept free at the left and right of the title and of a legend row
+TITLE_POINTS, TITLE_MIN_POINTS = 10.0, 5.0  # the title and note shrink to fit the width, not below the minimum
 TEXT_COLOUR = {STYLE_CLUE: "#000000", STYLE_FILL: "#0074D9", STYLE_WRONG: "#C62828"}
 
 
@@ -108,18 +114,66 @@ def _extent(example: Example) -> tuple[int, int]:
     return (max(p.colours.shape[0] for p in example.panels), max(p.colours.shape[1] for p in example.panels))
 
 
+def _legend_handles(sheet: Sheet) -> list[Patch]:
+    """A swatch per legend colour, and a red-outlined one when the panels outline cells."""
+    handles = [Patch(facecolor=c, edgecolor="#888888", label=t) for c, t in sheet.legend]
+    outline = outline_legend(sheet)
+    if outline:
+        handles.append(Patch(facecolor="#FFFFFF", edgecolor=ERROR_OUTLINE, linewidth=2.0, label=outline))
+    return handles
+
+
+def _legend(fig: Figure, handles: list[Patch], ncol: int) -> Legend:
+    return fig.legend(handles=handles, loc="upper center", ncol=ncol, fontsize=7, frameon=False, handlelength=1.0)
+
+
+def _fitting_legend(fig: Figure, handles: list[Patch]) -> Legend:
+    """The legend in as many columns as fit the figure's width (measured, not guessed from the number of
+    entries: one row of six maze entries is wider than a sheet of two panels and was cut off)."""
+    renderer = fig.canvas.get_renderer()
+    room = fig.bbox.width - 2 * SIDE_INCHES * fig.dpi
+    for ncol in range(len(handles), 1, -1):
+        legend = _legend(fig, handles, ncol)
+        if legend.get_window_extent(renderer).width <= room:
+            return legend
+        legend.remove()
+    return _legend(fig, handles, 1)
+
+
+def _place_legend(fig: Figure, handles: list[Patch], panels_inches: float) -> float:
+    """Add the legend below the title and size the figure's height to panels plus a header that holds
+    the legend's rows; returns the header's height in inches."""
+    if not handles:
+        fig.set_figheight(panels_inches + HEADER_INCHES)
+        return HEADER_INCHES
+    legend = _fitting_legend(fig, handles)
+    legend_inches = legend.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi
+    header = max(HEADER_INCHES, LEGEND_TOP_INCHES + legend_inches + PANEL_TITLE_INCHES)
+    fig.set_figheight(panels_inches + header)
+    legend.set_bbox_to_anchor((0.5, 1 - LEGEND_TOP_INCHES / fig.get_figheight()), transform=fig.transFigure)
+    return header
+
+
+def _fitting_title(fig: Figure, text: str) -> None:
+    """The title and note at the top, in a smaller font when a line is wider than the figure (a long
+    dataset path or note on a sheet of two panels was cut off at both edges)."""
+    title = fig.suptitle(text, fontsize=TITLE_POINTS, y=0.995, va="top")
+    width = title.get_window_extent(fig.canvas.get_renderer()).width
+    room = fig.bbox.width - 2 * SIDE_INCHES * fig.dpi
+    if width > room:
+        title.set_fontsize(max(TITLE_MIN_POINTS, TITLE_POINTS * room / width))  # text width scales with it
+
+
 def sheet_figure(sheet: Sheet) -> Figure:
-    """One row per example, one column per panel; size = (cols, rows) x PANEL_INCHES plus the header."""
+    """One row per example, one column per panel; size = (cols, rows) x PANEL_INCHES plus the header
+    (HEADER_INCHES, taller when the legend needs more than one row)."""
     rows = max(1, len(sheet.examples))
     cols = max([len(e.panels) for e in sheet.examples] + [1])
     fig = agg_figure(figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES + HEADER_INCHES))
-    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.02, top=1 - HEADER_INCHES / fig.get_figheight(),
+    header = _place_legend(fig, _legend_handles(sheet), rows * PANEL_INCHES)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.02, top=1 - header / fig.get_figheight(),
                         wspace=0.15, hspace=0.35)
-    fig.suptitle(f"{sheet.title}\n{sheet.note}", fontsize=10, y=0.995, va="top")
-    if sheet.legend:
-        handles = [Patch(facecolor=c, edgecolor="#888888", label=t) for c, t in sheet.legend]
-        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.45 / fig.get_figheight()),
-                   ncol=min(len(handles), 10), fontsize=7, frameon=False, handlelength=1.0)
+    _fitting_title(fig, f"{sheet.title}\n{sheet.note}")
     axes = fig.subplots(rows, cols, squeeze=False)
     for r, example in enumerate(sheet.examples):
         for c, panel in enumerate(example.panels):

@@ -52,7 +52,7 @@ def build_sheet(dataset_dir: str, outputs: Union[dict, str, None] = None, num: i
         outputs = load_outputs(outputs)
     examples = [renderer.example(row, data) for row in select_rows(data, outputs, num, renderer.leads)]
     return Sheet(f"{renderer.name} \u00b7 {dataset_dir} \u00b7 {split}", renderer.name, examples, renderer.legend,
-                 summary(examples) + renderer.note(data))
+                 summary(examples) + renderer.note(data), outline=renderer.outline)
 
 
 def write_sheet(sheet: Sheet, out_path: str) -> str:

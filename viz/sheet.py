@@ -19,6 +19,8 @@ STYLE_CLUE, STYLE_FILL, STYLE_WRONG = "clue", "fill", "wrong"
 VERDICT_MARK = {True: "\u2713 right", False: "\u2717 wrong"}
 VERDICT_COLOUR = {True: "#2E7D32", False: "#C62828"}
 ERROR_OUTLINE = "#E00000"
+# What a red outline marks when the sheet does not say (a sheet built without a renderer).
+DEFAULT_OUTLINE = "differs from the expected"
 
 
 @dataclass
@@ -49,6 +51,20 @@ class Sheet:
     examples: list[Example]
     legend: list[tuple[str, str]] = field(default_factory=list)  # (colour, meaning)
     note: str = ""
+    outline: str = ""  # what a red outline (Panel.errors) marks; "" = DEFAULT_OUTLINE
+
+
+def draws_outlines(sheet: Sheet) -> bool:
+    """Whether any panel marks cells wrong (the HTML and PNG writers outline them in red)."""
+    return any(p.errors is not None and p.errors.any() for e in sheet.examples for p in e.panels)
+
+
+def outline_legend(sheet: Sheet) -> str:
+    """The legend text of the red outline; "" when no panel draws one, so that the legend explains
+    only marks the picture shows (puzzles without predictions have none)."""
+    if not draws_outlines(sheet):
+        return ""
+    return f"{sheet.outline or DEFAULT_OUTLINE} (red outline)"
 
 
 def object_grid(shape: tuple[int, int], value: str) -> np.ndarray:
@@ -83,13 +99,14 @@ def summary(examples: list[Example]) -> str:
 class Renderer:
     """How one task's rows become examples: decoding tokens into grids, the panels, the legend.
 
-    Subclasses set `name`, `legend` and `seq_len` (the sequence length of the encoding they draw;
-    None: any) and implement `panels` and `prediction_panel`, which receive decoded grids; the rest
-    has defaults they may override.
+    Subclasses set `name`, `legend`, `outline` (what the red outline of a wrong cell means in their
+    pictures) and `seq_len` (the sequence length of the encoding they draw; None: any) and implement
+    `panels` and `prediction_panel`, which receive decoded grids; the rest has defaults they may override.
     """
 
     name: str = ""
     legend: list[tuple[str, str]] = []
+    outline: str = DEFAULT_OUTLINE
     seq_len: Optional[int] = None
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:

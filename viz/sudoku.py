@@ -12,7 +12,7 @@ from dataset.tasks.sudoku import BLOCK, DIGIT_OFFSET, SEQ_LEN, SIDE
 from viz.sheet import STYLE_CLUE, STYLE_FILL, STYLE_WRONG, Panel, Renderer
 
 CLUE_BG, EMPTY_BG, WRONG_BG = "#E8E8E8", "#FFFFFF", "#FFC9C9"
-LEGEND = [(CLUE_BG, "clue"), (EMPTY_BG, "filled digit (blue)"), (WRONG_BG, "wrong digit (red)")]
+LEGEND = [(CLUE_BG, "clue"), (EMPTY_BG, "filled digit (blue)"), (WRONG_BG, "wrong digit (red; ? = left blank)")]
 
 
 def sudoku_digits(tokens: np.ndarray) -> np.ndarray:
@@ -44,6 +44,7 @@ class SudokuRenderer(Renderer):
     """The puzzle, its solution and (with outputs) the predicted board."""
 
     name, legend, seq_len = "sudoku", LEGEND, SEQ_LEN
+    outline = "differs from the solution"  # also a changed clue: the metric scores every cell
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         return sudoku_digits(tokens)
