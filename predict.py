@@ -36,7 +36,7 @@ from training.evaluation import act_model, run_act_all_steps, run_act_halting_ea
 from training.state import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, weights_vocab_size
 from training.tta import sudoku_valid_completions, tta_transforms, vote
 from utils.checkpoint import safe_load, strip_compiled_prefix
-from utils.cli import parse_key_values, run_key_value_command
+from utils.cli import parse_key_values, quoted, run_key_value_command
 from utils.config import DEVICE_HELP
 from utils.device import select_device
 from utils.distributed import DistContext
@@ -472,7 +472,7 @@ def draw_answers(path: str, task: str, checkpoint: str, puzzles: list[Puzzle], a
         write_sheet(sheet, path)  # atomically (viz/files.py)
     except OSError as err:
         raise ConfigError(f"Cannot write out={path}: {err.strerror or err}.") from None
-    print(f"\nPicture written to {path}")
+    print(f"\nPicture written to {quoted(path)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +493,7 @@ def run(args: PredictConfig) -> list[Answer]:
     transforms = tta_transforms(metadata.vocab_size, metadata.seq_len, args.tta, plan.train_config.seed) \
         if args.tta else []
     note = f"halt_early={args.halt_early}, tta={args.tta}"
-    print(f"Answering {len(puzzles)} {TASK_TITLE[task]} puzzle(s) with {checkpoint} on {device}, {note}")
+    print(f"Answering {len(puzzles)} {TASK_TITLE[task]} puzzle(s) with {quoted(checkpoint)} on {device}, {note}")
     answers = answer_all(model, puzzles, metadata, device, args, transforms, plan.global_batch_size)
     print_answers(task, puzzles, answers, len(transforms) + 1)
     if args.out:

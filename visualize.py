@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Optional
 
-from utils.cli import positive_int
+from utils.cli import DefaultsHelpFormatter, new_parser, positive_int, quoted
 from utils.errors import UserFacingError
 from viz import RENDERERS, build_sheet, plot_curves, write_sheet
 
@@ -24,12 +24,15 @@ DEFAULT_PICTURES = "pictures.html"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = new_parser(__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     help="what to draw; `python visualize.py COMMAND --help` lists its options")
 
-    puzzles = commands.add_parser("puzzles", help="draw puzzles, labels and predictions (HTML and/or PNG)")
+    puzzles = commands.add_parser("puzzles", help="draw puzzles, labels and predictions (HTML and/or PNG)",
+                                  formatter_class=DefaultsHelpFormatter)
     puzzles.add_argument("--data", required=True, help="built dataset directory (required)")
-    puzzles.add_argument("--split", default="test", choices=("train", "test"), help="split to draw (default: test)")
+    puzzles.add_argument("--split", default="test", choices=("train", "test"),
+                         help="split to draw (default: %(default)s)")
     puzzles.add_argument("--outputs", default=None,
                          help="saved evaluation outputs: a step_N_all_preds.R file, or a run directory (latest step); "
                               "default: none, puzzles and labels only")
@@ -41,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     puzzles.add_argument("--out", action="append", default=None,
                          help=f".html or .png file; repeat for both (default: {DEFAULT_PICTURES})")
 
-    curves = commands.add_parser("curves", help="plot training curves from metrics.jsonl (PNG)")
+    curves = commands.add_parser("curves", help="plot training curves from metrics.jsonl (PNG)",
+                                 formatter_class=DefaultsHelpFormatter)
     curves.add_argument("metrics", help="run directory (checkpoint_path) or its metrics.jsonl")
     curves.add_argument("--out", default=None, help="PNG path (default: curves.png beside metrics.jsonl)")
     return parser
@@ -67,7 +71,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         # Problems with the inputs the user named: one line, no traceback.
         sys.exit(f"error: {err}")
     for path in written:
-        print(f"Wrote {path}")
+        print(f"Wrote {quoted(path)}")
 
 
 if __name__ == "__main__":

@@ -19,18 +19,27 @@ import tempfile
 import time
 from pathlib import Path
 
+from utils.cli import new_parser
+
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Time the ARC builder and measure its peak RSS.")
-    parser.add_argument("--input-file-prefix", default="kaggle/combined/arc-agi")
-    parser.add_argument("--subsets", nargs="+", default=["training", "evaluation", "concept"])
-    parser.add_argument("--test-set-name", default="evaluation")
-    parser.add_argument("--num-aug", type=int, default=100)
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("Time the ARC builder and measure its peak RSS.")
+    parser.add_argument("--input-file-prefix", default="kaggle/combined/arc-agi",
+                        help="the builder's --input-file-prefix: the Kaggle-layout files {prefix}_{subset}_*.json")
+    parser.add_argument("--subsets", nargs="+", default=["training", "evaluation", "concept"],
+                        help="the builder's --subsets: subsets to build")
+    parser.add_argument("--test-set-name", default="evaluation",
+                        help="the builder's --test-set-name: the subset whose test pairs form the test split")
+    parser.add_argument("--num-aug", type=int, default=100, help="the builder's --num-aug: augmented copies per task")
     parser.add_argument("--work-dir", default=None, help="where the temporary output goes (default: system temp dir)")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def check_inputs(prefix: str, subsets: list[str]) -> None:

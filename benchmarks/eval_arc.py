@@ -31,21 +31,34 @@ from dataset import assemble_arc_data, build_arc_dataset
 from dataset.common import load_metadata
 from dataset.tasks.dihedral import inverse_dihedral_transform
 from evaluators.arc import ARC, GRID_SIZE, parse_augmentation
+from utils.cli import new_parser
 
 DEFAULT_CONCEPT = Path(assemble_arc_data.DEFAULT_CONCEPT_DIR)  # kaggle/concept in this repository
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Time the ARC evaluator on a whole test split.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("Time the ARC evaluator on a whole test split.")
     parser.add_argument("--data-dir", default=None, help="a built ARC dataset (default: build one in a temp dir)")
-    parser.add_argument("--num-aug", type=int, default=10, help="augmentations of the temporary build")
-    parser.add_argument("--concept", default=str(DEFAULT_CONCEPT), help="ConceptARC files for the temporary build")
+    parser.add_argument("--num-aug", type=int, default=10,
+                        help="augmented copies per task of the temporary build (not used with --data-dir)")
+    parser.add_argument("--concept", default=str(DEFAULT_CONCEPT),
+                        help="ConceptARC files for the temporary build, as assemble_arc_data's --concept "
+                             "(default: the files shipped in kaggle/concept)")
     parser.add_argument("--batch-size", type=int, default=768, help="examples per update_batch call")
-    parser.add_argument("--correct-fraction", type=float, default=0.3)
-    parser.add_argument("--reference", type=int, default=0, help="also time a per-example loop on N predictions")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--correct-fraction", type=float, default=0.3,
+                        help="probability that a synthetic prediction is the label (right); otherwise a few cells "
+                             "are recoloured (wrong)")
+    parser.add_argument("--reference", type=int, default=0, metavar="N",
+                        help="also time a per-example loop, as the published evaluator does, on the first N "
+                             "predictions (0 = none)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the synthetic predictions and q_halt logits")
     parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def build_temporary_dataset(work: str, num_aug: int, concept: str) -> str:

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from dataset import generate_maze, generate_sudoku
+from utils.cli import new_parser
 
 
 def verify_sudoku(rows) -> None:
@@ -43,16 +44,26 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Time the offline Sudoku and maze generators.")
-    parser.add_argument("--num-sudoku", type=int, default=1000)
-    parser.add_argument("--num-mazes", type=int, default=1000)
-    parser.add_argument("--min-blanks", type=int, default=45)
-    parser.add_argument("--max-blanks", type=int, default=55)
-    parser.add_argument("--min-path-length", type=int, default=110)
-    parser.add_argument("--seed", type=int, default=0)
+def build_parser() -> argparse.ArgumentParser:
+    """The generators' filters default to theirs (dataset/generate_sudoku.py, dataset/generate_maze.py)."""
+    sudoku, maze = generate_sudoku.build_parser(), generate_maze.build_parser()
+    parser = new_parser("Time the offline Sudoku and maze generators.")
+    parser.add_argument("--num-sudoku", type=int, default=1000, help="Sudoku puzzles to generate and verify")
+    parser.add_argument("--num-mazes", type=int, default=1000, help="mazes to generate and verify")
+    parser.add_argument("--min-blanks", type=int, default=sudoku.get_default("min_blanks"),
+                        help="fewest blank cells of a puzzle, as generate_sudoku.py's --min-blanks")
+    parser.add_argument("--max-blanks", type=int, default=sudoku.get_default("max_blanks"),
+                        help="most blank cells of a puzzle, as generate_sudoku.py's --max-blanks")
+    parser.add_argument("--min-path-length", type=int, default=maze.get_default("min_path_length"),
+                        help="shortest S->G path a maze must have, in steps, as generate_maze.py's --min-path-length")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the one random stream both generators draw from")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
     # Warm-up: compile (or load from numba's cache) every kernel outside the timed region.

@@ -54,6 +54,7 @@ else:  # python benchmarks/gpu_check.py: benchmarks/ itself is sys.path[0]
     import train_step
 from models.layers import swiglu_inner_size
 from models.recursive_reasoning.config import TRMConfig
+from utils.cli import new_parser
 from utils.device import should_compile
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,6 +219,9 @@ DRY_RUN_SHAPE = ["--seq-len", "30", "--puzzle-emb-len", "2", "--hidden-size", "3
                  "--L-layers", "1", "--H-cycles", "2", "--L-cycles", "2", "--vocab-size", "12",
                  "--num-puzzle-identifiers", "16", "--halt-max-steps", "4"]
 VARIANTS = ("plain", "lma")
+# Benchmark batch sizes (tried in order until one fits) and timed steps, unless --batch-sizes / --steps say otherwise.
+BATCH_SIZES, DRY_RUN_BATCH_SIZES = "256,128,64", "4"
+TIMED_STEPS, DRY_RUN_TIMED_STEPS = 10, 2
 VARIANT_TITLES = {"plain": "plain TRM", "lma": "TRM + LMA"}
 
 
@@ -763,31 +767,44 @@ def run_check(args: argparse.Namespace) -> int:
     return 1 if counts["fail"] else 0
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    steps = Check.steps(None)  # the step table (keys, budget shares) does not depend on the check's options
+    budget, dry_budget = sum(s.share_s for s in steps), sum(s.dry_share_s for s in steps)
+    parser = new_parser(" ".join(__doc__.split("\n\n")[0].split()))  # the first paragraph: two lines
     parser.add_argument("--dry-run", action="store_true",
                         help="no GPU needed: run every step's code path on the CPU with tiny shapes")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="time budget of the whole check, shared by the steps in fixed proportions (default "
-                             "465 s on a GPU, 240 s in the dry run)")
-    parser.add_argument("--skip", default="", help="comma-separated steps to leave out: tests,adam,nccl,plain,lma")
+                        help="time budget of the whole check in seconds, shared by the steps in fixed proportions "
+                             f"(default: {budget:g} s on a GPU, {dry_budget:g} s in the dry run)")
+    parser.add_argument("--skip", default="",
+                        help=f"comma-separated steps to leave out: {','.join(s.key for s in steps)} (default: none)")
     parser.add_argument("--batch-sizes", default=None,
-                        help="benchmark batch sizes, tried in order until one fits (default 256,128,64; dry run 4)")
+                        help="benchmark batch sizes, tried in order until one fits "
+                             f"(default: {BATCH_SIZES}; dry run {DRY_RUN_BATCH_SIZES})")
     parser.add_argument("--steps", type=int, default=None,
-                        help="timed benchmark steps at most (default 10; dry run 2; at least 2 run)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed benchmark steps, the compiling one included")
+                        help=f"timed benchmark steps at most, at least 2 run (default: {TIMED_STEPS}; "
+                             f"dry run {DRY_RUN_TIMED_STEPS})")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed benchmark steps, the compiling one included (>= 2)")
     parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="bf16 peak of this GPU for the MFU, when it is not in the table or to override it")
-    parser.add_argument("--json-out", default=None, help="also write every step's outcome and figures here")
+                        help="bf16 peak of this GPU in TFLOP/s for the MFU, when it is not in the table or to "
+                             "override it (default: the table's)")
+    parser.add_argument("--json-out", default=None,
+                        help="also write every step's outcome and figures to this JSON file (default: print only)")
     # Internal: what the check's subprocesses run.
     parser.add_argument("--worker", choices=("adam", "nccl", "bench"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=VARIANTS, default="plain", help=argparse.SUPPRESS)
     parser.add_argument("--time-limit-s", type=float, default=120.0, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.batch_sizes is None:
-        args.batch_sizes = "4" if args.dry_run else "256,128,64"
+        args.batch_sizes = DRY_RUN_BATCH_SIZES if args.dry_run else BATCH_SIZES
     if args.steps is None:
-        args.steps = 2 if args.dry_run else 10
+        args.steps = DRY_RUN_TIMED_STEPS if args.dry_run else TIMED_STEPS
     try:
         parse_batches(args.batch_sizes)
     except ValueError as err:

@@ -17,6 +17,7 @@ time and reports their exact accuracies on held-out examples:
 import argparse
 import json
 import statistics
+import textwrap
 import time
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ from models.lma_layout import LatentLayout
 from models.losses import ACTLossHead
 from models.optimizers import build_adam_atan2
 from models.recursive_reasoning.trm import TRMConfig
+from utils.cli import new_parser
 from utils.device import select_device, should_compile
 
 ARC_SHAPE = ["--seq-len", "900", "--puzzle-emb-len", "16", "--hidden-size", "512", "--num-heads", "8",
@@ -37,25 +39,45 @@ ARC_SHAPE = ["--seq-len", "900", "--puzzle-emb-len", "16", "--hidden-size", "512
 CPU_SIZED_RUN = ["--batch-size", "2", "--warmup", "1", "--steps", "3"]  # plain TRM takes seconds per step on a CPU
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.Namespace]:
-    """(LMA options, shape-and-run options of benchmarks/train_step.py with the ARC shape as default)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog="Every option of benchmarks/train_step.py is accepted too (model shape, "
-                                            "--batch-size, --steps, --warmup, --device, --dtype, --compile, "
-                                            "--threads).")
+def train_step_epilog(width: int = 78) -> str:
+    """The options of benchmarks/train_step.py are accepted too: the defaults they get here."""
+    here = " ".join(ARC_SHAPE + CPU_SIZED_RUN)
+    return textwrap.fill("Every option of benchmarks/train_step.py is accepted too (model shape, --batch-size, "
+                         "--steps, --warmup, --device, --dtype, --compile, --threads; see its --help), with its "
+                         f"defaults except for the ARC shape and a CPU-sized run: {here}.",
+                         width=width, break_on_hyphens=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The LMA and equal-time options (the train_step.py options are parsed by its own parser)."""
+    parser = new_parser(__doc__.splitlines()[0], epilog=train_step_epilog())
     lma = parser.add_argument_group("LMA (defaults: the automatic values, as in config/arch/trm.yaml)")
-    lma.add_argument("--lma-mode", choices=("unclean", "clean"), default="unclean")
-    lma.add_argument("--lma-latent-len", type=int, default=None)
-    lma.add_argument("--lma-latent-dim", type=int, default=None)
-    lma.add_argument("--lma-num-heads", type=int, default=None)
-    lma.add_argument("--lma-compression", type=float, default=TRMConfig.model_fields["lma_compression"].default)
+    lma.add_argument("--lma-mode", choices=("unclean", "clean"), default=TRMConfig.model_fields["lma_mode"].default,
+                     help=train_step.arch_help("lma_mode"))
+    lma.add_argument("--lma-latent-len", type=int, default=None,
+                     help="L_new, the latent sequence length (default: automatic, about the input length / "
+                          "--lma-compression)")
+    lma.add_argument("--lma-latent-dim", type=int, default=None, help="d', the latent width (default: the hidden size)")
+    lma.add_argument("--lma-num-heads", type=int, default=None,
+                     help="latent attention heads (default: the most heads up to --num-heads that split d' evenly)")
+    lma.add_argument("--lma-compression", type=float, default=TRMConfig.model_fields["lma_compression"].default,
+                     help=train_step.arch_help("lma_compression"))
     accuracy = parser.add_argument_group("equal-time accuracy instead of step time")
     accuracy.add_argument("--equal-time", type=float, default=None, metavar="SECONDS",
-                          help="train each model for SECONDS on --task, then report held-out exact accuracy")
-    accuracy.add_argument("--task", choices=("sort", "copy"), default="sort")
+                          help="train each model for SECONDS on --task, then report held-out exact accuracy "
+                               "(default: compare step times)")
+    accuracy.add_argument("--task", choices=("sort", "copy"), default="sort",
+                          help="the generated task: sort (labels = the input sorted) or copy (labels = the input)")
     accuracy.add_argument("--task-len", type=int, default=64, help="sequence length of the generated task")
     accuracy.add_argument("--task-vocab", type=int, default=6, help="tokens 1..N-1 (0 is padding)")
-    accuracy.add_argument("--eval-examples", type=int, default=512)
+    accuracy.add_argument("--eval-examples", type=int, default=512,
+                          help="held-out examples the exact accuracy is measured on")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.Namespace]:
+    """(LMA options, shape-and-run options of benchmarks/train_step.py with the ARC shape as default)."""
+    parser = build_parser()
     ours, rest = parser.parse_known_args(argv)
     return ours, train_step.parse_args(ARC_SHAPE + CPU_SIZED_RUN + rest)
 

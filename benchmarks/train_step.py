@@ -17,8 +17,9 @@ import torch
 
 from models.losses import ACTLossHead
 from models.optimizers import build_adam_atan2
-from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
+from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1, TRMConfig
 from models.sparse_embedding import SparseEmbeddingSignSGD
+from utils.cli import new_parser
 from utils.device import select_device, should_compile
 
 # Published training hyper-parameters; they only matter here through the work the optimizers do.
@@ -30,26 +31,34 @@ _PUZZLE_EMB_WEIGHT_DECAY = 0.1
 _HALT_EXPLORATION_PROB = 0.1
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Time TRM training steps.")
+def arch_help(key: str) -> str:
+    """The help of a model option: the description of its arch key (models/recursive_reasoning/config.py)."""
+    return TRMConfig.model_fields[key].description.replace("%", "%%")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser("Time TRM training steps.")
     model = parser.add_argument_group("model")
-    model.add_argument("--hidden-size", type=int, default=512)
-    model.add_argument("--num-heads", type=int, default=8)
-    model.add_argument("--expansion", type=float, default=4)
-    model.add_argument("--L-layers", dest="L_layers", type=int, default=2)
-    model.add_argument("--H-cycles", dest="H_cycles", type=int, default=3)
-    model.add_argument("--L-cycles", dest="L_cycles", type=int, default=6)
-    model.add_argument("--seq-len", type=int, default=81)
-    model.add_argument("--vocab-size", type=int, default=11)
-    model.add_argument("--puzzle-emb-len", type=int, default=16)
-    model.add_argument("--puzzle-emb-ndim", type=int, default=None, help="default: the hidden size; 0 disables it")
-    model.add_argument("--num-puzzle-identifiers", type=int, default=1000)
-    model.add_argument("--pos-encodings", choices=("rope", "learned", "none"), default="rope")
-    model.add_argument("--mlp-t", action="store_true", help="mix positions with an MLP instead of attention")
-    model.add_argument("--halt-max-steps", type=int, default=16)
+    model.add_argument("--hidden-size", type=int, default=512, help=arch_help("hidden_size"))
+    model.add_argument("--num-heads", type=int, default=8, help=arch_help("num_heads"))
+    model.add_argument("--expansion", type=float, default=4, help=arch_help("expansion"))
+    model.add_argument("--L-layers", dest="L_layers", type=int, default=2, help=arch_help("L_layers"))
+    model.add_argument("--H-cycles", dest="H_cycles", type=int, default=3, help=arch_help("H_cycles"))
+    model.add_argument("--L-cycles", dest="L_cycles", type=int, default=6, help=arch_help("L_cycles"))
+    model.add_argument("--seq-len", type=int, default=81, help="tokens per example (a dataset's seq_len)")
+    model.add_argument("--vocab-size", type=int, default=11, help="token vocabulary size (a dataset's vocab_size)")
+    model.add_argument("--puzzle-emb-len", type=int, default=16, help=arch_help("puzzle_emb_len"))
+    model.add_argument("--puzzle-emb-ndim", type=int, default=None,
+                       help="width of the learned per-puzzle embedding, 0 disables it (default: the hidden size)")
+    model.add_argument("--num-puzzle-identifiers", type=int, default=1000,
+                       help="rows of the puzzle-embedding table (a dataset's num_puzzle_identifiers)")
+    model.add_argument("--pos-encodings", choices=("rope", "learned", "none"), default="rope",
+                       help=arch_help("pos_encodings"))
+    model.add_argument("--mlp-t", action="store_true", help=arch_help("mlp_t"))
+    model.add_argument("--halt-max-steps", type=int, default=16, help=arch_help("halt_max_steps"))
 
     run = parser.add_argument_group("run")
-    run.add_argument("--batch-size", type=int, default=32)
+    run.add_argument("--batch-size", type=int, default=32, help="examples per training step")
     run.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="forward dtype")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -57,8 +66,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     run.add_argument("--steps", type=int, default=10, help="timed steps")
     run.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave as is)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0,
+                     help="seed of the initial weights and the random batch")
     run.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.puzzle_emb_ndim is None:
         args.puzzle_emb_ndim = args.hidden_size

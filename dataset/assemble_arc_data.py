@@ -24,7 +24,7 @@ from typing import Optional
 
 from dataset.common import write_json
 from dataset.output_dir import OutputLayout, atomic_output_dir
-from utils.cli import run_cli
+from utils.cli import new_parser, run_cli
 from utils.errors import DatasetError
 
 FILE_PREFIX = "arc-agi"
@@ -184,13 +184,19 @@ def assemble(output_dir: str, concept: Optional[str] = None) -> list[str]:
     return subsets
 
 
-def main(argv: Optional[list[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="kaggle/combined")
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser(__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", default="kaggle/combined",
+                        help=f"directory the {FILE_PREFIX}_* files are written to (an earlier assembly there is "
+                             "replaced)")
     parser.add_argument("--concept", default=DEFAULT_CONCEPT_DIR,
                         help="ConceptARC: dir with the two combined files, or the corpus dir "
                              "(default: the files shipped in kaggle/concept)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
     subsets = run_cli(lambda: assemble(args.output_dir, args.concept))
     print(f"Wrote subsets {subsets} to {args.output_dir} (prefix {os.path.join(args.output_dir, FILE_PREFIX)}).")
 

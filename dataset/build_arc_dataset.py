@@ -321,18 +321,33 @@ def build_arc_dataset(config: ArcBuildConfig, progress: bool = True) -> dict[str
     return metadata
 
 
-def parse_args(argv: Optional[list[str]] = None) -> ArcBuildConfig:
+def build_parser() -> argparse.ArgumentParser:
+    """The published builder's options; their defaults are ArcBuildConfig's."""
     defaults = ArcBuildConfig(input_file_prefix="", output_dir="")
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input-file-prefix", required=True, help="e.g. kaggle/combined/arc-agi")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--subsets", nargs="+", default=defaults.subsets)
-    parser.add_argument("--test-set-name", default=defaults.test_set_name)
-    parser.add_argument("--test-set-name2", default=defaults.test_set_name2)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--num-aug", type=int, default=defaults.num_aug)
-    parser.add_argument("--puzzle-identifiers-start", type=int, default=defaults.puzzle_identifiers_start)
-    args = parser.parse_args(argv)
+    parser = cli.new_parser(__doc__.splitlines()[0])
+    parser.add_argument("--input-file-prefix", required=True,
+                        help="the inputs are {prefix}_{subset}_challenges.json (+ _solutions.json), "
+                             "e.g. kaggle/combined/arc-agi (required)")
+    parser.add_argument("--output-dir", required=True,
+                        help="directory the dataset is written to, an earlier ARC dataset there is replaced (required)")
+    parser.add_argument("--subsets", nargs="+", default=defaults.subsets,
+                        help="subsets to read, in this order; all their pairs go to train except the test pairs "
+                             "of the test sets")
+    parser.add_argument("--test-set-name", default=defaults.test_set_name,
+                        help="the subset (one of --subsets) whose test pairs form the test split")
+    parser.add_argument("--test-set-name2", default=defaults.test_set_name2,
+                        help="a second subset whose test pairs go to the test split, if it is in --subsets")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed of the random draws (numpy's legacy RandomState stream, 0..2**32-1)")
+    parser.add_argument("--num-aug", type=int, default=defaults.num_aug,
+                        help="augmented copies per task (dihedral transform and colour permutation), at most")
+    parser.add_argument("--puzzle-identifiers-start", type=int, default=defaults.puzzle_identifiers_start,
+                        help="first puzzle identifier; the ones below it are blank (>= 1)")
+    return parser
+
+
+def parse_args(argv: Optional[list[str]] = None) -> ArcBuildConfig:
+    args = build_parser().parse_args(argv)
     return ArcBuildConfig(**vars(args))
 
 

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from dataset.common import BLANK_IDENTIFIER_NAME, DATASET_ENTRIES, atomic_output_dir, write_identifiers, write_set
-from utils.cli import run_cli
+from utils.cli import new_parser, run_cli
 
 
 def _copy_split(
@@ -83,15 +83,23 @@ def write_copy_task(
     return out_dir
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser(__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", default="data/copy-demo",
+                        help="directory the dataset is written to (an earlier dataset there is replaced)")
+    parser.add_argument("--num-train-puzzles", type=int, default=512,
+                        help="training puzzles, one example and one puzzle identifier each")
+    parser.add_argument("--num-test-puzzles", type=int, default=128,
+                        help="test puzzles, one example each (test puzzle p uses train puzzle p's identifier)")
+    parser.add_argument("--seq-len", type=int, default=16, help="tokens per example")
+    parser.add_argument("--vocab-size", type=int, default=8,
+                        help="vocabulary size: PAD 0 plus the tokens 1..N-1 the examples are drawn from")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random tokens")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="data/copy-demo")
-    parser.add_argument("--num-train-puzzles", type=int, default=512)
-    parser.add_argument("--num-test-puzzles", type=int, default=128)
-    parser.add_argument("--seq-len", type=int, default=16)
-    parser.add_argument("--vocab-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     run_cli(lambda: write_copy_task(args.output_dir, args.num_train_puzzles, args.num_test_puzzles, args.seq_len,
                                     args.vocab_size, seed=args.seed, num_puzzle_identifiers=args.num_train_puzzles + 1))
     print(f"Wrote a copy task to {args.output_dir}")

@@ -45,7 +45,7 @@ from dataset.tasks.maze import (  # noqa: E402
     TOKEN_OF,
     VOCAB_SIZE,
 )
-from utils.cli import run_cli  # noqa: E402
+from utils.cli import new_parser, run_cli  # noqa: E402
 
 GENERATOR_HINT = "python dataset/generate_maze.py --output-dir data/maze-csv"
 
@@ -100,11 +100,17 @@ def build(args: argparse.Namespace) -> None:
           f"test {len(test_rows)} mazes.")
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser(__doc__.splitlines()[0])
     add_source_arguments(parser, default_repo="sapientinc/maze-30x30-hard-1k", default_output="data/maze-30x30-hard-1k")
-    parser.add_argument("--aug", action="store_true", help="train only: add the 8 dihedral transforms of each maze")
-    return parser.parse_args(argv)
+    parser.add_argument("--aug", action="store_true",
+                        help="train only: follow each maze by its 7 other dihedral transforms, one group of 8 "
+                             "(default: the mazes as they are)")
+    return parser
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

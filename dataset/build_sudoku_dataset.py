@@ -46,7 +46,7 @@ from dataset.tasks.sudoku import (  # noqa: E402
     is_valid_solution,
     random_shuffles,
 )
-from utils.cli import non_negative_int, progress, run_cli  # noqa: E402
+from utils.cli import new_parser, non_negative_int, progress, run_cli  # noqa: E402
 
 GENERATOR_HINT = "python dataset/generate_sudoku.py --output-dir data/sudoku-csv"
 # Augmentations drawn per numpy call: bounds memory, and fixed so the draws do not depend on input size.
@@ -127,13 +127,19 @@ def build(args: argparse.Namespace) -> None:
           f"examples, test {len(test_rows)} puzzles.")
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser(__doc__.splitlines()[0])
     add_source_arguments(parser, default_repo="sapientinc/sudoku-extreme", default_output="data/sudoku-extreme-full")
     parser.add_argument("--min-difficulty", type=int, default=None,
-                        help="keep puzzles with rating >= this (both splits)")
-    parser.add_argument("--num-aug", type=non_negative_int, default=0, help="train only: shuffled copies per puzzle")
-    return parser.parse_args(argv)
+                        help="keep puzzles whose CSV rating is >= this, in both splits (default: every puzzle)")
+    parser.add_argument("--num-aug", type=non_negative_int, default=0,
+                        help="train only: shuffled copies added per puzzle (digits relabelled, bands, stacks, rows "
+                             "and columns permuted, maybe transposed)")
+    return parser
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

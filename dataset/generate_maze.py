@@ -17,10 +17,10 @@ from typing import Optional
 
 import numpy as np
 
-from dataset.sources import generate_unique_rows, optional_njit, write_generated_csvs
+from dataset.sources import add_generator_arguments, generate_unique_rows, optional_njit, write_generated_csvs
 from dataset.tasks.maze import CHARSET, GOAL, OPEN, PAD_ID, PATH, START, VOCAB_SIZE, WALL
 from dataset.tasks.maze import GRID_SIZE as GRID
-from utils.cli import non_negative_int, run_cli
+from utils.cli import new_parser, non_negative_int, run_cli
 
 LATTICE = GRID // 2  # lattice cells at even coordinates 0..28; row and column 29 stay walls
 MAX_LOOP_FRACTION = 0.15  # per maze, the chance of opening each remaining wall between lattice cells
@@ -177,15 +177,16 @@ def generate(args: argparse.Namespace) -> None:
                          lambda count, seen, desc: generate_rows(count, rng, args.min_path_length, seen, desc), "mazes")
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="data/maze-csv")
-    parser.add_argument("--num-train", type=non_negative_int, default=1000)
-    parser.add_argument("--num-test", type=non_negative_int, default=1000)
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser(__doc__.splitlines()[0])
+    add_generator_arguments(parser, default_output="data/maze-csv", num_train=1000, num_test=1000, unit="mazes")
     parser.add_argument("--min-path-length", type=non_negative_int, default=110,
                         help="keep mazes whose shortest S->G path has at least this many steps ('hard': long paths)")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

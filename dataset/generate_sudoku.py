@@ -16,9 +16,9 @@ from typing import Optional
 
 import numpy as np
 
-from dataset.sources import generate_unique_rows, optional_njit, write_generated_csvs
+from dataset.sources import add_generator_arguments, generate_unique_rows, optional_njit, write_generated_csvs
 from dataset.tasks.sudoku import ALL_DIGITS_MASK, ANSWER_CHARS, BLANK_CHAR
-from utils.cli import non_negative_int, positive_int, run_cli
+from utils.cli import new_parser, non_negative_int, positive_int, run_cli
 
 CANONICAL_ORDER = np.tile(np.arange(1, 10, dtype=np.int64), (81, 1))  # try digits 1..9 in every cell
 # Give up on a filter that (almost) never accepts, instead of looping forever.
@@ -221,16 +221,21 @@ def generate(args: argparse.Namespace) -> None:
     write_generated_csvs(args.output_dir, args.num_train, args.num_test, rows, "puzzles")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser(__doc__.splitlines()[0])
+    add_generator_arguments(parser, default_output="data/sudoku-csv", num_train=1000, num_test=200, unit="puzzles")
+    parser.add_argument("--min-blanks", type=positive_int, default=45,
+                        help="fewest blank cells of a puzzle (each draws its number in --min-blanks..--max-blanks)")
+    parser.add_argument("--max-blanks", type=positive_int, default=55, help="most blank cells of a puzzle (<= 64)")
+    parser.add_argument("--blanks", type=positive_int, default=None,
+                        help="exact number of blanks: sets --min-blanks and --max-blanks (default: use those)")
+    parser.add_argument("--min-difficulty", type=non_negative_int, default=0,
+                        help="keep puzzles whose rating (the solver's backtrack count) is >= this")
+    return parser
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output-dir", default="data/sudoku-csv")
-    parser.add_argument("--num-train", type=non_negative_int, default=1000)
-    parser.add_argument("--num-test", type=non_negative_int, default=200)
-    parser.add_argument("--min-blanks", type=positive_int, default=45)
-    parser.add_argument("--max-blanks", type=positive_int, default=55)
-    parser.add_argument("--blanks", type=positive_int, default=None, help="exact number of blanks (sets min and max)")
-    parser.add_argument("--min-difficulty", type=non_negative_int, default=0, help="keep puzzles with rating >= this")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.blanks is not None:
         args.min_blanks = args.max_blanks = args.blanks

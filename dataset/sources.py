@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from dataset.output_dir import OutputLayout, atomic_output_dir, check_replaceable
-from utils.cli import positive_int, progress
+from utils.cli import non_negative_int, positive_int, progress
 from utils.errors import DatasetError
 
 CSV_COLUMNS = ("source", "question", "answer", "rating")
@@ -280,16 +280,33 @@ def require_rows(rows: CsvRows, what: str, hint: str) -> None:
 
 
 def add_source_arguments(parser: argparse.ArgumentParser, default_repo: str, default_output: str) -> None:
-    """Options common to both CSV builders."""
-    parser.add_argument("--source-repo", default=default_repo, help="Hugging Face dataset repo with train.csv/test.csv")
+    """Options common to both CSV builders (their one home: each builder adds only its own)."""
+    parser.add_argument("--source-repo", default=default_repo,
+                        help="Hugging Face dataset repo train.csv/test.csv are downloaded from")
     parser.add_argument("--source-dir", default=None,
-                        help="read train.csv/test.csv from this directory instead of the hub")
-    parser.add_argument("--output-dir", default=default_output)
+                        help="read train.csv/test.csv from this directory instead (default: download them from "
+                             "--source-repo)")
+    parser.add_argument("--output-dir", default=default_output,
+                        help="directory the dataset is written to (an earlier dataset there is replaced)")
     parser.add_argument("--subsample-size", type=positive_int, default=None,
-                        help="train only: keep a random subset of this many puzzles")
+                        help="train only: keep a random subset of this many puzzles (default: all of them)")
     parser.add_argument("--test-subsample-size", type=positive_int, default=None,
-                        help="keep a random subset of this many test puzzles")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (subsets, augmentations)")
+                        help="keep a random subset of this many test puzzles (default: all of them)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every random choice: subsets, augmentations")
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser, default_output: str, num_train: int, num_test: int,
+                            unit: str) -> None:
+    """Options common to both offline generators (`unit`: what they make, e.g. "puzzles")."""
+    parser.add_argument("--output-dir", default=default_output,
+                        help="directory train.csv and test.csv are written to (earlier generated CSVs there are "
+                             "replaced)")
+    parser.add_argument("--num-train", type=non_negative_int, default=num_train, help=f"train {unit} to generate")
+    parser.add_argument("--num-test", type=non_negative_int, default=num_test,
+                        help=f"test {unit} to generate (all distinct from the train {unit})")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every random choice: the same seed gives identical files")
 
 
 # ----------------------------------------------------------------------------------------------

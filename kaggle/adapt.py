@@ -43,7 +43,7 @@ from dataset.build_arc_dataset import (
 )
 from dataset.tasks import arc
 from utils.atomic import read_json_if_present, write_atomically
-from utils.cli import exit_with_message
+from utils.cli import exit_with_message, new_parser, quoted
 from utils.config import PretrainConfig, parse_config
 from utils.errors import CheckpointError, ConfigError, DatasetError, UserFacingError
 from utils.run_files import CONFIG_FILE, METRICS_FILE, evaluator_dir, weight_steps
@@ -60,11 +60,11 @@ DEFAULT_EPOCHS = 10000
 DEFAULT_WARMUP = 100  # the published 2000 warm-up steps would be most of a short adaptation
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="python -m kaggle.adapt", description=__doc__.splitlines()[0],
-        epilog="Other arguments are training keys (key=value, as for pretrain.py), e.g. lr=1e-4 "
-               "global_batch_size=384 device=cuda.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = new_parser(
+        __doc__.splitlines()[0], prog="python -m kaggle.adapt",
+        epilog="Other arguments are training keys (key=value, as for pretrain.py),\n"
+               "e.g. lr=1e-4 global_batch_size=384 device=cuda.")
     parser.add_argument("--tasks", required=True, help="the tasks: a Kaggle challenges JSON (task id -> {train, test})")
     parser.add_argument("--solutions", default=None,
                         help="their test outputs (task id -> list of grids), to report pass@k (default: none)")
@@ -73,12 +73,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                              "a run directory (its newest step_N), or hf://OWNER/REPO/PATH/step_N")
     parser.add_argument("--output-dir", required=True, help="where everything is written (created; reused if rerun)")
     parser.add_argument("--num-aug", type=int, default=DEFAULT_NUM_AUG,
-                        help=f"augmented copies per task, as the ARC builder's --num-aug (default {DEFAULT_NUM_AUG})")
+                        help="augmented copies per task, as the ARC builder's --num-aug")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
-                        help=f"fine-tuning epochs over the tasks (default {DEFAULT_EPOCHS})")
+                        help="fine-tuning epochs over the tasks")
     parser.add_argument("--freeze-weights", action="store_true",
                         help="train only the new puzzle embeddings (default: the whole network too)")
-    parser.add_argument("--seed", type=int, default=42, help="the builder's augmentation seed (default 42)")
+    parser.add_argument("--seed", type=int, default=42, help="the builder's augmentation seed")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = build_parser()
     args, keys = parser.parse_known_args(argv)
     bad = [k for k in keys if "=" not in k or k.startswith("-")]
     if bad:
@@ -244,7 +249,7 @@ def prepare(args: argparse.Namespace, keys: list[str]) -> tuple[dict, tuple[str,
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
     write_manifest(out, manifest)
-    print(f"[1/3] Building the tasks' dataset in {os.path.join(out, 'data')}")
+    print(f"[1/3] Building the tasks' dataset in {quoted(os.path.join(out, 'data'))}")
     prefix = copy_sources(args, os.path.join(out, "source"))
     if "data" in manifest["stages"]:
         print("      (built by an earlier run: reused)")
@@ -275,27 +280,28 @@ def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
             raise error
         if "submission" in manifest["stages"]:
             if ctx.is_main:
-                print(f"Already complete: {os.path.join(out, SUBMISSION)}")
+                print(f"Already complete: {quoted(os.path.join(out, SUBMISSION))}")
             with open(os.path.join(out, METRICS)) as f:
                 return json.load(f)
         # Every rank resolves the checkpoint itself (a hub download lands in each machine's own cache).
         weights, config_path = pretrained if pretrained is not None else pretrained_weights(args.checkpoint)
         config = adaptation_config(args, keys, weights, config_path, os.path.join(out, "data"))
         if ctx.is_main:
-            print(f"[2/3] Fine-tuning {weights} on the tasks ({args.epochs} epochs) in {config.checkpoint_path}")
+            print(f"[2/3] Fine-tuning {quoted(weights)} on the tasks ({args.epochs} epochs) "
+                  f"in {quoted(config.checkpoint_path)}")
         last_eval = train(config, ctx)
         if not ctx.is_main:
             return {}
-        print(f"[3/3] Writing {os.path.join(out, SUBMISSION)}")
+        print(f"[3/3] Writing {quoted(os.path.join(out, SUBMISSION))}")
         write_outputs(out, config.checkpoint_path, last_eval, args.solutions is not None)
         manifest["stages"] = sorted(set(manifest["stages"]) | {"adapt", "submission"})
         write_manifest(out, manifest)
         with open(os.path.join(out, METRICS)) as f:
             metrics = json.load(f)
-        print(f"submission: {os.path.join(out, SUBMISSION)}")
-        print(f"metrics: {os.path.join(out, METRICS)}  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()
-                                                                     if isinstance(v, float)))
-        print(f"run: {config.checkpoint_path}")
+        print(f"submission: {quoted(os.path.join(out, SUBMISSION))}")
+        scores = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"metrics: {quoted(os.path.join(out, METRICS))}  {scores}")
+        print(f"run: {quoted(config.checkpoint_path)}")
         return metrics
     finally:
         destroy_distributed(ctx)

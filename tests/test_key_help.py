@@ -81,20 +81,28 @@ def test_pretrain_help_lists_every_key_with_its_value(capsys, arch):
 
 
 def test_pretrain_help_values_can_be_typed_back(capsys):
-    """Each listed `key=value` (with its `+` where shown) is an override Hydra accepts as written, and the
-    keys shown without `+` are in the YAML (Hydra refuses `+key` for those, and `key` for the others)."""
+    """The listed `key=value` overrides (with their `+` where shown) are accepted by Hydra as written and
+    change nothing; keys shown without `+` are in the YAML, those with `+` are not (Hydra refuses them bare)."""
+    from omegaconf import OmegaConf
+
     out = pretrain_help(capsys, ["--help"])
-    entries = help_entries(out)
+    entries = {key: value for key, (value, _) in help_entries(out).items()
+               if value != "required" and "generate_if_missing." not in key}
     assert "+run_name" in entries and "run_name" not in entries  # the paper's `+run_name=...`
     with initialize_config_dir(config_dir=pretrain.CONFIG_DIR, version_base="1.3"):
-        for key, (value, _) in entries.items():
-            if value == "required" or key.startswith(("generate_if_missing.", "+generate_if_missing.")):
-                continue
-            composed = compose(config_name="cfg_pretrain", overrides=[f"{key}={value}"])
-            assert composed is not None
-            if key.startswith("+"):
-                with pytest.raises(Exception, match="[Cc]ould not override|No match"):
-                    compose(config_name="cfg_pretrain", overrides=[f"{key[1:]}={value}"])
+        plain = OmegaConf.to_container(compose(config_name="cfg_pretrain"), resolve=True)
+        typed = OmegaConf.to_container(compose(config_name="cfg_pretrain", overrides=[
+            f"{key}={value}" for key, value in entries.items()]), resolve=True)
+        for key in entries:
+            if not key.startswith("+"):
+                assert OmegaConf.select(OmegaConf.create(plain), key, default="absent") != "absent", key
+        for key in [key for key in entries if key.startswith("+")]:
+            with pytest.raises(Exception, match="[Cc]ould not override|No match"):
+                compose(config_name="cfg_pretrain", overrides=[f"{key[1:]}={entries[key]}"])
+    added = {key.lstrip("+") for key in entries if key.startswith("+")}
+    assert {k: v for k, v in typed.items() if k not in added and k != "arch"} == \
+        {k: v for k, v in plain.items() if k != "arch"}
+    assert {k: v for k, v in typed["arch"].items() if f"arch.{k}" not in added} == plain["arch"]
 
 
 def test_pretrain_help_follows_the_config_name(capsys):

@@ -73,8 +73,9 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (not action.option_strings or "default" in text or action.default in (None, False, [], argparse.SUPPRESS)
-                or text == argparse.SUPPRESS):
+        nothing_to_show = action.default is None or action.default is False or action.default == [] \
+            or action.default is argparse.SUPPRESS  # `is`: a default of 0 is shown (0 == False)
+        if not action.option_strings or "default" in text or nothing_to_show or text == argparse.SUPPRESS:
             return text
         return f"{text} (default: {shown_default(action.default).replace('%', '%%')})"
 
