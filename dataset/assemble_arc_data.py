@@ -23,7 +23,7 @@ import shutil
 from typing import Optional
 
 from dataset.common import write_json
-from dataset.output_dir import OutputLayout, atomic_output_dir
+from dataset.output_dir import REPLACES_ONLY_OWN, OutputLayout, atomic_output_dir
 from utils.cli import new_parser, run_cli
 from utils.errors import DatasetError
 
@@ -187,8 +187,7 @@ def assemble(output_dir: str, concept: Optional[str] = None) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="kaggle/combined",
-                        help=f"directory the {FILE_PREFIX}_* files are written to (an earlier assembly there is "
-                             "replaced)")
+                        help=f"directory the {FILE_PREFIX}_* files are written to; {REPLACES_ONLY_OWN}")
     parser.add_argument("--concept", default=DEFAULT_CONCEPT_DIR,
                         help="ConceptARC: dir with the two combined files, or the corpus dir "
                              "(default: the files shipped in kaggle/concept)")

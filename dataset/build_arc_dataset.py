@@ -44,7 +44,7 @@ from dataset.common import (
     write_metadata,
 )
 from dataset.legacy_random import LegacyRandom
-from dataset.output_dir import check_replaceable
+from dataset.output_dir import REPLACES_ONLY_OWN, check_replaceable
 from dataset.tasks.arc import (
     GRID_SIZE,
     NAME_SEPARATOR,
@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the inputs are {prefix}_{subset}_challenges.json (+ _solutions.json), "
                              "e.g. kaggle/combined/arc-agi (required)")
     parser.add_argument("--output-dir", required=True,
-                        help="directory the dataset is written to, an earlier ARC dataset there is replaced (required)")
+                        help=f"directory the dataset is written to (required); {REPLACES_ONLY_OWN}")
     parser.add_argument("--subsets", nargs="+", default=defaults.subsets,
                         help="subsets to read, in this order; all their pairs go to train except the test pairs "
                              "of the test sets")

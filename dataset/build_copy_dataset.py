@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from dataset.common import BLANK_IDENTIFIER_NAME, DATASET_ENTRIES, atomic_output_dir, write_identifiers, write_set
+from dataset.output_dir import REPLACES_ONLY_OWN
 from utils.cli import new_parser, run_cli
 
 
@@ -86,7 +87,7 @@ def write_copy_task(
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(__doc__.splitlines()[0])
     parser.add_argument("--output-dir", default="data/copy-demo",
-                        help="directory the dataset is written to (an earlier dataset there is replaced)")
+                        help=f"directory the dataset is written to; {REPLACES_ONLY_OWN}")
     parser.add_argument("--num-train-puzzles", type=int, default=512,
                         help="training puzzles, one example and one puzzle identifier each")
     parser.add_argument("--num-test-puzzles", type=int, default=128,

@@ -51,6 +51,9 @@ class OutputLayout:
         return OutputLayout(self.files | frozenset(names), self.dirs)
 
 
+# What every builder's --output-dir help says (the rule check_replaceable enforces).
+REPLACES_ONLY_OWN = "an earlier output of this tool there is replaced; any other file there stops it"
+
 def _entries(directory: str) -> list[os.DirEntry]:
     with os.scandir(directory) as it:
         return sorted(it, key=lambda e: e.name)

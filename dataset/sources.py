@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from dataset.output_dir import OutputLayout, atomic_output_dir, check_replaceable
+from dataset.output_dir import REPLACES_ONLY_OWN, OutputLayout, atomic_output_dir, check_replaceable
 from utils.cli import non_negative_int, positive_int, progress
 from utils.errors import DatasetError
 
@@ -287,7 +287,7 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_repo: str, def
                         help="read train.csv/test.csv from this directory instead (default: download them from "
                              "--source-repo)")
     parser.add_argument("--output-dir", default=default_output,
-                        help="directory the dataset is written to (an earlier dataset there is replaced)")
+                        help=f"directory the dataset is written to; {REPLACES_ONLY_OWN}")
     parser.add_argument("--subsample-size", type=positive_int, default=None,
                         help="train only: keep a random subset of this many puzzles (default: all of them)")
     parser.add_argument("--test-subsample-size", type=positive_int, default=None,
@@ -300,8 +300,7 @@ def add_generator_arguments(parser: argparse.ArgumentParser, default_output: str
                             unit: str) -> None:
     """Options common to both offline generators (`unit`: what they make, e.g. "puzzles")."""
     parser.add_argument("--output-dir", default=default_output,
-                        help="directory train.csv and test.csv are written to (earlier generated CSVs there are "
-                             "replaced)")
+                        help=f"directory train.csv and test.csv are written to; {REPLACES_ONLY_OWN}")
     parser.add_argument("--num-train", type=non_negative_int, default=num_train, help=f"train {unit} to generate")
     parser.add_argument("--num-test", type=non_negative_int, default=num_test,
                         help=f"test {unit} to generate (all distinct from the train {unit})")

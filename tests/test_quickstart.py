@@ -1,6 +1,7 @@
 """The README's quick demo (`python pretrain.py --config-name quickstart`), at a smaller size."""
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -23,8 +24,9 @@ def test_quickstart_builds_data_trains_and_reports(tmp_path):
     assert re.search(r"^eval at step \d+: all/exact_accuracy [01]\.\d{4}   all/tta_exact_accuracy", result.stdout, re.M)
     assert "generating a sudoku dataset" in result.stdout
     assert os.path.isfile(tmp_path / "data" / "sudoku-quickstart" / "test" / "dataset.json")
-    paths = dict(line.split(": ", 1) for line in lines[:-1]
-                 if line.split(": ", 1)[0] in ("curves", "pictures", "metrics"))
+    # Printed shell-quoted (the run name has a space): one shell word each.
+    paths = {key: shlex.split(value)[0] for key, _, value in (line.partition(": ") for line in lines[:-1])
+             if key in ("curves", "pictures", "metrics")}
     for key in ("curves", "pictures", "metrics"):
         assert os.path.isfile(tmp_path / paths[key]), f"{key} missing: {paths}"
     html = (tmp_path / paths["pictures"]).read_text()
