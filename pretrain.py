@@ -10,11 +10,11 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from utils.cli import exit_with_message
+from utils.cli import HELP_FLAGS, REPO_ROOT, exit_with_message
 from utils.config import parse_config, training_help
 from utils.errors import ConfigError, UserFacingError
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
+CONFIG_DIR = os.path.join(REPO_ROOT, "config")
 DEFAULT_CONFIG = "cfg_pretrain"
 
 
@@ -39,7 +39,7 @@ def split_help_arguments(argv: list[str]) -> tuple[str, list[str]]:
     """(config name, overrides) of a `--help` command line: Hydra's `--config-name X` / `-cn X` and the rest."""
     name, overrides, args = DEFAULT_CONFIG, [], iter(argv)
     for arg in args:
-        if arg in ("-h", "--help"):
+        if arg in HELP_FLAGS:
             continue
         if arg in ("--config-name", "-cn"):
             name = next(args, name)
@@ -77,7 +77,7 @@ def main(hydra_config: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):  # Hydra's own help stays at --hydra-help
+    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):  # Hydra's own help stays at --hydra-help
         try:
             print_help(sys.argv[1:])
         except UserFacingError as err:

@@ -19,9 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils.cli import new_parser
-
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+from utils.cli import REPO_ROOT, new_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +62,7 @@ def run_build(args: argparse.Namespace) -> dict:
     try:
         start = time.perf_counter()
         # Output is discarded (progress bars); a failure is re-run visibly by the user from the message.
-        proc = subprocess.run(cmd, cwd=_REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             sys.exit(f"error: the build failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")

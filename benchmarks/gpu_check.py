@@ -54,10 +54,9 @@ else:  # python benchmarks/gpu_check.py: benchmarks/ itself is sys.path[0]
     import train_step
 from models.layers import swiglu_inner_size
 from models.recursive_reasoning.config import TRMConfig
-from utils.cli import new_parser
+from utils.cli import REPO_ROOT, new_parser
 from utils.device import should_compile
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_MARK = "GPU_CHECK_RESULT "  # a worker's last line: this prefix, then its result as JSON
 
 # ---------------------------------------------------------------------------------------------

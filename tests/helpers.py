@@ -16,11 +16,10 @@ from models.registry import load_model_class
 from training.loop import gradients as fixture_gradients  # the fixtures name gradients as training does
 from training.state import build_model
 from utils.checkpoint import load_weights
+from utils.cli import REPO_ROOT
 from utils.config import PretrainConfig
 from utils.distributed import DistContext
 from utils.run_files import METRICS_FILE
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A tiny TRM for CPU runs (two ACT steps, float32).
 TINY_ARCH = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_cycles=1", "arch.L_cycles=1",

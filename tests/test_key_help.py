@@ -158,3 +158,12 @@ def test_help_commands_as_typed(argv):
     result = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "checkpoint" in result.stdout and result.stderr == ""
+
+
+@pytest.mark.parametrize("module", [evaluate, predict], ids=["evaluate", "predict"])
+def test_help_anywhere_on_the_line_prints_the_help(capsys, module):
+    """As with pretrain.py, `--help` after some keys still prints the help (not a key=value error)."""
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["checkpoint=x", "tta=2", "-h"])
+    assert exit_info.value.code == 0
+    assert "checkpoint=required" in capsys.readouterr().out

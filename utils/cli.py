@@ -16,6 +16,9 @@ from utils.errors import ConfigError, UserFacingError
 
 T = TypeVar("T")
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the entry points are
+HELP_FLAGS = ("-h", "--help")
+
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """argparse type: an integer >= `minimum`."""
@@ -182,19 +185,16 @@ def key_value_help(doc: str, model: type[BaseModel]) -> str:
 
 def run_key_value_command(argv: list[str] | None, doc: str, model: type[BaseModel],
                           body: Callable[[list[str]], Any]) -> None:
-    """The frame of a key=value entry point: `--help` prints `key_value_help`, no arguments prints it to
+    """The frame of a key=value entry point: `--help` (anywhere) prints `key_value_help`, no arguments prints it to
     stderr with exit status 2, and an error the user can act on is one `error:` line."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv or any(arg in HELP_FLAGS for arg in argv):
         print(key_value_help(doc, model), file=sys.stdout if argv else sys.stderr)
         sys.exit(0 if argv else 2)
     try:
         body(argv)
     except (UserFacingError, FileNotFoundError) as err:
         exit_with_message(err)
-
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def quoted(path: str) -> str:
