@@ -167,3 +167,13 @@ def test_help_anywhere_on_the_line_prints_the_help(capsys, module):
         module.main(["checkpoint=x", "tta=2", "-h"])
     assert exit_info.value.code == 0
     assert "checkpoint=required" in capsys.readouterr().out
+
+
+def test_path_keys_are_taken_as_written_and_null_is_the_default():
+    args = evaluate.parse_args(["checkpoint=runs/TRM happy-cat/step_8", "output_dir=null", "config=null",
+                                "data_paths=[data/a,data/b]"])
+    assert args.checkpoint == "runs/TRM happy-cat/step_8"  # no YAML parsing of a path
+    assert args.output_dir is None and args.config is None
+    assert args.data_paths == ["data/a", "data/b"]
+    assert evaluate.parse_args(["checkpoint=1e3"]).checkpoint == "1e3"  # YAML would read a number
+    assert predict.parse_args(["checkpoint=x", "config=null", "sudoku=" + "." * 81]).config is None

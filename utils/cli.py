@@ -150,7 +150,7 @@ def keys_help(model: type[BaseModel], values: Mapping[str, Any] | None = None, p
 def parse_key_values(argv: list[str], model: type[BaseModel], command: str, example: str,
                      verbatim: Iterable[str] = ()) -> BaseModel:
     """`key=value` arguments (values in YAML syntax: `[a,b]`, `true`, numbers; a leading `+` is allowed)
-    checked against `model`; keys in `verbatim` (file names, puzzles) are taken as written."""
+    checked against `model`; keys in `verbatim` (file names, puzzles) are taken as written, except `null`."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -163,8 +163,8 @@ def parse_key_values(argv: list[str], model: type[BaseModel], command: str, exam
     texts, others = {}, []
     for arg in (arg.lstrip("+") for arg in argv):
         key, _, value = arg.partition("=")
-        if key in verbatim:
-            texts[key] = value
+        if key in verbatim:  # `null` still means the default, as the help shows it
+            texts[key] = None if value == "null" else value
         else:
             others.append(arg)
     try:
