@@ -24,6 +24,8 @@ def test_quickstart_builds_data_trains_and_reports(tmp_path):
     assert re.search(r"^eval at step \d+: all/exact_accuracy [01]\.\d{4}   all/tta_exact_accuracy", result.stdout, re.M)
     assert "generating a sudoku dataset" in result.stdout
     assert os.path.isfile(tmp_path / "data" / "sudoku-quickstart" / "test" / "dataset.json")
+    # Only what the run asked for lands in the working directory: no Hydra outputs/<date>/<time>/pretrain.log.
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints", "data"]
     # Printed shell-quoted (the run name has a space): one shell word each.
     paths = {key: shlex.split(value)[0] for key, _, value in (line.partition(": ") for line in lines[:-1])
              if key in ("curves", "pictures", "metrics")}
