@@ -50,20 +50,25 @@ def split_help_arguments(argv: list[str]) -> tuple[str, list[str]]:
     return name, overrides
 
 
+def compose_config(overrides: list[str], config_name: str = DEFAULT_CONFIG) -> dict:
+    """The raw config `python pretrain.py --config-name NAME OVERRIDES` trains with (Hydra's compose API)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return OmegaConf.to_container(compose(config_name=config_name, overrides=overrides), resolve=True)
+
+
 def print_help(argv: list[str]) -> None:
     """Our `--help`: the keys of the typed configs (descriptions from them, values from the composed YAML)."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     name, overrides = split_help_arguments(argv)
     try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            composed = OmegaConf.to_container(compose(config_name=name, overrides=overrides), resolve=True)
+        composed = compose_config(overrides, name)
     except (HydraException, OmegaConfBaseException) as err:
         message = str(err).split("\nConfig search path")[0]  # Hydra appends its search path: not the user's concern
         raise ConfigError(f"Cannot compose the configuration {name} with {overrides}: {message}") from None
-    composed.pop("hydra", None)
     print(__doc__.strip() + "\n\n" + training_help(composed, name))
 
 

@@ -7,16 +7,15 @@ import os
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from dataset.common import PuzzleDatasetMetadata
 from models.losses import ACTLossHead
 from models.registry import load_model_class
+from pretrain import compose_config  # noqa: F401  (re-exported: the tests compose as pretrain.py does)
 from training.loop import gradients as fixture_gradients  # the fixtures name gradients as training does
 from training.state import build_model
 from utils.checkpoint import load_weights
-from utils.cli import REPO_ROOT
+from utils.cli import REPO_ROOT  # noqa: F401  (re-exported: where the tests find the entry points)
 from utils.config import PretrainConfig
 from utils.distributed import DistContext
 from utils.run_files import METRICS_FILE
@@ -27,12 +26,6 @@ TINY_ARCH = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch
 # The same with three deterministic ACT steps (no exploration), for evaluation tests.
 TINY_EVAL_ARCH = [*(o for o in TINY_ARCH if not o.startswith("arch.halt_max_steps")), "arch.halt_max_steps=3",
                   "arch.halt_exploration_prob=0"]
-
-
-def compose_config(overrides: list[str], config_name: str = "cfg_pretrain") -> dict:
-    """The raw config pretrain.py would get for these command-line overrides."""
-    with initialize_config_dir(config_dir=os.path.join(REPO_ROOT, "config"), version_base="1.3"):
-        return OmegaConf.to_container(compose(config_name=config_name, overrides=overrides), resolve=True)
 
 
 def cpu_context() -> DistContext:

@@ -51,7 +51,7 @@ class Sheet:
     examples: list[Example]
     legend: list[tuple[str, str]] = field(default_factory=list)  # (colour, meaning)
     note: str = ""
-    outline: str = ""  # what a red outline (Panel.errors) marks; "" = DEFAULT_OUTLINE
+    outline: str = DEFAULT_OUTLINE  # what a red outline (Panel.errors) marks
 
 
 def draws_outlines(sheet: Sheet) -> bool:
@@ -64,7 +64,7 @@ def outline_legend(sheet: Sheet) -> str:
     only marks the picture shows (puzzles without predictions have none)."""
     if not draws_outlines(sheet):
         return ""
-    return f"{sheet.outline or DEFAULT_OUTLINE} (red outline)"
+    return f"{sheet.outline} (red outline)"
 
 
 def object_grid(shape: tuple[int, int], value: str) -> np.ndarray:
