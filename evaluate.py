@@ -26,16 +26,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dataset.common import PuzzleDatasetMetadata
 from dataset.puzzle_dataset import merge_metadata
+from evaluators.base import EvaluatorConfig
+from models.weights import build_model, load_weights
 from training.best import read_best
+from training.config import PretrainConfig, parse_config
 from training.data import create_dataloader, has_split, split_paths
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.loop import seed_everything
-from training.state import build_model
 from training.tta import TTA_METRIC, TTA_VALID_METRIC, tta_transforms
 from utils.atomic import write_atomically
-from utils.checkpoint import list_train_states, load_weights, safe_load
-from utils.cli import parse_key_values, quoted, run_key_value_command
-from utils.config import DEVICE_HELP, EvaluatorConfig, PretrainConfig, parse_config
+from utils.checkpoint import list_train_states, safe_load
+from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
 from utils.device import should_compile
 from utils.distributed import DistContext, destroy_distributed, init_distributed
 from utils.errors import CheckpointError, ConfigError

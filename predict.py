@@ -32,12 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata
 from dataset.tasks import arc, maze, sudoku, task_of
 from evaluate import EvaluateConfig, EvaluationPlan, build_and_load, load_plan, resolve_checkpoint, trained_metadata
+from models.weights import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, strip_compiled_prefix, weights_vocab_size
 from training.evaluation import act_model, run_act_all_steps, run_act_halting_early
-from training.state import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, weights_vocab_size
 from training.tta import sudoku_valid_completions, tta_transforms, vote
-from utils.checkpoint import safe_load, strip_compiled_prefix
-from utils.cli import parse_key_values, quoted, run_key_value_command
-from utils.config import DEVICE_HELP
+from utils.checkpoint import safe_load
+from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
 from utils.device import select_device
 from utils.distributed import DistContext
 from utils.errors import ConfigError

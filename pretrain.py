@@ -10,8 +10,8 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from training.config import parse_config, training_help
 from utils.cli import HELP_FLAGS, REPO_ROOT, exit_with_message
-from utils.config import parse_config, training_help
 from utils.errors import ConfigError, UserFacingError
 
 CONFIG_DIR = os.path.join(REPO_ROOT, "config")

@@ -42,9 +42,9 @@ from dataset.build_arc_dataset import (
     load_subset,
 )
 from dataset.tasks import arc
+from training.config import PretrainConfig, parse_config
 from utils.atomic import read_json_if_present, write_atomically
 from utils.cli import exit_with_message, new_parser, quoted
-from utils.config import PretrainConfig, parse_config
 from utils.errors import CheckpointError, ConfigError, DatasetError, UserFacingError
 from utils.run_files import CONFIG_FILE, METRICS_FILE, evaluator_dir, weight_steps
 
@@ -171,8 +171,8 @@ def build_data(prefix: str, out: str, args: argparse.Namespace) -> str:
 def pretrained_weights(checkpoint: str) -> tuple[str, str]:
     """(weights file, its training config) of the pretrained checkpoint; an error unless it is an ARC model."""
     from evaluate import resolve_checkpoint
-    from training.state import weights_vocab_size
-    from utils.checkpoint import safe_load, strip_compiled_prefix
+    from models.weights import strip_compiled_prefix, weights_vocab_size
+    from utils.checkpoint import safe_load
     weights = resolve_checkpoint(checkpoint)
     config_path = os.path.join(os.path.dirname(os.path.abspath(weights)), CONFIG_FILE)
     if not os.path.isfile(config_path):

@@ -13,25 +13,12 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    """The bare model under DataParallel/DDP (`.module`) or torch.compile (`._orig_mod`) wrappers.
-
-    Keeping shadow names free of wrapper prefixes means a checkpointed EMA state loads into the
-    model however it is wrapped in the next run.
-    """
-    while True:
-        if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            module = module.module
-        elif hasattr(module, "_orig_mod") and isinstance(module._orig_mod, nn.Module):
-            module = module._orig_mod
-        else:
-            return module
+from models.weights import uncompiled
 
 
 def _trainable(module: nn.Module):
     """(name, param) for every parameter the optimizer updates; frozen ones need no shadow."""
-    return [(name, p) for name, p in _unwrap(module).named_parameters() if p.requires_grad]
+    return [(name, p) for name, p in uncompiled(module).named_parameters() if p.requires_grad]
 
 
 class EMAHelper:

@@ -86,6 +86,11 @@ class ACTLossHead(nn.Module):
         self.model = model
         self.loss_fn = LOSS_FUNCTIONS[loss_type]
 
+    @property
+    def puzzle_emb(self) -> nn.Module | None:
+        """The model's sparse puzzle embedding (its own optimizer), None when it has none."""
+        return getattr(self.model, "puzzle_emb", None)
+
     def initial_carry(self, *args, **kwargs):
         return self.model.initial_carry(*args, **kwargs)
 

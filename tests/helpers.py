@@ -11,12 +11,11 @@ import torch
 from dataset.common import PuzzleDatasetMetadata
 from models.losses import ACTLossHead
 from models.registry import load_model_class
+from models.weights import build_model, load_weights
 from pretrain import compose_config  # noqa: F401  (re-exported: the tests compose as pretrain.py does)
+from training.config import PretrainConfig
 from training.loop import gradients as fixture_gradients  # the fixtures name gradients as training does
-from training.state import build_model
-from utils.checkpoint import load_weights
 from utils.cli import REPO_ROOT  # noqa: F401  (re-exported: where the tests find the entry points)
-from utils.config import PretrainConfig
 from utils.distributed import DistContext
 from utils.run_files import METRICS_FILE
 

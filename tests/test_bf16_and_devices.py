@@ -38,14 +38,15 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from models.recursive_reasoning.common import ACTModel, RecursiveInner
+from models.weights import build_model, load_weights
 from tests.helpers import REPO_ROOT, compose_config, cpu_context
 from training import loop
 from training.checkpointing import restore_training_state, save_checkpoint, save_weights
+from training.config import parse_config
 from training.data import create_dataloader, split_paths
 from training.evaluation import evaluate
-from training.state import build_model, evaluation_model, init_train_state, update_ema
-from utils.checkpoint import load_weights, safe_load
-from utils.config import parse_config
+from training.state import evaluation_model, init_train_state, update_ema
+from utils.checkpoint import safe_load
 from utils.distributed import DistContext
 from utils.run_files import weights_path
 

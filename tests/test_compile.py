@@ -18,10 +18,10 @@ from torch._dynamo.utils import counters
 from models.recursive_reasoning.common import RecursiveInner
 from tests.helpers import TINY_ARCH, build_head, compose_config, cpu_context, train_metadata
 from training import loop
+from training.config import parse_config
 from training.data import create_dataloader, split_paths
 from training.evaluation import evaluate
 from training.state import evaluation_model, init_train_state, update_ema
-from utils.config import parse_config
 from utils.run_files import outputs_path
 
 # TINY_ARCH with two H cycles, so that the gradient-free cycle (`torch.no_grad()` inside the step) is compiled too.

@@ -28,9 +28,9 @@ from tests.helpers import (
     write_tiny_arc_source,
 )
 from training.checkpointing import save_code_and_config, save_weights
+from training.config import derive_names, parse_config
 from training.evaluation import run_act_halting_early
 from training.loop import train
-from utils.config import derive_names, parse_config
 
 TINY_ARCH = TINY_EVAL_ARCH
 

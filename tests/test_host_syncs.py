@@ -7,8 +7,8 @@ import torch
 
 from tests.helpers import TINY_ARCH, compose_config, cpu_context
 from training import loop
+from training.config import parse_config
 from training.state import init_train_state
-from utils.config import parse_config
 from utils.errors import NonFiniteLossError
 
 SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")

@@ -8,8 +8,8 @@ import evaluate as evaluate_cli
 from dataset.build_arc_dataset import ArcBuildConfig, build_arc_dataset
 from kaggle import adapt
 from tests.helpers import REPO_ROOT, TINY_EVAL_ARCH, assert_kaggle_submission, compose_config, cpu_context
+from training.config import parse_config
 from training.loop import train
-from utils.config import parse_config
 
 pytestmark = pytest.mark.integration  # whole (tiny) runs
 

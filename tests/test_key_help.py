@@ -10,17 +10,12 @@ from hydra import compose, initialize_config_dir
 import evaluate
 import predict
 import pretrain
+from evaluators.base import EvaluatorConfig
+from models.arch import DERIVED_MODEL_KEYS, ArchConfig, LossConfig
 from models.recursive_reasoning.config import CONFIG_CLASSES
 from tests.helpers import REPO_ROOT
+from training.config import GeneratedDataConfig, PretrainConfig
 from utils.cli import undescribed_fields
-from utils.config import (
-    DERIVED_MODEL_KEYS,
-    ArchConfig,
-    EvaluatorConfig,
-    GeneratedDataConfig,
-    LossConfig,
-    PretrainConfig,
-)
 
 TYPED_CONFIGS = [PretrainConfig, ArchConfig, LossConfig, EvaluatorConfig, GeneratedDataConfig,
                  evaluate.EvaluateConfig, predict.PredictConfig, *CONFIG_CLASSES.values()]

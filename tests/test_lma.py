@@ -19,10 +19,11 @@ from models.lma_layout import (
 )
 from models.losses import ACTLossHead
 from models.recursive_reasoning.trm import TRM, TRMConfig
+from models.weights import load_weights
 from tests.helpers import TINY_ARCH, assert_evaluate_reproduces, compose_config, cpu_context, read_metrics
 from tests.helpers import build_head as build_configured_head
-from utils.checkpoint import load_weights
-from utils.config import ConfigError, parse_config
+from training.config import parse_config
+from utils.errors import ConfigError
 
 SMALL = dict(batch_size=2, seq_len=8, vocab_size=6, num_puzzle_identifiers=3, puzzle_emb_ndim=32, puzzle_emb_len=1,
              H_cycles=2, L_cycles=2, L_layers=1, hidden_size=32, expansion=2, num_heads=2, pos_encodings="rope",

@@ -13,9 +13,9 @@ from dataset.common import IGNORE_LABEL_ID
 from dataset.generated import build_generated_dataset
 from dataset.tasks import maze, sudoku
 from tests.helpers import TINY_EVAL_ARCH, build_head, compose_config, cpu_context, train_metadata
+from training.config import parse_config
 from training.evaluation import run_act_all_steps
 from training.loop import train
-from utils.config import parse_config
 from utils.errors import ConfigError
 from utils.run_files import CONFIG_FILE, weight_steps, weights_path
 

@@ -22,8 +22,8 @@ from tests.helpers import (
     train_metadata,
     write_tiny_arc_source,
 )
+from training.config import derive_names, parse_config
 from training.evaluation import flatten_metrics
-from utils.config import derive_names, parse_config
 
 pytestmark = pytest.mark.integration  # whole runs and subprocesses
 

@@ -15,7 +15,7 @@ import pytest
 
 from dataset.common import PuzzleDatasetMetadata
 from tests.helpers import REPO_ROOT, build_head, compose_config
-from utils.config import parse_config
+from training.config import parse_config
 
 SKIP_PROGRAMS = {"pip", "source", "cd", "export"}
 

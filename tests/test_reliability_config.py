@@ -2,7 +2,7 @@
 import pytest
 
 from tests.helpers import compose_config
-from utils.config import parse_config
+from training.config import parse_config
 from utils.errors import ConfigError
 
 

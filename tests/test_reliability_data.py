@@ -386,8 +386,8 @@ def test_every_path_of_a_merged_dataset_is_validated(tmp_path, copy_data):
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_training_stops_before_the_run_directory_exists(copy_data, tmp_path, split):
+    from training.config import parse_config
     from training.loop import train
-    from utils.config import parse_config
     rewrite(copy_data, "labels", set_item((1, 1), 250), split=split)
     run_dir = tmp_path / "run"
     raw = compose_config([f"data_paths=[{copy_data}]", "evaluators=[]", *TINY_ARCH, "global_batch_size=4",

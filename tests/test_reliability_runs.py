@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from tests.helpers import REPO_ROOT, TINY_ARCH, compose_config, cpu_context, read_metrics
+from training.config import parse_config
 from utils.checkpoint import list_train_states
-from utils.config import parse_config
 from utils.distributed import DistContext, all_reduce_sum, any_rank, barrier, collective_error, init_distributed
 from utils.errors import CollectiveError, ConfigError, RunLockedError, UserFacingError
 from utils.run_lock import LOCK_FILE, STALE_AFTER_S, RunLock, lock_path

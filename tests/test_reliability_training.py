@@ -6,8 +6,8 @@ import torch
 
 import training.loop
 from tests.helpers import TINY_ARCH, compose_config, cpu_context
+from training.config import parse_config
 from utils.checkpoint import list_train_states
-from utils.config import parse_config
 from utils.errors import NonFiniteLossError
 
 pytestmark = pytest.mark.integration  # whole (tiny) runs

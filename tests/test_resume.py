@@ -11,8 +11,8 @@ import torch
 
 from dataset.build_copy_dataset import write_copy_task
 from tests.helpers import REPO_ROOT, TINY_ARCH, compose_config, cpu_context
+from training.config import parse_config
 from utils.checkpoint import WRITE_DELAY_ENV, list_train_states
-from utils.config import parse_config
 from utils.errors import CheckpointError, NonFiniteLossError
 
 pytestmark = pytest.mark.integration  # whole runs and subprocesses

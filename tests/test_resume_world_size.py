@@ -178,8 +178,8 @@ def test_resume_on_another_number_of_processes(copy_task, straight_run, tmp_path
 def test_resume_with_another_batch_order_is_refused(copy_task, tmp_path):
     """The saved loader position counts batches of the saved global_batch_size, seed and eval_interval."""
     from tests.helpers import compose_config, cpu_context
+    from training.config import parse_config
     from training.loop import train
-    from utils.config import parse_config
     common = [f"data_paths=[{copy_task}]", *RUN, f"+checkpoint_path={tmp_path}"]
     train(parse_config(compose_config([*common, "stop_at_step=2"])), cpu_context())
     with pytest.raises(CheckpointError, match=r"'global_batch_size': \(16, 8\).*\+load_checkpoint"):

@@ -11,9 +11,9 @@ from io import StringIO
 import pytest
 
 from tests.helpers import TINY_ARCH, compose_config, cpu_context
+from training.config import parse_config
 from training.loop import train
 from utils.cli import command_line, quoted
-from utils.config import parse_config
 
 RUN = [*TINY_ARCH, "global_batch_size=16", "epochs=2", "eval_interval=2", "lr_warmup_steps=1", "evaluators=[]",
        "wandb_mode=disabled", "device=cpu", "num_workers=0", "checkpoint_interval=4"]

@@ -551,7 +551,7 @@ def test_script_path_and_module_invocation(sudoku_csv, maze_csv, tmp_path):
 
 def test_generated_dataset_augmentation_keys(tmp_path):
     from dataset.generated import build_generated_dataset
-    from utils.config import GeneratedDataConfig
+    from training.config import GeneratedDataConfig
     from utils.errors import ConfigError
 
     out = str(tmp_path / "maze")

@@ -10,10 +10,10 @@ import torch
 
 from models.losses import ACTLossHead
 from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1
+from models.weights import load_weights
 from tests.helpers import REPO_ROOT, TINY_ARCH, assert_evaluate_reproduces, compose_config, cpu_context, read_metrics
+from training.config import parse_config
 from training.state import cosine_schedule_with_warmup_lr
-from utils.checkpoint import load_weights
-from utils.config import parse_config
 
 
 @pytest.mark.integration

@@ -8,6 +8,7 @@ from dataset.generated import build_generated_dataset
 from dataset.tasks import arc, maze, sudoku
 from dataset.tasks.dihedral import dihedral_transform
 from tests.helpers import TINY_EVAL_ARCH, build_head, compose_config, evaluate_head, train_metadata
+from training.config import parse_config
 from training.tta import (
     TTA_METRIC,
     TTA_VALID_METRIC,
@@ -17,7 +18,6 @@ from training.tta import (
     tta_transforms,
     vote,
 )
-from utils.config import parse_config
 from utils.errors import ConfigError
 
 SOLUTION = np.array([int(c) for c in "534678912672195348198342567859761423426853791"

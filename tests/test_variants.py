@@ -16,10 +16,10 @@ from dataset.common import PuzzleDatasetMetadata
 from models.layers import Attention
 from models.losses import ACTLossHead
 from models.registry import load_model_class
+from models.weights import load_weights
 from tests.helpers import REPO_ROOT, compose_config, cpu_context, fixture_gradients, read_metrics, replay_fixture
 from tests.helpers import build_head as build_configured_head
-from utils.checkpoint import load_weights
-from utils.config import parse_config
+from training.config import parse_config
 
 CLASS_PATHS = {
     "trm": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
@@ -562,7 +562,7 @@ def test_pretrain_baseline_act_enabled_decides_whether_training_halts_early(act_
 
 
 def test_config_classes_by_class_path_are_the_models_own():
-    """utils.config checks arch keys through this table (without importing torch); it must match the models."""
+    """models.arch checks arch keys through this table (without importing torch); it must match the models."""
     from models.recursive_reasoning.config import CONFIG_CLASSES
     assert set(CONFIG_CLASSES) == set(CLASS_PATHS.values())
     for class_path, config_cls in CONFIG_CLASSES.items():

@@ -1,6 +1,7 @@
 """Training and evaluation of the recursive reasoning models (docs/training.md).
 
 - `loop.train(config, ctx)`: the whole run (`pretrain.py` calls it);
+- `config`: the typed training config (`parse_config`) and the help of `pretrain.py`;
 - `state`: the model, optimizers and `TrainState`;
 - `data`: loaders for the configured dataset paths;
 - `evaluation`: the ACT evaluation loop and evaluators, shared by training and `evaluate.py`;

@@ -10,8 +10,8 @@ import os
 from torch import nn
 
 from training.checkpointing import save_model_weights
+from training.config import PretrainConfig
 from utils.atomic import read_json_if_present, write_atomically
-from utils.config import PretrainConfig
 from utils.errors import ConfigError
 from utils.run_files import BEST_FILE, BEST_WEIGHTS
 

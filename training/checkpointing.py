@@ -8,6 +8,8 @@ from torch import nn
 
 from dataset.common import PuzzleDatasetMetadata
 from models.registry import model_source_path
+from models.weights import load_weights, uncompiled
+from training.config import PretrainConfig
 from training.state import TrainState, evaluation_model
 from utils.atomic import write_atomically
 from utils.checkpoint import (
@@ -18,12 +20,10 @@ from utils.checkpoint import (
     list_train_states,
     load_rank_state,
     load_train_state,
-    load_weights,
     prune_checkpoints,
     train_state_dir,
     write_rank_state,
 )
-from utils.config import PretrainConfig
 from utils.distributed import DistContext, barrier
 from utils.errors import CheckpointError
 from utils.finite import check_finite
@@ -50,7 +50,7 @@ def save_code_and_config(config: PretrainConfig) -> None:
 
 def save_model_weights(path: str, model: nn.Module) -> str:
     """A model's state dict at `path` (published key names, no `_orig_mod.` prefix), written atomically."""
-    model = getattr(model, "_orig_mod", model)
+    model = uncompiled(model)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     write_atomically(path, lambda f: torch.save(model.state_dict(), f))
     return path

@@ -4,7 +4,7 @@ import os
 import torch
 
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
-from utils.config import PretrainConfig
+from training.config import PretrainConfig
 from utils.distributed import DistContext, barrier
 
 

@@ -7,7 +7,6 @@ same narrow arguments, so a fresh evaluation of the final checkpoint equals the 
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -15,12 +14,13 @@ from tqdm import tqdm
 
 from dataset.common import PuzzleDatasetMetadata, load_metadata
 from dataset.puzzle_dataset import exposed_set_name
+from evaluators.base import Evaluator, EvaluatorConfig
 from models.losses import COUNT, act_metrics
 from models.registry import load_model_class
+from models.weights import uncompiled
 from training.data import to_device
 from training.tta import TokenPermutation, tta_metric_sums
 from utils.atomic import write_atomically
-from utils.config import EvaluatorConfig
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, broadcast_object, reduce_to_main
 from utils.errors import ConfigError
@@ -40,7 +40,7 @@ class PathEvaluator:
     let the last path's metrics overwrite the others').
     """
 
-    evaluator: Any
+    evaluator: Evaluator
     path_index: int
     sets: frozenset[str]
 
@@ -156,7 +156,7 @@ def run_act_all_steps(model: nn.Module, batch: dict, return_keys: set[str]) -> t
 
 def act_model(head: nn.Module) -> nn.Module:
     """The ACT model inside a loss head, compiled or not."""
-    return getattr(head, "_orig_mod", head).model
+    return uncompiled(head).model
 
 
 def run_act_halting_early(model: nn.Module, batch: dict, return_keys: set[str],

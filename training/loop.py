@@ -15,6 +15,7 @@ from dataset.puzzle_dataset import shutdown_loader
 from models.losses import COUNT, LOSS_METRICS
 from training.best import best_on_resume, update_best
 from training.checkpointing import find_resume_dir, restore_training_state, save_checkpoint, save_code_and_config
+from training.config import PretrainConfig, derive_names
 from training.data import create_dataloader, ensure_dataset, has_split, split_paths, to_device
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.report import headline, report_run
@@ -23,7 +24,6 @@ from training.state import TrainState, cosine_schedule_with_warmup_lr, evaluatio
 from training.tta import tta_transforms
 from utils.checkpoint import carry_from_state, new_stream_seed, remove_stale_temporaries, restore_rng_state
 from utils.cli import quoted
-from utils.config import PretrainConfig, derive_names
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
 from utils.errors import ConfigError, NonFiniteLossError
@@ -72,7 +72,7 @@ def check_no_earlier_non_finite(first_bad_step: int, config: PretrainConfig, sta
 def gradients(model) -> dict[str, torch.Tensor]:
     """Every gradient the optimizers will apply, by name (the puzzle-embedding rows of the batch included)."""
     grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
-    puzzle_emb = getattr(model.model.inner, "puzzle_emb", None) if hasattr(model.model, "inner") else None
+    puzzle_emb = model.puzzle_emb  # a buffer table with its own optimizer: not among the parameters
     if puzzle_emb is not None and puzzle_emb.local_weights.grad is not None:
         grads["model.inner.puzzle_emb.local_weights"] = puzzle_emb.local_weights.grad
     return grads

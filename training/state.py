@@ -4,28 +4,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
 from dataset.common import PuzzleDatasetMetadata
 from models.ema import EMAHelper
 from models.optimizers import build_adam_atan2
-from models.registry import load_model_class
 from models.sparse_embedding import SparseEmbeddingSignSGD
-from utils.checkpoint import load_weights, safe_load, strip_compiled_prefix
-from utils.config import ArchConfig, PretrainConfig, format_validation_error
+from models.weights import PUZZLE_EMB_KEY, build_model, load_weights, strip_compiled_prefix
+from training.config import PretrainConfig
+from utils.checkpoint import safe_load
 from utils.device import should_compile
 from utils.distributed import DistContext, broadcast_module_state
-from utils.errors import CheckpointError, ConfigError
+from utils.errors import CheckpointError
 from utils.hub import is_hub_path, resolve_hub_checkpoint
-
-PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"  # (num_puzzle_identifiers, puzzle_emb_ndim)
-EMBED_TOKENS_KEY = "model.inner.embed_tokens.embedding_weight"  # (vocab_size, hidden_size): tells the task
-
-
-def weights_vocab_size(weights: dict) -> int | None:
-    """The token vocabulary of a (prefix-stripped) state dict, which tells its task; None without a token embedding."""
-    return weights[EMBED_TOKENS_KEY].shape[0] if EMBED_TOKENS_KEY in weights else None
 
 
 @dataclass
@@ -48,30 +39,15 @@ class TrainState:
     first_bad_step: Any = None  # device int tensor: first step with a non-finite loss/gradient (0 = none)
 
 
-def build_model(arch: ArchConfig, metadata: PuzzleDatasetMetadata, local_batch_size: int,
-                device: torch.device) -> nn.Module:
-    """The loss head around the model, on `device`, with arch keys validated by the model's config."""
-    model_cls = load_model_class(arch.name)
-    loss_cls = load_model_class(arch.loss.name)
-    model_config = dict(**arch.model_keys, batch_size=local_batch_size, vocab_size=metadata.vocab_size,
-                        seq_len=metadata.seq_len, num_puzzle_identifiers=metadata.num_puzzle_identifiers, causal=False)
-    try:
-        with torch.device(device):
-            return loss_cls(model_cls(model_config), **(arch.loss.__pydantic_extra__ or {}))
-    except ValidationError as err:
-        raise ConfigError(f"Invalid arch configuration ({arch.name}):\n"
-                          + format_validation_error(err, prefix="arch.")) from None
-
-
 def load_initial_weights(head: nn.Module, path: str, reset_puzzle_emb: bool = False) -> None:
     """`load_checkpoint`: weights only (published fine-tuning); a puzzle table with another number of rows
     (puzzles) is reset, every row to the mean of the loaded rows (with `reset_puzzle_emb` also a table of the
     same size: new tasks). `hf://...` paths come from the hub."""
     local = resolve_hub_checkpoint(path, need_config=False) if is_hub_path(path) else path
     state_dict = strip_compiled_prefix(safe_load(local, mmap=True))  # mapped: published ARC files are ~2 GB
-    inner = getattr(head.model, "inner", None)
-    if PUZZLE_EMB_KEY in state_dict and inner is not None and hasattr(inner, "puzzle_emb"):
-        loaded, expected = state_dict[PUZZLE_EMB_KEY].shape, inner.puzzle_emb.weights.shape
+    puzzle_emb = head.puzzle_emb
+    if PUZZLE_EMB_KEY in state_dict and puzzle_emb is not None:
+        loaded, expected = state_dict[PUZZLE_EMB_KEY].shape, puzzle_emb.weights.shape
         if loaded[1:] != expected[1:]:
             raise CheckpointError(f"load_checkpoint {path} does not fit this model: {PUZZLE_EMB_KEY} is "
                                   f"{tuple(loaded)}, the model's is {tuple(expected)} (another hidden_size or "
@@ -89,10 +65,10 @@ def load_initial_weights(head: nn.Module, path: str, reset_puzzle_emb: bool = Fa
 
 def build_optimizers(config: PretrainConfig, head: nn.Module, world_size: int):
     """Sign-SGD for the sparse puzzle table, Adam-atan2 for everything else (lrs set each step)."""
-    has_puzzle_emb = config.arch.model_keys.get("puzzle_emb_ndim", 0) > 0 and hasattr(head.model, "puzzle_emb")
+    has_puzzle_emb = config.arch.model_keys.get("puzzle_emb_ndim", 0) > 0 and head.puzzle_emb is not None
     optimizers, lrs = [], []
     if has_puzzle_emb:
-        optimizers.append(SparseEmbeddingSignSGD(head.model.puzzle_emb.buffers(), world_size=world_size,
+        optimizers.append(SparseEmbeddingSignSGD(head.puzzle_emb.buffers(), world_size=world_size,
                                                  lr=0, weight_decay=config.puzzle_emb_weight_decay))
         lrs.append(config.puzzle_emb_lr)
     if not (config.freeze_weights and has_puzzle_emb):

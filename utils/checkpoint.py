@@ -9,32 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from utils.atomic import fsync_dir, write_synced
 from utils.errors import CheckpointError
-
-COMPILED_PREFIX = "_orig_mod."
-
-
-def strip_compiled_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Published checkpoints are state dicts of a `torch.compile`d module: keys start with `_orig_mod.`."""
-    return {k.removeprefix(COMPILED_PREFIX): v for k, v in state_dict.items()}
-
-
-def load_weights(module: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Strictly load `state_dict` (with or without `_orig_mod.`) into an uncompiled `module`."""
-    state_dict = strip_compiled_prefix(state_dict)
-    result = module.load_state_dict(state_dict, strict=False)
-    problems = []
-    if result.missing_keys:
-        problems.append(f"missing keys: {result.missing_keys}")
-    if result.unexpected_keys:
-        problems.append(f"unexpected keys: {result.unexpected_keys}")
-    if problems:
-        raise ValueError("Checkpoint does not match the model (" + "; ".join(problems) + "). "
-                         "Check that the arch config equals the one the checkpoint was trained with.")
-
 
 # ---------------------------------------------------------------------------------------------
 # Full training state (exact resume)

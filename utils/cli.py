@@ -18,6 +18,10 @@ T = TypeVar("T")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where the entry points are
 HELP_FLAGS = ("-h", "--help")
+# The `device` key of every entry point: what `utils.device.select_device` accepts. Kept here, not beside it,
+# because utils.device imports torch and the training config (and `pretrain.py --help`) does not.
+DEVICE_HELP = ("where to run: auto (CUDA, the local rank's GPU under torchrun, else MPS, else CPU) | cpu | cuda | "
+               "cuda:N | mps")
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -147,14 +151,32 @@ def keys_help(model: type[BaseModel], values: Mapping[str, Any] | None = None, p
     return "\n".join(lines)
 
 
+def unknown_key_hint(command: str) -> str:
+    """What an unknown key's error adds: where the command's keys are listed."""
+    return f"misspelt? `python {command} --help` lists the keys"
+
+
+def format_validation_error(err: ValidationError, *, unknown_hint: str, prefix: str = "") -> str:
+    """One line per problem: `key.path: message`, naming the offending key as the user typed it."""
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        key = f"{prefix}{where}" if where else prefix.rstrip(".") or "config"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key ({unknown_hint})")
+        elif not where:  # a check across several keys: the message names them
+            lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
+    return "\n".join(lines)
+
+
 def parse_key_values(argv: list[str], model: type[BaseModel], command: str, example: str,
                      verbatim: Iterable[str] = ()) -> BaseModel:
     """`key=value` arguments (values in YAML syntax: `[a,b]`, `true`, numbers; a leading `+` is allowed)
     checked against `model`; keys in `verbatim` (file names, puzzles) are taken as written, except `null`."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
-
-    from utils.config import format_validation_error
 
     bad = [arg for arg in argv if "=" not in arg]
     if bad:
@@ -174,8 +196,8 @@ def parse_key_values(argv: list[str], model: type[BaseModel], command: str, exam
     try:
         return model(**raw, **texts)
     except ValidationError as err:
-        hint = f"misspelt? `python {command} --help` lists the keys"
-        raise ConfigError(f"Invalid {command} arguments:\n" + format_validation_error(err, unknown_hint=hint)) from None
+        raise ConfigError(f"Invalid {command} arguments:\n"
+                          + format_validation_error(err, unknown_hint=unknown_key_hint(command))) from None
 
 
 def key_value_help(doc: str, model: type[BaseModel]) -> str:

@@ -264,8 +264,9 @@ class ACTModel(nn.Module):
         self.inner = self.inner_cls(self.config)
 
     @property
-    def puzzle_emb(self):
-        return self.inner.puzzle_emb
+    def puzzle_emb(self) -> nn.Module | None:
+        """The sparse puzzle embedding, None when puzzle_emb_ndim is 0 (training code reaches it here)."""
+        return getattr(self.inner, "puzzle_emb", None)
 
     def initial_carry(self, batch: dict[str, torch.Tensor]) -> ACTCarry:
         batch_size = batch["inputs"].shape[0]

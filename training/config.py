@@ -1,46 +1,23 @@
-"""Typed training configuration, validated once at start-up.
+"""Typed training configuration, validated once at start-up, and the help of `pretrain.py`.
 
 Hydra composes `config/cfg_pretrain.yaml` with the command-line overrides; `PretrainConfig`
 then rejects unknown or mistyped keys and impossible combinations, and the model class's own
-config (e.g. `TRMConfig`) checks the `arch` keys, before any data is read or weights are built.
+config (e.g. `TRMConfig`) checks the `arch` keys (`models.arch.check_arch_keys`), before any data is
+read or weights are built. Nothing here imports torch.
 """
 import os
 import textwrap
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from utils.cli import keys_help
+from evaluators.base import EvaluatorConfig
+from models.arch import DERIVED_MODEL_KEYS, LOSS_KEY_HELP, ArchConfig, LossConfig, check_arch_keys
+from models.recursive_reasoning.config import CONFIG_CLASSES
+from utils.cli import DEVICE_HELP, format_validation_error, keys_help, unknown_key_hint
 from utils.errors import ConfigError
 
-__all__ = ["ConfigError", "PretrainConfig", "parse_config", "derive_names", "format_validation_error"]
-
-
-DEVICE_HELP = ("where to run: auto (CUDA, the local rank's GPU under torchrun, else MPS, else CPU) | cpu | cuda | "
-               "cuda:N | mps")
-
-
-class LossConfig(BaseModel):
-    # Extra keys are the loss head's keyword arguments (e.g. loss_type).
-    model_config = ConfigDict(extra="allow")
-    name: str = Field(description="the loss head: module@class under models/, e.g. losses@ACTLossHead")
-
-
-class ArchConfig(BaseModel):
-    # Extra keys are the model's config (checked by the model's own config class).
-    model_config = ConfigDict(extra="allow")
-    name: str = Field(description="the model: module@class under models/ (config/arch/*.yaml name the published ones)")
-    loss: LossConfig = Field(description="the loss head and its keys (loss.name, loss.loss_type)")
-
-    @property
-    def model_keys(self) -> dict:
-        return dict(self.__pydantic_extra__ or {})
-
-
-class EvaluatorConfig(BaseModel):
-    # Extra keys are the evaluator's keyword arguments.
-    model_config = ConfigDict(extra="allow")
-    name: str = Field(description="module@class under evaluators/, e.g. arc@ARC")
+UNKNOWN_TRAINING_KEY_HINT = unknown_key_hint("pretrain.py")
 
 
 class GeneratedDataConfig(BaseModel):
@@ -201,70 +178,16 @@ class PretrainConfig(BaseModel):
         return self.epochs // self.epochs_per_iter
 
 
-UNKNOWN_TRAINING_KEY_HINT = "misspelt? `python pretrain.py --help` lists the keys"
-
-
-def format_validation_error(err: ValidationError, prefix: str = "",
-                            unknown_hint: str = UNKNOWN_TRAINING_KEY_HINT) -> str:
-    """One line per problem: `key.path: message`, naming the offending key as the user typed it."""
-    lines = []
-    for problem in err.errors():
-        where = ".".join(str(part) for part in problem["loc"])
-        key = f"{prefix}{where}" if where else prefix.rstrip(".") or "config"
-        if problem["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key ({unknown_hint})")
-        elif not where:  # a check across several keys: the message names them
-            lines.append(f"  {problem['msg'].removeprefix('Value error, ')}")
-        else:
-            lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
-    return "\n".join(lines)
-
-
 def parse_config(raw: dict) -> PretrainConfig:
     """The validated training config; unknown, unsupported or mistyped keys (arch keys too) stop here,
     before any dataset is read or generated."""
     try:
         config = PretrainConfig(**raw)
     except ValidationError as err:
-        raise ConfigError("Invalid training configuration:\n" + format_validation_error(err)) from None
+        raise ConfigError("Invalid training configuration:\n"
+                          + format_validation_error(err, unknown_hint=UNKNOWN_TRAINING_KEY_HINT)) from None
     check_arch_keys(config.arch)
     return config
-
-
-# Model config fields the trainer fills in from the dataset and the process count.
-DERIVED_MODEL_KEYS = ("batch_size", "seq_len", "vocab_size", "num_puzzle_identifiers", "causal")
-
-
-def check_arch_keys(arch: ArchConfig) -> None:
-    """Each `arch.` key against the model's own config class: known, not another member's, of the right type.
-
-    The checks that need the dataset (sequence length, LMA chunking) run when the model is built.
-    """
-    from models.recursive_reasoning.config import CONFIG_CLASSES
-
-    config_cls = CONFIG_CLASSES.get(arch.name)
-    if config_cls is None:  # a model of the user's own: its module (and torch) must be imported to know its keys
-        from models.registry import load_model_class
-        try:
-            config_cls = load_model_class(arch.name).config_cls
-        except (ValueError, AttributeError) as err:
-            raise ConfigError(f"Invalid training configuration:\n  arch.name: {err}") from None
-    problems = []
-    for key, value in arch.model_keys.items():
-        if key in DERIVED_MODEL_KEYS:
-            problems.append(f"  arch.{key}: set by the trainer from the dataset; remove it")
-        elif key in config_cls.unsupported_keys:
-            problems.append(f"  arch.{key}: not a key of this architecture: {config_cls.unsupported_keys[key]}")
-        elif key not in config_cls.model_fields:
-            problems.append(f"  arch.{key}: unknown key (misspelt? `python pretrain.py arch=... --help` lists "
-                            "the architecture's keys)")
-        else:
-            try:
-                TypeAdapter(config_cls.model_fields[key].annotation).validate_python(value)
-            except ValidationError as err:
-                problems.append(f"  arch.{key}: {err.errors()[0]['msg']} (got {value!r})")
-    if problems:
-        raise ConfigError(f"Invalid arch configuration ({arch.name}):\n" + "\n".join(problems))
 
 
 def derive_names(config: PretrainConfig, slug: str) -> PretrainConfig:
@@ -279,9 +202,6 @@ def derive_names(config: PretrainConfig, slug: str) -> PretrainConfig:
 # ---------------------------------------------------------------------------------------------
 # `python pretrain.py --help`: every key, its description and the value this command would use
 # ---------------------------------------------------------------------------------------------
-LOSS_KEY_HELP = {"loss_type": "stablemax_cross_entropy (published) | softmax_cross_entropy"}
-
-
 def absent(model: type[BaseModel], values: dict) -> list[str]:
     """Fields the composed YAML does not set: Hydra adds them with `+key=value`."""
     return [name for name in model.model_fields if name not in values]
@@ -289,8 +209,6 @@ def absent(model: type[BaseModel], values: dict) -> list[str]:
 
 def training_help(composed: dict, config_name: str) -> str:
     """The help of pretrain.py for one composed configuration (the defaults shown are its values)."""
-    from models.recursive_reasoning.config import CONFIG_CLASSES
-
     arch = composed.get("arch") or {}
     loss = arch.get("loss") or {}
     generated = composed.get("generate_if_missing") or {}

@@ -1,0 +1,60 @@
+"""The `arch` keys of a training config: which model and loss head, and their keys, checked before any weights exist.
+
+The published family's keys are checked against its config classes (`models/recursive_reasoning/config.py`)
+without importing torch, so a mistyped key is named at once; `models/weights.py` builds the model from them.
+"""
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from models.recursive_reasoning.config import CONFIG_CLASSES
+from utils.errors import ConfigError
+
+# Model config fields the trainer fills in from the dataset and the process count.
+DERIVED_MODEL_KEYS = ("batch_size", "seq_len", "vocab_size", "num_puzzle_identifiers", "causal")
+LOSS_KEY_HELP = {"loss_type": "stablemax_cross_entropy (published) | softmax_cross_entropy"}
+UNKNOWN_ARCH_KEY_HINT = "misspelt? `python pretrain.py arch=... --help` lists the architecture's keys"
+
+
+class LossConfig(BaseModel):
+    # Extra keys are the loss head's keyword arguments (e.g. loss_type).
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="the loss head: module@class under models/, e.g. losses@ACTLossHead")
+
+
+class ArchConfig(BaseModel):
+    # Extra keys are the model's config (checked by the model's own config class).
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="the model: module@class under models/ (config/arch/*.yaml name the published ones)")
+    loss: LossConfig = Field(description="the loss head and its keys (loss.name, loss.loss_type)")
+
+    @property
+    def model_keys(self) -> dict:
+        return dict(self.__pydantic_extra__ or {})
+
+
+def check_arch_keys(arch: ArchConfig) -> None:
+    """Each `arch.` key against the model's own config class: known, not another member's, of the right type.
+
+    The checks that need the dataset (sequence length, LMA chunking) run when the model is built.
+    """
+    config_cls = CONFIG_CLASSES.get(arch.name)
+    if config_cls is None:  # a model of the user's own: its module (and torch) must be imported to know its keys
+        from models.registry import load_model_class
+        try:
+            config_cls = load_model_class(arch.name).config_cls
+        except (ValueError, AttributeError) as err:
+            raise ConfigError(f"Invalid training configuration:\n  arch.name: {err}") from None
+    problems = []
+    for key, value in arch.model_keys.items():
+        if key in DERIVED_MODEL_KEYS:
+            problems.append(f"  arch.{key}: set by the trainer from the dataset; remove it")
+        elif key in config_cls.unsupported_keys:
+            problems.append(f"  arch.{key}: not a key of this architecture: {config_cls.unsupported_keys[key]}")
+        elif key not in config_cls.model_fields:
+            problems.append(f"  arch.{key}: unknown key ({UNKNOWN_ARCH_KEY_HINT})")
+        else:
+            try:
+                TypeAdapter(config_cls.model_fields[key].annotation).validate_python(value)
+            except ValidationError as err:
+                problems.append(f"  arch.{key}: {err.errors()[0]['msg']} (got {value!r})")
+    if problems:
+        raise ConfigError(f"Invalid arch configuration ({arch.name}):\n" + "\n".join(problems))
