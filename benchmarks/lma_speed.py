@@ -23,10 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-if __package__:  # imported as benchmarks.lma_speed (python -m, tests)
-    from benchmarks import train_step
-else:  # python benchmarks/lma_speed.py: benchmarks/ itself is sys.path[0]
-    import train_step
+from benchmarks import train_step
 from models.lma_layout import LatentLayout
 from models.losses import ACTLossHead
 from models.optimizers import build_adam_atan2

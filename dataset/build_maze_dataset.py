@@ -10,18 +10,13 @@ dihedral transforms (the identity first), and those 8 puzzles form one group.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Optional
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dataset.common import DATASET_ENTRIES, write_grouped_dataset  # noqa: E402
-from dataset.output_dir import check_replaceable  # noqa: E402
-from dataset.sources import (  # noqa: E402
+from dataset.common import DATASET_ENTRIES, write_grouped_dataset
+from dataset.output_dir import check_replaceable
+from dataset.sources import (
     STREAM_TEST_SUBSET,
     STREAM_TRAIN_SUBSET,
     CsvRows,
@@ -33,8 +28,8 @@ from dataset.sources import (  # noqa: E402
     require_rows,
     stream_rng,
 )
-from dataset.tasks.dihedral import NUM_DIHEDRAL, dihedral_transform  # noqa: E402
-from dataset.tasks.maze import (  # noqa: E402
+from dataset.tasks.dihedral import NUM_DIHEDRAL, dihedral_transform
+from dataset.tasks.maze import (
     CHARSET,
     GOAL,
     GRID_SIZE,
@@ -45,7 +40,7 @@ from dataset.tasks.maze import (  # noqa: E402
     TOKEN_OF,
     VOCAB_SIZE,
 )
-from utils.cli import new_parser, run_cli  # noqa: E402
+from utils.cli import new_parser, run_cli
 
 GENERATOR_HINT = "python dataset/generate_maze.py --output-dir data/maze-csv"
 

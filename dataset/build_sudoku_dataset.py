@@ -10,18 +10,13 @@ its own puzzle with the blank identifier 0; a group is an original puzzle and it
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Optional
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script path: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dataset.common import DATASET_ENTRIES, write_grouped_dataset  # noqa: E402
-from dataset.output_dir import check_replaceable  # noqa: E402
-from dataset.sources import (  # noqa: E402
+from dataset.common import DATASET_ENTRIES, write_grouped_dataset
+from dataset.output_dir import check_replaceable
+from dataset.sources import (
     STREAM_AUGMENT,
     STREAM_TEST_SUBSET,
     STREAM_TRAIN_SUBSET,
@@ -35,7 +30,7 @@ from dataset.sources import (  # noqa: E402
     require_rows,
     stream_rng,
 )
-from dataset.tasks.sudoku import (  # noqa: E402
+from dataset.tasks.sudoku import (
     ANSWER_CHARS,
     DIGIT_OF,
     DIGIT_OFFSET,
@@ -46,7 +41,7 @@ from dataset.tasks.sudoku import (  # noqa: E402
     is_valid_solution,
     random_shuffles,
 )
-from utils.cli import new_parser, non_negative_int, progress, run_cli  # noqa: E402
+from utils.cli import new_parser, non_negative_int, progress, run_cli
 
 GENERATOR_HINT = "python dataset/generate_sudoku.py --output-dir data/sudoku-csv"
 # Augmentations drawn per numpy call: bounds memory, and fixed so the draws do not depend on input size.

@@ -30,9 +30,6 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-if __package__ in (None, ""):  # run as a script path (torchrun kaggle/adapt.py): make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from dataset.build_arc_dataset import (
     ASSEMBLE_HINT,
     RECREATE_HINT,

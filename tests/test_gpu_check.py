@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py: its CPU dry run, the FLOP count behind its MFU, and how it runs its steps."""
+"""The GPU check (benchmarks/gpu_check.py, benchmarks/gpu/): its CPU dry run, its MFU's FLOP count, how it runs."""
 import json
 import os
 import subprocess
@@ -11,6 +11,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks import gpu_check, train_step
+from benchmarks.gpu import bench, flops, orchestrate, shapes
 from models.recursive_reasoning.config import TRMConfig
 from tests.helpers import REPO_ROOT
 
@@ -31,7 +32,7 @@ def test_flops_by_hand_tiny_config():
     heads = 2 * tokens * 8 * 5 + 2 * 3 * 8 * 2  # lm_head on all 8 positions, q_head on position 0
     no_grad = (2 - 1) * (3 + 1) * block  # the first H cycle: 4 network applications, forward only
     with_grad = (3 + 1) * block + heads  # the last H cycle and the heads: forward + backward (2x)
-    assert gpu_check.model_flops_per_step(arch, batch=3, seq_len=6) == no_grad + 3 * with_grad == 5_019_552
+    assert flops.model_flops_per_step(arch, batch=3, seq_len=6) == no_grad + 3 * with_grad == 5_019_552
 
 
 def test_flops_by_hand_arc_shape():
@@ -43,18 +44,18 @@ def test_flops_by_hand_arc_shape():
              + 2 * tokens * d * 2 * inner + 2 * tokens * inner * d)
     heads = 2 * tokens * d * 12 + 2 * batch * d * 2
     expected = 2 * 5 * 2 * block + 3 * (5 * 2 * block + heads)
-    config = gpu_check.benchmark_config(gpu_check.ARC_SHAPE, "plain", batch)
-    assert gpu_check.model_flops_per_step(config, batch, 900) == expected
+    config = shapes.benchmark_config(shapes.ARC_SHAPE, "plain", batch)
+    assert flops.model_flops_per_step(config, batch, 900) == expected
     assert 101e12 < expected < 103e12
 
     # LMA: 128 latent tokens of width 512 (8 heads), chunks of C' = 916*512/128 = 3664 numbers.
-    lma = gpu_check.benchmark_config(gpu_check.ARC_SHAPE, "lma", batch)
+    lma = shapes.benchmark_config(shapes.ARC_SHAPE, "lma", batch)
     rows, chunk, latent = batch * 128, 3664, batch * 128
     latent_block = (2 * latent * d * 3 * d + 2 * latent * d * d + 2 * (2 * batch * 8 * 128 * 128 * 64)
                     + 2 * latent * d * 2 * inner + 2 * latent * inner * d)
     encode = 2 * rows * chunk * d + 2 * rows * d * d + 2 * rows * chunk * d
     decode = 2 * rows * d * chunk
-    assert gpu_check.model_flops_per_step(lma, batch, 900) == (
+    assert flops.model_flops_per_step(lma, batch, 900) == (
         2 * 5 * 2 * latent_block + 3 * (5 * 2 * latent_block + encode + decode + heads))
 
 
@@ -63,23 +64,23 @@ def test_flops_from_the_arch_yaml():
         arch = yaml.safe_load(f)
     arch["puzzle_emb_ndim"] = arch["hidden_size"]  # the file's ${.hidden_size}
     arch["L_cycles"] = 4
-    config = gpu_check.benchmark_config(gpu_check.ARC_SHAPE, "plain", 8)
-    assert gpu_check.model_flops_per_step(arch, 8, 900, vocab_size=12) == gpu_check.model_flops_per_step(config, 8, 900)
+    config = shapes.benchmark_config(shapes.ARC_SHAPE, "plain", 8)
+    assert flops.model_flops_per_step(arch, 8, 900, vocab_size=12) == flops.model_flops_per_step(config, 8, 900)
     with pytest.raises(ValueError, match="vocab_size"):
-        gpu_check.model_flops_per_step(arch, 8, 900)
+        flops.model_flops_per_step(arch, 8, 900)
     with pytest.raises(ValueError, match="counts TRM"):
-        gpu_check.model_flops_per_step(dict(arch, name="recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1"),
+        flops.model_flops_per_step(dict(arch, name="recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1"),
                                        8, 900, vocab_size=12)
 
 
 # ----------------------------------------------------------------------------- FLOPs against torch's counter
 
 
-def counted_flops(variant: str, batch: int, extra: dict, math_attention: bool) -> tuple[int, int, gpu_check.StepFlops]:
+def counted_flops(variant: str, batch: int, extra: dict, math_attention: bool) -> tuple[int, int, flops.StepFlops]:
     """(FlopCounterMode's count of one benchmark training step on the CPU, model_flops_per_step, its parts)."""
-    shape = gpu_check.DRY_RUN_SHAPE
+    shape = shapes.DRY_RUN_SHAPE
     args = train_step.parse_args(shape + ["--batch-size", str(batch), "--dtype", "float32", "--device", "cpu"])
-    config = dict(gpu_check.benchmark_config(shape, variant, batch, "float32"), **extra)
+    config = dict(shapes.benchmark_config(shape, variant, batch, "float32"), **extra)
     torch.manual_seed(0)
     head = train_step.build_head(config, torch.device("cpu"))
     head.train()
@@ -93,7 +94,7 @@ def counted_flops(variant: str, batch: int, extra: dict, math_attention: bool) -
                 train_step.train_step(head, optimizers, carry, data, batch)
         else:
             train_step.train_step(head, optimizers, carry, data, batch)
-    parts = gpu_check.step_flops(config, batch, args.seq_len)
+    parts = flops.step_flops(config, batch, args.seq_len)
     return counter.get_total_flops(), parts.total, parts
 
 
@@ -118,7 +119,7 @@ def test_flop_counter_with_the_default_attention_kernel(variant):
     # attention altogether; were it registered with the FlashAttention rule, its backward would count
     # 2.5x forward (Q K^T recomputed). The rest agrees exactly either way.
     counted, ours, parts = counted_flops(variant, 3, {}, math_attention=False)
-    geometry = TRMConfig(**gpu_check.benchmark_config(gpu_check.DRY_RUN_SHAPE, variant, 3)).geometry
+    geometry = TRMConfig(**shapes.benchmark_config(shapes.DRY_RUN_SHAPE, variant, 3)).geometry
     attention = 2 * (2 * 3 * geometry.num_heads * geometry.length ** 2 * (geometry.width // geometry.num_heads))
     no_grad_applications = parts.applications - parts.applications_with_grad
     attention_total = attention * (no_grad_applications + 3 * parts.applications_with_grad)
@@ -135,7 +136,7 @@ def test_flop_counter_with_the_default_attention_kernel(variant):
     ("NVIDIA GeForce RTX 4090", 165.2), ("Tesla T4", None), ("cpu", None),
 ])
 def test_bf16_peak_by_device_name(name, peak):
-    assert gpu_check.bf16_peak_tflops(name) == peak
+    assert flops.bf16_peak_tflops(name) == peak
 
 
 def test_batch_fallback_on_out_of_memory():
@@ -146,7 +147,7 @@ def test_batch_fallback_on_out_of_memory():
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {batch} GiB")
         return {"batch": batch}
 
-    batch, result, tried = gpu_check.with_batch_fallback([256, 128, 64], attempt, lambda: cleaned.append(1))
+    batch, result, tried = bench.with_batch_fallback([256, 128, 64], attempt, lambda: cleaned.append(1))
     assert (batch, result) == (64, {"batch": 64})
     assert [b for b, _ in tried] == [256, 128] and "out of memory" in tried[0][1]
     assert len(cleaned) == 2
@@ -155,24 +156,24 @@ def test_batch_fallback_on_out_of_memory():
     def wrapped(batch):
         raise RuntimeError("BackendCompilerFailed: ... CUDA out of memory ...")
 
-    assert gpu_check.with_batch_fallback([8, 4], wrapped, lambda: None)[:2] == (None, None)
+    assert bench.with_batch_fallback([8, 4], wrapped, lambda: None)[:2] == (None, None)
 
     def broken(batch):
         raise ValueError("not a memory problem")
 
     with pytest.raises(ValueError, match="not a memory problem"):
-        gpu_check.with_batch_fallback([8, 4], broken, lambda: None)
+        bench.with_batch_fallback([8, 4], broken, lambda: None)
 
 
 def test_pytest_summary_counts():
     lines = ["s", "SKIPPED [1] tests/test_optimizers.py:235: needs a CUDA device",
              "1 passed, 1 skipped, 600 deselected in 5.03s"]
-    assert gpu_check.pytest_counts(lines) == {"passed": 1, "skipped": 1, "deselected": 600}
-    assert gpu_check.pytest_counts(["no summary"]) == {}
+    assert orchestrate.pytest_counts(lines) == {"passed": 1, "skipped": 1, "deselected": 600}
+    assert orchestrate.pytest_counts(["no summary"]) == {}
 
 
 def test_a_step_past_its_time_limit_is_killed():
-    code, lines = gpu_check.run_streamed([sys.executable, "-c", "print('started', flush=True); "
+    code, lines = orchestrate.run_streamed([sys.executable, "-c", "print('started', flush=True); "
                                           "import time; time.sleep(60)"], 2, dict(os.environ))
     assert code is None and lines == ["started"]
 
@@ -181,11 +182,11 @@ def test_failures_are_reported_and_the_check_goes_on(monkeypatch, capsys, tmp_pa
     def fail(check, timeout):
         raise RuntimeError("boom")
 
-    steps = [gpu_check.Step("tests", "first", 10, 10, fail),
-             gpu_check.Step("adam", "second", 10, 10, lambda c, t: gpu_check.Outcome("pass", "fine")),
-             gpu_check.Step("nccl", "third", 10, 10, lambda c, t: c.run_worker(
+    steps = [orchestrate.Step("tests", "first", 10, 10, fail),
+             orchestrate.Step("adam", "second", 10, 10, lambda c, t: orchestrate.Outcome("pass", "fine")),
+             orchestrate.Step("nccl", "third", 10, 10, lambda c, t: c.run_worker(
                  [sys.executable, "-c", "import sys; print('no result'); sys.exit(3)"], t))]
-    monkeypatch.setattr(gpu_check.Check, "steps", lambda self: steps)
+    monkeypatch.setattr(orchestrate.Check, "steps", lambda self: steps)
     json_out = tmp_path / "out.json"
     assert gpu_check.main(["--dry-run", "--json-out", str(json_out)]) == 1
     out = capsys.readouterr().out
@@ -227,5 +228,5 @@ def test_dry_run_passes(tmp_path):
     assert all(s["status"] == "skip" for s in steps)
     bench = steps[3]["figures"]
     assert bench["steps"] == 2 and bench["batch_size"] == 4 and bench["samples_per_s"] > 0
-    assert bench["flops_per_step"] == gpu_check.model_flops_per_step(
-        gpu_check.benchmark_config(gpu_check.DRY_RUN_SHAPE, "plain", 4), 4, 30)
+    assert bench["flops_per_step"] == flops.model_flops_per_step(
+        shapes.benchmark_config(shapes.DRY_RUN_SHAPE, "plain", 4), 4, 30)
