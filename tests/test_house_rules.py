@@ -246,3 +246,111 @@ def test_the_index_reader_sees_the_tracked_files():
     files = tracked_files()
     assert "pyproject.toml" in files and "tests/helpers.py" in files
     assert len(files) >= 100, len(files)
+
+
+# ----------------------------------------------------------------------------- layers (docs/README.md)
+# Lowest first: a module imports project modules of its own layer or lower ones only. Faces (the last
+# layer) import no other face.
+LAYERS = (
+    ("utils",),
+    ("dataset", "rundir"),
+    ("models",),
+    ("evaluators", "viz"),
+    ("training",),
+    ("pretrain", "evaluate", "predict", "visualize", "kaggle", "benchmarks"),
+)
+LAYER_OF = {top: rank for rank, tops in enumerate(LAYERS) for top in tops}
+
+
+def project_modules() -> dict[str, str]:
+    """Dotted module name -> path, for every non-test Python file git tracks."""
+    return {module_name(path): path for path in project_python_files()}
+
+
+def project_imports(path: str, modules: dict[str, str]) -> set[str]:
+    """The project modules `path` imports. `from a import b` counts as importing `a.b` when that is a module,
+    else `a`; a package's own ancestors (run on import anyway) are not counted."""
+    own = module_name(path)
+    found = set()
+    for name in imports_of(path):
+        if name in modules:
+            found.add(name)
+        elif name.rsplit(".", 1)[0] in modules and name.count("."):
+            found.add(name.rsplit(".", 1)[0])
+    ancestors = {own.rsplit(".", depth)[0] for depth in range(1, own.count(".") + 1)}
+    return {name for name in found if name != own and name not in ancestors}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    graph = {}
+    for name, path in modules.items():
+        # `from a import b` adds `a` too when b is an attribute of package a: drop `a` if `a.b` is also there.
+        imported = project_imports(path, modules)
+        graph[name] = {m for m in imported if not any(o.startswith(m + ".") for o in imported)}
+    return graph
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for module, imported in sorted(graph.items()):
+        top = module.split(".")[0]
+        if top not in LAYER_OF:
+            problems.append(f"{module}: in no layer (add its package to LAYERS and docs/README.md)")
+            continue
+        for other in sorted(imported):
+            other_top = other.split(".")[0]
+            rank, other_rank = LAYER_OF[top], LAYER_OF.get(other_top)
+            if other_rank is None or other_rank > rank:
+                problems.append(f"{module} imports {other} (a higher layer)")
+            elif rank == len(LAYERS) - 1 and other_rank == rank and other_top != top:
+                problems.append(f"{module} imports the face {other}")
+    return problems
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (Tarjan's algorithm)."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_imports_follow_the_layers():
+    graph = import_graph()
+    assert len(graph) >= 50 and graph["training.loop"], "the import graph is implausibly small"
+    assert layer_violations(graph) == []
+
+
+def test_the_import_graph_has_no_cycle():
+    assert import_cycles(import_graph()) == []
+
+
+def test_the_layer_checks_can_fail():
+    graph = {"utils.a": {"models.b"}, "models.b": {"utils.a"}, "evaluate": {"predict"}, "stray.x": set()}
+    assert layer_violations(graph) == ["evaluate imports the face predict", "stray.x: in no layer (add its package "
+                                       "to LAYERS and docs/README.md)", "utils.a imports models.b (a higher layer)"]
+    assert import_cycles(graph) == [["models.b", "utils.a"]]
