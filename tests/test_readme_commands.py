@@ -1,11 +1,12 @@
-"""Every command in README.md must still parse against the code, so the README cannot drift.
+"""Every command in README.md and docs/*.md must still parse against the code, so the text cannot drift.
 
-Commands are taken from the README's ```bash blocks. Training commands (`python pretrain.py`, also
-under `torchrun`) are composed with Hydra exactly as written and the model is built from them (with a
-stand-in dataset description); builder, evaluation, picture and benchmark commands go through their own
-argument parsers. What each command then does is covered by the other test files (e.g. test_quickstart,
-test_arc_dataset, test_sudoku_maze_datasets, test_evaluate, test_pictures, test_resume).
+Commands are taken from the ```bash blocks of the README and of the design notes. Training commands
+(`python pretrain.py`, also under `torchrun`) are composed with Hydra exactly as written and the model is
+built from them (with a stand-in dataset description); builder, evaluation, picture and benchmark commands
+go through their own argument parsers. What each command then does is covered by the other test files
+(e.g. test_quickstart, test_arc_dataset, test_sudoku_maze_datasets, test_evaluate, test_pictures, test_resume).
 """
+import glob
 import importlib
 import os
 import re
@@ -55,9 +56,13 @@ def strip_comment(line: str) -> str:
     return line.split("  #")[0].split(" # ")[0].strip()
 
 
-def readme_lines() -> list[str]:
-    """Every command line of the README's bash blocks, continuations joined, comments removed."""
-    with open(os.path.join(REPO_ROOT, "README.md")) as f:
+DOCUMENTS = ["README.md", *sorted(os.path.join("docs", os.path.basename(p))
+                                  for p in glob.glob(os.path.join(REPO_ROOT, "docs", "*.md")))]
+
+
+def readme_lines(document: str = "README.md") -> list[str]:
+    """Every command line of a document's bash blocks, continuations joined, comments removed."""
+    with open(os.path.join(REPO_ROOT, document)) as f:
         text = f.read()
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
@@ -68,10 +73,10 @@ def readme_lines() -> list[str]:
     return lines
 
 
-def readme_commands() -> list[str]:
-    """The commands, with shell variables set by `name="value"` lines substituted as bash would."""
+def readme_commands(document: str = "README.md") -> list[str]:
+    """A document's commands, with shell variables set by `name="value"` lines substituted as bash would."""
     commands, variables = [], {}
-    for line in readme_lines():
+    for line in readme_lines(document):
         words = shlex.split(line)
         assignment = SHELL_ASSIGNMENT.fullmatch(words[0]) if len(words) == 1 else None
         if assignment:
@@ -128,6 +133,7 @@ def module_for(program: str):
 
 
 COMMANDS = readme_commands()
+DOCUMENT_COMMANDS = list(dict.fromkeys(c for document in DOCUMENTS for c in readme_commands(document)))
 
 
 def test_readme_has_commands():
@@ -135,7 +141,7 @@ def test_readme_has_commands():
     assert {"pretrain.py", "evaluate.py", "visualize.py", "dataset.build_arc_dataset"} <= programs, programs
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=[c[:60] for c in COMMANDS])
+@pytest.mark.parametrize("command", DOCUMENT_COMMANDS, ids=[c[:60] for c in DOCUMENT_COMMANDS])
 def test_readme_command_parses(command, tmp_path):
     program, args = split_program(command)
     args = fill_placeholders(args)
