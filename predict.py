@@ -21,7 +21,6 @@ seen in training: use evaluate.py for them. Keys are Hydra-style `key=value`; th
 import csv
 import io
 import os
-from collections import deque
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -30,27 +29,23 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata
-from dataset.tasks import arc, maze, sudoku, task_of
+from dataset.tasks import TASKS, Task, task_of
 from evaluate import EvaluateConfig, EvaluationPlan, build_and_load, load_plan, resolve_checkpoint, trained_metadata
 from models.weights import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, strip_compiled_prefix, weights_vocab_size
-from training.evaluation import act_model, run_act_all_steps, run_act_halting_early
-from training.tta import sudoku_valid_completions, tta_transforms, vote
+from training.evaluation import run_act_with_steps
+from training.tta import EligibleCheck, tta_candidates, tta_transforms, valid_completions_check, vote
 from utils.checkpoint import safe_load
 from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
 from utils.device import select_device
 from utils.distributed import DistContext
 from utils.errors import ConfigError
-from viz.maze import COLOURS as MAZE_COLOURS
-from viz.maze import maze_panel
+from viz.answers import answers_sheet
 from viz.puzzles import WRITERS, write_sheet
-from viz.sheet import Example, Sheet
-from viz.sudoku import CLUE_BG, EMPTY_BG, sudoku_digits, sudoku_panel
 
-TASKS = ("sudoku", "maze")  # what predict.py answers; the input keys are named after them
-TASK_TITLE = {"sudoku": "Sudoku", "maze": "Maze", "arc": "ARC", "generic": "a generic dataset"}
-SUDOKU_SEPARATORS = "|-+"  # the lines of a pasted board, as `format_sudoku` prints them
+# What predict.py answers: the tasks with a text form; its puzzle keys are named after them.
+ANSWERED = tuple(name for name, task in TASKS.items() if task.text is not None)
 # Values YAML would change (a Sudoku of digits is an integer to YAML and would lose its leading zeros).
-TEXT_KEYS = ("checkpoint", "config", "sudoku", "maze", "input", "out", "device")
+TEXT_KEYS = ("checkpoint", "config", *ANSWERED, "input", "out", "device")
 FLAG_KEYS = ("input", "out")  # also accepted as `--input FILE` / `--out FILE`
 
 
@@ -121,11 +116,16 @@ def parse_args(argv: list[str]) -> PredictConfig:
                             'checkpoint=PATH sudoku="53..7....6..195..."', verbatim=TEXT_KEYS)
 
 
+def puzzle_key(name: str) -> str:
+    """How the puzzle key of a task is given: `sudoku="<81 cells>"`, `maze=FILE`."""
+    return f"{name}={TASKS[name].text.placeholder}"
+
+
 def check_request(args: PredictConfig) -> None:
     """What can be checked before reading the checkpoint: one source of puzzles, a picture format."""
-    given = [key for key in ("sudoku", "maze", "input") if getattr(args, key) is not None]
+    given = [key for key in (*ANSWERED, "input") if getattr(args, key) is not None]
     if len(given) != 1:
-        raise ConfigError(f"Give exactly one of sudoku=\"<81 cells>\", maze=FILE or input=FILE.CSV"
+        raise ConfigError(f"Give exactly one of {', '.join(map(puzzle_key, ANSWERED))} or input=FILE.CSV"
                           f"{' (got ' + ', '.join(given) + ')' if given else ''}.")
     if args.out is not None and os.path.splitext(args.out)[1].lower() not in WRITERS:
         raise ConfigError(f"out={args.out}: pictures are written as {', '.join(sorted(WRITERS))}, "
@@ -154,13 +154,14 @@ def metadata_from_weights(checkpoint: str) -> PuzzleDatasetMetadata:
     if vocab_size is None:
         raise ConfigError(f"Cannot tell the task of {checkpoint}: its training data is not here and it has no "
                           f"{EMBED_TOKENS_KEY}; point config= at a training config whose data_paths exist here.")
-    modules = [module for module in (arc, sudoku, maze) if module.VOCAB_SIZE == vocab_size]
-    if not modules:
-        raise ConfigError(f"{checkpoint} has a vocabulary of {vocab_size} tokens, neither Sudoku's "
-                          f"({sudoku.VOCAB_SIZE}) nor Maze's ({maze.VOCAB_SIZE}): predict.py answers those only.")
+    tasks = [task for task in TASKS.values() if task.vocab_size == vocab_size]
+    if not tasks:
+        vocabularies = " nor ".join(f"{TASKS[name].title}'s ({TASKS[name].vocab_size})" for name in ANSWERED)
+        raise ConfigError(f"{checkpoint} has a vocabulary of {vocab_size} tokens, neither {vocabularies}: "
+                          "predict.py answers those only.")
     identifiers = weights[PUZZLE_EMB_KEY].shape[0] if PUZZLE_EMB_KEY in weights else 1
     return PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab_size,
-                                 seq_len=modules[0].SEQ_LEN, num_puzzle_identifiers=identifiers, total_groups=1,
+                                 seq_len=tasks[0].seq_len, num_puzzle_identifiers=identifiers, total_groups=1,
                                  mean_puzzle_examples=1.0, total_puzzles=1, sets=["all"])
 
 
@@ -172,63 +173,24 @@ def checkpoint_metadata(checkpoint: str, plan: EvaluationPlan) -> PuzzleDatasetM
 
 def check_task(args: PredictConfig, task: str, checkpoint: str, metadata: PuzzleDatasetMetadata) -> None:
     """The checkpoint must answer puzzles of the kind given."""
-    trained = f"{checkpoint} was trained on {TASK_TITLE[task]} (vocab_size {metadata.vocab_size}, " \
+    trained = f"{checkpoint} was trained on {TASKS[task].title} (vocab_size {metadata.vocab_size}, " \
               f"seq_len {metadata.seq_len})"
     if task == "arc":
         raise ConfigError(f"{trained}: ARC puzzles need the puzzle embedding of a task seen in training, which "
                           "predict.py does not look up yet; evaluate ARC checkpoints with evaluate.py.")
-    if task not in TASKS:
-        raise ConfigError(f"{trained}: predict.py answers Sudoku and Maze puzzles only.")
-    for key in TASKS:
+    if task not in ANSWERED:
+        titles = " and ".join(TASKS[name].title for name in ANSWERED)
+        raise ConfigError(f"{trained}: predict.py answers {titles} puzzles only.")
+    for key in ANSWERED:
         if getattr(args, key) is not None and key != task:
-            hint = 'sudoku="<81 cells>"' if task == "sudoku" else "maze=FILE"
-            raise ConfigError(f"{key}= gives a {TASK_TITLE[key]} puzzle, but {trained}; give {hint}.")
-    if args.tta_sudoku_check and task != "sudoku":
+            raise ConfigError(f"{key}= gives a {TASKS[key].title} puzzle, but {trained}; give {puzzle_key(task)}.")
+    if args.tta_sudoku_check and TASKS[task].valid_completions is None:
         raise ConfigError(f"tta_sudoku_check is for Sudoku checkpoints; {trained}.")
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading puzzles
 # ---------------------------------------------------------------------------------------------
-def parse_sudoku(text: str, where: str) -> np.ndarray:
-    """81 cells -> tokens (digit + 1, blank 1); spaces and board lines are ignored."""
-    cells = [c for c in text if not c.isspace() and c not in SUDOKU_SEPARATORS]
-    for i, char in enumerate(cells):
-        if char not in sudoku.QUESTION_CHARS:
-            raise ConfigError(f"{where}: {char!r} at cell {i + 1} (row {i // sudoku.SIDE + 1}, column "
-                              f"{i % sudoku.SIDE + 1}) is not a Sudoku cell; use digits 1-9 and . or 0 for blanks.")
-    if len(cells) != sudoku.SEQ_LEN:
-        raise ConfigError(f"{where} has {len(cells)} cells, expected {sudoku.SEQ_LEN} (9 rows of 9: digits 1-9, "
-                          ". or 0 for blanks).")
-    return np.array([sudoku.DIGIT_OF[c] for c in cells], dtype=np.int64) + sudoku.DIGIT_OFFSET
-
-
-def maze_token(char: str) -> int:
-    """A path cell `o` of a solved maze is read as open: the model draws the path itself."""
-    return maze.OPEN if char == "o" else maze.TOKEN_OF[char]
-
-
-def parse_maze(rows: list[str], where: str, row_word: str = "line") -> np.ndarray:
-    """30 rows of 30 characters of `# SGo`, one start and one goal -> tokens."""
-    size = maze.GRID_SIZE
-    if len(rows) != size:
-        raise ConfigError(f"{where} has {len(rows)} {row_word}s, expected {size} {row_word}s of {size} characters.")
-    for r, row in enumerate(rows):
-        if len(row) != size:
-            raise ConfigError(f"{where}, {row_word} {r + 1} has {len(row)} characters, expected {size}.")
-        for c, char in enumerate(row):
-            if char not in maze.CHARSET:
-                raise ConfigError(f"{where}, {row_word} {r + 1}, column {c + 1}: {char!r} is not a maze cell; use "
-                                  "'#' wall, ' ' open, 'S' start, 'G' goal ('o' path cells are read as open).")
-    tokens = np.array([maze_token(char) for row in rows for char in row], dtype=np.int64)
-    for token, name in ((maze.START, "'S' (start)"), (maze.GOAL, "'G' (goal)")):
-        count = int((tokens == token).sum())
-        if count != 1:
-            raise ConfigError(f"{where} has {'no' if count == 0 else count} {name} cell{'s' * (count > 1)}, "
-                              "expected exactly one.")
-    return tokens
-
-
 def read_text(path: str, what: str) -> str:
     try:
         with open(path, encoding="utf-8", newline="") as f:
@@ -241,13 +203,6 @@ def read_text(path: str, what: str) -> str:
         raise ConfigError(f"Cannot read {what} {path}: {err.strerror}.") from None
 
 
-def read_maze_file(path: str) -> Puzzle:
-    lines = read_text(path, "maze file").splitlines()
-    while lines and not lines[-1]:  # a maze line is never empty: blank lines at the end are not rows
-        lines.pop()
-    return Puzzle(f"maze file {path}", parse_maze(lines, f"maze file {path}"))
-
-
 def header_column(row: list[str]) -> int | None:
     """For a first line of column names (`source,question,...`, `quizzes,solutions`): the puzzle column
     (`question`, else the first); None for a first line that is a puzzle."""
@@ -257,16 +212,7 @@ def header_column(row: list[str]) -> int | None:
     return 0 if names[0].isidentifier() else None
 
 
-def parse_csv_puzzle(text: str, task: str, where: str) -> np.ndarray:
-    if task == "sudoku":
-        return parse_sudoku(text, where)
-    if len(text) != maze.SEQ_LEN:
-        raise ConfigError(f"{where} has a maze of {len(text)} characters, expected {maze.SEQ_LEN} (30 rows of 30).")
-    rows = [text[i:i + maze.GRID_SIZE] for i in range(0, maze.SEQ_LEN, maze.GRID_SIZE)]
-    return parse_maze(rows, where, row_word="row")
-
-
-def read_csv_puzzles(path: str, task: str) -> list[Puzzle]:
+def read_csv_puzzles(path: str, task: Task) -> list[Puzzle]:
     """One puzzle per line: the `question` column when the first line names it, else the first column."""
     reader = csv.reader(io.StringIO(read_text(path, "input file")))
     puzzles, column = [], 0
@@ -280,7 +226,7 @@ def read_csv_puzzles(path: str, task: str) -> list[Puzzle]:
             where = f"{path}, line {reader.line_num}"
             if len(row) <= column:
                 raise ConfigError(f"{where} has {len(row)} fields, no question column {column + 1}.")
-            puzzles.append(Puzzle(where, parse_csv_puzzle(row[column], task, where)))
+            puzzles.append(Puzzle(where, task.text.parse_csv(row[column], where)))
     except csv.Error as err:
         raise ConfigError(f"{path}, line {reader.line_num} is not valid CSV ({err}).") from None
     if not puzzles:
@@ -288,62 +234,31 @@ def read_csv_puzzles(path: str, task: str) -> list[Puzzle]:
     return puzzles
 
 
-def read_puzzles(args: PredictConfig, task: str) -> list[Puzzle]:
-    if args.sudoku is not None:
-        return [Puzzle("sudoku=", parse_sudoku(args.sudoku, "sudoku="))]
-    if args.maze is not None:
-        return [read_maze_file(args.maze)]
-    return read_csv_puzzles(args.input, task)
+def read_puzzles(args: PredictConfig, task: Task) -> list[Puzzle]:
+    """The puzzle of the task's key (its text, or a file of it), or those of the input CSV."""
+    value = getattr(args, task.name)
+    if value is None:
+        return read_csv_puzzles(args.input, task)
+    if task.text.from_file:
+        where = f"{task.name} file {value}"
+        return [Puzzle(where, task.text.parse(read_text(value, f"{task.name} file"), where))]
+    return [Puzzle(f"{task.name}=", task.text.parse(value, f"{task.name}="))]
 
 
 # ---------------------------------------------------------------------------------------------
 # Answering
 # ---------------------------------------------------------------------------------------------
-class HaltSteps:
-    """The halting rule, noting the step each sequence first says halt: run_act_halting_early keeps the
-    outputs of that step (or of halt_max_steps) but reports only their sum."""
-
-    def __init__(self, wants_to_halt):
-        self.wants_to_halt = wants_to_halt
-        self.calls = 0
-        self.first: torch.Tensor | None = None
-
-    def __call__(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
-        says_halt = self.wants_to_halt(q_halt_logits, q_continue_logits)
-        self.calls += 1  # the model runs every sequence in lock-step: call k is step k
-        first = torch.zeros_like(says_halt, dtype=torch.int64) if self.first is None else self.first
-        self.first = torch.where((first == 0) & says_halt, self.calls, first)
-        return says_halt
-
-    def steps(self, halt_max_steps: int) -> torch.Tensor:
-        return torch.where(self.first > 0, self.first, halt_max_steps)
-
-
-def run_model(model: torch.nn.Module, batch: dict, halt_early: bool) -> tuple[torch.Tensor, ...]:
-    """(preds, q_halt_logits, steps) of one ACT run, as evaluation runs it."""
-    keys = {"preds", "q_halt_logits", "actual_steps"}
-    max_steps = act_model(model).config.halt_max_steps
-    if halt_early:
-        recorder = HaltSteps(act_model(model).wants_to_halt)
-        _, outputs = run_act_halting_early(model, batch, keys, recorder)
-        steps = recorder.steps(max_steps)
-    else:
-        _, outputs = run_act_all_steps(model, batch, keys)
-        # Configs that halt in evaluation report the steps of their last answer; the others run them all.
-        steps = outputs.get("actual_steps", torch.full_like(outputs["q_halt_logits"], max_steps))
-    return outputs["preds"], outputs["q_halt_logits"], steps.long()
-
-
 def answer_batch(model: torch.nn.Module, batch: dict, transforms: list, halt_early: bool,
-                 sudoku_check: bool) -> list[Answer]:
+                 eligible_check: EligibleCheck | None) -> list[Answer]:
     """Answers of a batch: the untransformed one, and with transforms the vote over it and one per transform,
-    collected as training/tta.py's tta_metric_sums collects them."""
-    runs = [run_model(model, batch, halt_early)]
-    for transform in transforms:
-        preds, q_halt, steps = run_model(model, {**batch, "inputs": transform(batch["inputs"])}, halt_early)
-        runs.append((transform.inverse()(preds), q_halt, steps))
-    answers, q_halt, steps = (torch.stack(column) for column in zip(*runs))  # (C, B, ...)
-    eligible = sudoku_valid_completions(answers, batch["inputs"]) if sudoku_check else None
+    the candidates that evaluation votes over (training/tta.py)."""
+    def run(b: dict) -> dict:
+        return run_act_with_steps(model, b, halt_early)
+
+    first = run(batch)
+    candidates = tta_candidates(run, batch, first, transforms, tuple(first))
+    answers, q_halt, steps = candidates["preds"], candidates["q_halt_logits"], candidates["steps"]  # (C, B, ...)
+    eligible = eligible_check(answers, batch["inputs"]) if eligible_check is not None else None
     winner = vote(answers, q_halt, eligible)
     same = (answers == winner[None]).all(-1)  # (C, B): candidates giving the winning answer
     votes = same.sum(0)
@@ -358,6 +273,8 @@ def answer_all(model: torch.nn.Module, puzzles: list[Puzzle], metadata: PuzzleDa
                args: PredictConfig, transforms: list, batch_size: int) -> list[Answer]:
     """Every puzzle, in batches of the training batch size, without labels (nothing is scored)."""
     model.eval()
+    eligible_check = valid_completions_check(metadata.vocab_size, metadata.seq_len) if args.tta_sudoku_check \
+        else None
     answers = []
     for start in range(0, len(puzzles), batch_size):
         inputs = torch.as_tensor(np.stack([p.tokens for p in puzzles[start:start + batch_size]]), dtype=torch.int32,
@@ -365,108 +282,32 @@ def answer_all(model: torch.nn.Module, puzzles: list[Puzzle], metadata: PuzzleDa
         batch = {"inputs": inputs, "labels": torch.full_like(inputs, IGNORE_LABEL_ID),
                  "puzzle_identifiers": torch.full((inputs.shape[0],), metadata.blank_identifier_id,
                                                   dtype=torch.int32, device=device)}
-        answers += answer_batch(model, batch, transforms, args.halt_early, args.tta_sudoku_check)
+        answers += answer_batch(model, batch, transforms, args.halt_early, eligible_check)
     return answers
 
 
 # ---------------------------------------------------------------------------------------------
 # Showing answers
 # ---------------------------------------------------------------------------------------------
-def format_sudoku(tokens: np.ndarray) -> str:
-    """A 9x9 board with 3x3 boxes; `.` where the model answered no digit."""
-    digits = sudoku_digits(tokens)
-    lines = []
-    for r in range(sudoku.SIDE):
-        if r and r % sudoku.BLOCK == 0:
-            lines.append("+".join("-" * (2 * sudoku.BLOCK + (0 < b < 2)) for b in range(3)))
-        boxes = [" ".join(str(d) if d else "." for d in digits[r, b:b + sudoku.BLOCK])
-                 for b in range(0, sudoku.SIDE, sudoku.BLOCK)]
-        lines.append(" | ".join(boxes))
-    return "\n".join(lines)
-
-
-def format_maze(tokens: np.ndarray) -> str:
-    """30 lines of the maze charset, the path as `o` (`?` for a PAD prediction): a maze file again."""
-    chars = np.array(["?", *maze.CHARSET])[np.clip(tokens, 0, len(maze.CHARSET))]
-    return "\n".join("".join(row) for row in chars.reshape(maze.GRID_SIZE, maze.GRID_SIZE))
-
-
-def maze_path_connects(puzzle: np.ndarray, answer: np.ndarray) -> bool:
-    """Whether the answer's path cells lead from the maze's start to its goal (4-neighbour steps)."""
-    size = maze.GRID_SIZE
-    start, goal = int(np.flatnonzero(puzzle == maze.START)[0]), int(np.flatnonzero(puzzle == maze.GOAL)[0])
-    walkable = (answer == maze.PATH) | (np.arange(maze.SEQ_LEN) == start) | (np.arange(maze.SEQ_LEN) == goal)
-    seen, queue = {start}, deque([start])
-    while queue:
-        cell = queue.popleft()
-        r, c = divmod(cell, size)
-        for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
-            neighbour = nr * size + nc
-            if 0 <= nr < size and 0 <= nc < size and walkable[neighbour] and neighbour not in seen:
-                seen.add(neighbour)
-                queue.append(neighbour)
-    return goal in seen
-
-
-def is_valid_sudoku(puzzle: np.ndarray, answer: np.ndarray) -> bool:
-    return bool(sudoku_valid_completions(torch.as_tensor(answer)[None, None], torch.as_tensor(puzzle)[None])[0, 0])
-
-
-def verdict(task: str, puzzle: Puzzle, answer: Answer) -> bool:
-    """Sudoku: a valid completion of the clues; Maze: a path from S to G."""
-    if task == "sudoku":
-        return is_valid_sudoku(puzzle.tokens, answer.tokens)
-    return maze_path_connects(puzzle.tokens, answer.tokens)
-
-
-def summary_line(task: str, puzzle: Puzzle, answer: Answer, candidates: int) -> str:
+def summary_line(task: Task, puzzle: Puzzle, answer: Answer, candidates: int) -> str:
     parts = [f"steps: {answer.steps}", f"confidence: {answer.confidence:.3f}"]
     if candidates > 1:
         parts.append(f"votes: {answer.votes}/{candidates}")
-    ok = verdict(task, puzzle, answer)
-    if task == "sudoku":
-        parts.append(f"valid: {'yes' if ok else 'no'} ({'a' if ok else 'not a'} valid completion of the clues)")
-    else:
-        parts.append(f"path: {'connects S to G' if ok else 'does not connect S to G'}")
+    parts.append(task.text.verdicts[task.is_solved(puzzle.tokens, answer.tokens)])
     return "   ".join(parts)
 
 
-def print_answers(task: str, puzzles: list[Puzzle], answers: list[Answer], candidates: int) -> None:
-    fmt = format_sudoku if task == "sudoku" else format_maze
+def print_answers(task: Task, puzzles: list[Puzzle], answers: list[Answer], candidates: int) -> None:
     for i, (puzzle, answer) in enumerate(zip(puzzles, answers)):
         print(f"\n== puzzle {i + 1}/{len(puzzles)} ({puzzle.source}) ==")
-        print(fmt(answer.tokens))
+        print(task.text.format(answer.tokens))
         print(summary_line(task, puzzle, answer, candidates))
 
 
-def picture_example(task: str, index: int, puzzle: Puzzle, answer: Answer, candidates: int) -> Example:
-    """The puzzle and the answer, as visualize.py draws them (no solution: nothing is marked wrong)."""
-    # Short: the PNG writes it along the panels' edge. The number is the printed `puzzle N/M`.
-    name = f"#{index + 1} \u00b7 steps {answer.steps} \u00b7 confidence {answer.confidence:.3f}"
-    if candidates > 1:
-        name += f" \u00b7 votes {answer.votes}/{candidates}"
-    if task == "sudoku":
-        clues = sudoku_digits(puzzle.tokens)
-        panel = sudoku_panel("answer", clues, sudoku_digits(answer.tokens))
-        panel.verdict = verdict(task, puzzle, answer)  # a valid completion of the clues solves the puzzle
-        return Example(name, [sudoku_panel("puzzle", clues, clues), panel], panel.verdict)
-    grid = puzzle.tokens.reshape(maze.GRID_SIZE, maze.GRID_SIZE)
-    # maze_panel paints the path cells of its `truth` grid: here the answer's (there is no truth).
-    path = maze_panel("predicted path", grid, answer.tokens.reshape(maze.GRID_SIZE, maze.GRID_SIZE))
-    return Example(name, [maze_panel("maze", grid), path])
-
-
-PICTURE_LEGEND = {
-    "sudoku": [(CLUE_BG, "clue"), (EMPTY_BG, "answered digit (blue)")],
-    "maze": [(MAZE_COLOURS["wall"], "wall"), (MAZE_COLOURS["start"], "S start"), (MAZE_COLOURS["goal"], "G goal"),
-             (MAZE_COLOURS["path"], "predicted path")],
-}
-
-
-def draw_answers(path: str, task: str, checkpoint: str, puzzles: list[Puzzle], answers: list[Answer],
-                  candidates: int, note: str) -> None:
-    examples = [picture_example(task, i, p, a, candidates) for i, (p, a) in enumerate(zip(puzzles, answers))]
-    sheet = Sheet(f"{task} \u00b7 {checkpoint}", task, examples, PICTURE_LEGEND[task], note)
+def draw_answers(path: str, task: Task, checkpoint: str, puzzles: list[Puzzle], answers: list[Answer],
+                 candidates: int, note: str) -> None:
+    solved = [task.is_solved(p.tokens, a.tokens) for p, a in zip(puzzles, answers)]
+    sheet = answers_sheet(task.name, checkpoint, [p.tokens for p in puzzles], answers, solved, candidates, note)
     try:
         write_sheet(sheet, path)  # atomically (viz/files.py)
     except OSError as err:
@@ -482,8 +323,9 @@ def run(args: PredictConfig) -> list[Answer]:
     check_request(args)
     checkpoint, plan = load_predict_plan(args)
     metadata = checkpoint_metadata(checkpoint, plan)
-    task = task_of(metadata.vocab_size, metadata.seq_len)
-    check_task(args, task, checkpoint, metadata)
+    name = task_of(metadata.vocab_size, metadata.seq_len)
+    check_task(args, name, checkpoint, metadata)
+    task = TASKS[name]
     puzzles = read_puzzles(args, task)
     device = select_device(args.device)
     # A few puzzles: compiling would take longer than answering them.
@@ -492,7 +334,7 @@ def run(args: PredictConfig) -> list[Answer]:
     transforms = tta_transforms(metadata.vocab_size, metadata.seq_len, args.tta, plan.train_config.seed) \
         if args.tta else []
     note = f"halt_early={args.halt_early}, tta={args.tta}"
-    print(f"Answering {len(puzzles)} {TASK_TITLE[task]} puzzle(s) with {quoted(checkpoint)} on {device}, {note}")
+    print(f"Answering {len(puzzles)} {task.title} puzzle(s) with {quoted(checkpoint)} on {device}, {note}")
     answers = answer_all(model, puzzles, metadata, device, args, transforms, plan.global_batch_size)
     print_answers(task, puzzles, answers, len(transforms) + 1)
     if args.out:

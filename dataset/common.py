@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import pydantic
 
 from dataset.output_dir import OutputLayout, atomic_output_dir
-from dataset.tasks import task_of
+from dataset.tasks import GENERIC, TASKS, task_of
 from utils.atomic import write_atomically
 from utils.errors import DatasetError
 
@@ -30,20 +29,15 @@ ARRAY_FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "gro
 INT32_FIELDS = ("puzzle_identifiers", "puzzle_indices", "group_indices")
 
 BLANK_IDENTIFIER_NAME = "<blank>"
+GENERIC_BUILDER = "python dataset/build_copy_dataset.py"  # the builder of a dataset of no task: the copy task
+
+
 def build_hint(dataset_dir: str) -> str:
     """How to build the dataset a path names: its task guessed from the directory name (the README's names)."""
     name = os.path.basename(os.path.normpath(dataset_dir)).lower()
-    quoted = shlex.quote(dataset_dir)
-    if "arc" in name:
-        subsets = "training2 evaluation2 concept --test-set-name evaluation2" if "arc2" in name else \
-            "training evaluation concept --test-set-name evaluation"
-        return ("build it with `python -m dataset.assemble_arc_data --output-dir kaggle/combined` and then "
-                "`python -m dataset.build_arc_dataset --input-file-prefix kaggle/combined/arc-agi "
-                f"--output-dir {quoted} --subsets {subsets}` (README \"Datasets\")")
-    if "maze" in name:
-        return f"build it with `python dataset/build_maze_dataset.py --output-dir {quoted}` (README \"Datasets\")"
-    if "sudoku" in name:
-        return f"build it with `python dataset/build_sudoku_dataset.py --output-dir {quoted}` (README \"Datasets\")"
+    for task in TASKS.values():
+        if task.builder is not None and task.name in name:
+            return f"build it with {task.build_commands(dataset_dir)} (README \"Datasets\")"
     return "build it with one of the builders in dataset/ (README \"Datasets\")"
 
 
@@ -52,12 +46,6 @@ def build_hint(dataset_dir: str) -> str:
 SPLIT_FILE = re.compile(r"dataset\.json|.+__(?:" + "|".join(ARRAY_FIELDS) + r")\.npy")
 DATASET_ENTRIES = OutputLayout(files=frozenset({"identifiers.json"}), dirs={"train": SPLIT_FILE, "test": SPLIT_FILE})
 ARC_DATASET_ENTRIES = DATASET_ENTRIES.with_files("test_puzzles.json")
-# How each task's dataset is rebuilt (dataset.tasks.task_of names the task of a dataset).
-BUILDER_COMMANDS = {
-    "arc": "python -m dataset.build_arc_dataset --input-file-prefix kaggle/combined/arc-agi --output-dir {dir}",
-    "sudoku": "python dataset/build_sudoku_dataset.py --output-dir {dir}",
-    "maze": "python dataset/build_maze_dataset.py --output-dir {dir}",
-}
 
 
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
@@ -66,13 +54,13 @@ class DatasetNotFoundError(DatasetError, FileNotFoundError):
 
 def rebuild_hint(dataset_dir: str, metadata: Optional["PuzzleDatasetMetadata"] = None) -> str:
     """How to rebuild `dataset_dir`: its task's builder command, or the list of builders when the task is unknown."""
-    task = "generic" if metadata is None else task_of(metadata.vocab_size, metadata.seq_len)
-    if task in BUILDER_COMMANDS:
-        command = BUILDER_COMMANDS[task].format(dir=dataset_dir)
+    task = GENERIC if metadata is None else TASKS[task_of(metadata.vocab_size, metadata.seq_len)]
+    if task.builder is not None:
+        command = task.rebuild_command(dataset_dir)
         return f"rebuild it with its builder and the options it was built with, e.g. `{command}`"
-    return ("rebuild it with the builder that wrote it and the same options (`python -m dataset.build_arc_dataset`, "
-            "`python dataset/build_sudoku_dataset.py`, `python dataset/build_maze_dataset.py` or "
-            f"`python dataset/build_copy_dataset.py`, with --output-dir {dataset_dir}; see docs/builders.md)")
+    builders = [f"`{t.builder}`" for t in TASKS.values() if t.builder is not None]
+    return (f"rebuild it with the builder that wrote it and the same options ({', '.join(builders)} or "
+            f"`{GENERIC_BUILDER}`, with --output-dir {dataset_dir}; see docs/builders.md)")
 
 
 class PuzzleDatasetMetadata(pydantic.BaseModel):

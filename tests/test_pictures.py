@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import re
-import typing
 
 import numpy as np
 import pytest
@@ -19,13 +18,14 @@ import visualize
 from dataset import build_arc_dataset, build_maze_dataset, build_sudoku_dataset, generate_maze, generate_sudoku
 from dataset.build_copy_dataset import write_copy_task
 from dataset.common import PuzzleDatasetMetadata
-from dataset.tasks import TaskName, arc, maze, sudoku, task_of
+from dataset.tasks import TASKS, arc, maze, sudoku, task_of
 from viz import arc as viz_arc
 from viz import curves, png, puzzles
 from viz import data as viz_data
 from viz import html as viz_html
 from viz import maze as viz_maze
 from viz import sudoku as viz_sudoku
+from viz.sheet import Renderer
 
 NUM_SUDOKU, NUM_MAZES = 3, 2
 
@@ -141,12 +141,20 @@ def test_detect_kind(vocab, seq_len, kind):
 
 def test_registry_has_one_renderer_per_task():
     """Dispatch is by task name: every task dataset.tasks knows has a renderer, drawing its sequence length."""
-    assert set(puzzles.RENDERERS) == set(typing.get_args(TaskName))
+    assert set(puzzles.RENDERERS) == set(TASKS)
     assert all(name == renderer.name for name, renderer in puzzles.RENDERERS.items())
     for module in (arc, sudoku, maze):
         task = task_of(module.VOCAB_SIZE, module.SEQ_LEN)
         assert puzzles.RENDERERS[task].seq_len == module.SEQ_LEN
     assert puzzles.RENDERERS["generic"].seq_len is None
+
+
+def test_tasks_with_a_text_form_have_pictures_of_answers():
+    """predict.py answers the tasks with a text form, judges each answer and draws it (viz/answers.py)."""
+    for name, task in TASKS.items():
+        if task.text is not None:
+            assert task.is_solved is not None and puzzles.RENDERERS[name].answer_legend, name
+            assert type(puzzles.RENDERERS[name]).answer_panels is not Renderer.answer_panels, name
 
 
 def test_task_override(sudoku_dir, maze_dir, tmp_path, capsys):

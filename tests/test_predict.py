@@ -116,7 +116,7 @@ def test_printed_board_is_the_models_answer(sudoku_run, capsys):
 def test_a_pasted_board_with_zeros_is_the_same_puzzle(sudoku_run, capsys):
     puzzle = sudoku_run["inputs"][0]
     plain = predict_output([f"checkpoint={sudoku_run['checkpoint']}", f"sudoku={sudoku_text(puzzle)}"], capsys)
-    board = predict.format_sudoku(puzzle).replace(".", "0")  # "0" blanks, `|` `-` `+` lines, newlines
+    board = sudoku.format_board(puzzle).replace(".", "0")  # "0" blanks, `|` `-` `+` lines, newlines
     pasted = predict_output([f"checkpoint={sudoku_run['checkpoint']}", f"sudoku={board}"], capsys)
     assert printed_answers(pasted) == printed_answers(plain)
 
@@ -288,6 +288,13 @@ def test_missing_maze_file(maze_run, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Pieces
 # ---------------------------------------------------------------------------------------------
+def test_every_answered_task_has_its_puzzle_key():
+    """predict.py's puzzle keys are named after the tasks with a text form (dataset.tasks.TASKS)."""
+    assert predict.ANSWERED == ("sudoku", "maze")
+    assert set(predict.ANSWERED) <= set(predict.PredictConfig.model_fields) and set(predict.ANSWERED) <= set(
+        predict.TEXT_KEYS)
+
+
 def test_flags_become_keys():
     assert predict.flags_to_keys(["checkpoint=c", "--input", "a.csv", "--out=x.png", "tta=2"]) == [
         "checkpoint=c", "input=a.csv", "out=x.png", "tta=2"]
@@ -303,24 +310,24 @@ def test_text_values_are_kept_as_written():
 def test_board_round_trip_and_validity():
     solution = np.array([int(c) for c in "534678912672195348198342567859761423426853791"
                                          "713924856961537284287419635345286179"]) + sudoku.DIGIT_OFFSET
-    board = predict.format_sudoku(solution)
-    assert np.array_equal(predict.parse_sudoku(board, "sudoku="), solution)
+    board = sudoku.format_board(solution)
+    assert np.array_equal(sudoku.parse_cells(board, "sudoku="), solution)
     puzzle = solution.copy()
     puzzle[::2] = sudoku.BLANK_TOKEN
-    assert predict.is_valid_sudoku(puzzle, solution)
+    assert sudoku.is_solved(puzzle, solution)
     swapped = solution.copy()
     swapped[[0, 1]] = swapped[[1, 0]]
-    assert not predict.is_valid_sudoku(puzzle, swapped)
+    assert not sudoku.is_solved(puzzle, swapped)
 
 
 def test_maze_path_check():
     lines = ["#" * 30] + ["#" + " " * 28 + "#" for _ in range(28)] + ["#" * 30]
     lines[1] = "#Sooo" + " " * 23 + "G#"
-    tokens = predict.parse_maze(lines, "maze")
+    tokens = maze.parse_rows(lines, "maze")
     assert (tokens == maze.PATH).sum() == 0  # `o` read as open
     answer = np.array([maze.TOKEN_OF[c] for c in "".join(lines)])
-    assert not predict.maze_path_connects(tokens, answer)
+    assert not maze.path_connects(tokens, answer)
     lines[1] = "#S" + "o" * 26 + "G#"
-    assert predict.maze_path_connects(tokens, np.array([maze.TOKEN_OF[c] for c in "".join(lines)]))
+    assert maze.path_connects(tokens, np.array([maze.TOKEN_OF[c] for c in "".join(lines)]))
     with pytest.raises(ConfigError, match="has 2 'G' \\(goal\\) cells"):
-        predict.parse_maze([lines[0], "#S" + " " * 25 + "GG#", *lines[2:]], "maze")
+        maze.parse_rows([lines[0], "#S" + " " * 25 + "GG#", *lines[2:]], "maze")

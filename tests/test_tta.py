@@ -13,9 +13,9 @@ from training.tta import (
     TTA_METRIC,
     TTA_VALID_METRIC,
     exact_correct,
-    sudoku_valid_completions,
     tta_metric_sums,
     tta_transforms,
+    valid_completions_check,
     vote,
 )
 from utils.errors import ConfigError
@@ -115,8 +115,13 @@ def test_sudoku_valid_completions():
     swapped = right.clone()
     swapped[0, [0, 1]] = swapped[0, [1, 0]]  # breaks the rows' columns
     other = torch.as_tensor(tta_transforms(sudoku.VOCAB_SIZE, 81, 1, 0)[0](right))  # valid, contradicts clues
-    ok = sudoku_valid_completions(torch.stack([right, swapped, other]), inputs)
+    ok = valid_completions_check(sudoku.VOCAB_SIZE, sudoku.SEQ_LEN)(torch.stack([right, swapped, other]), inputs)
     assert ok[:, 0].tolist() == [True, False, False]
+
+
+def test_valid_completions_check_is_for_sudoku_only():
+    with pytest.raises(ConfigError, match="tta_sudoku_check is for Sudoku datasets; .* is maze"):
+        valid_completions_check(maze.VOCAB_SIZE, maze.SEQ_LEN)
 
 
 def test_exact_correct_ignores_unlabelled_positions_and_empty_rows():
@@ -138,7 +143,8 @@ def test_metric_sums_vote_over_the_inverted_answers():
         return {"preds": t(wrong), "q_halt_logits": torch.zeros(3)}
 
     first = {"preds": inputs.clone(), "q_halt_logits": torch.full((3,), 9.0)}
-    sums = tta_metric_sums(equivariant_but_wrong, batch, first, transforms, check_sudoku=True)
+    sums = tta_metric_sums(equivariant_but_wrong, batch, first, transforms,
+                           valid_completions_check(sudoku.VOCAB_SIZE, sudoku.SEQ_LEN))
     assert sums[TTA_METRIC] == 0  # two votes for `wrong` beat one confident right answer
     assert sums[TTA_VALID_METRIC] == 3  # `wrong` is not a valid grid: the valid answer wins
 

@@ -14,12 +14,13 @@ from tqdm import tqdm
 
 from dataset.common import PuzzleDatasetMetadata, load_metadata
 from dataset.puzzle_dataset import exposed_set_name
+from dataset.tasks.permutation import TokenPermutation
 from evaluators.base import Evaluator, EvaluatorConfig
 from models.losses import COUNT, act_metrics
 from models.registry import load_model_class
 from models.weights import uncompiled
 from training.data import to_device
-from training.tta import TokenPermutation, tta_metric_sums
+from training.tta import tta_metric_sums, valid_completions_check
 from utils.atomic import write_atomically
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, broadcast_object, reduce_to_main
@@ -104,6 +105,8 @@ def evaluate(model: nn.Module, loader: Iterable, metadata: PuzzleDatasetMetadata
         return_keys.update(entry.evaluator.required_outputs)
     if tta:
         return_keys.update(("preds", "q_halt_logits"))
+    eligible_check = valid_completions_check(metadata.vocab_size, metadata.seq_len) \
+        if tta and tta_sudoku_check else None
     run_act = run_act_halting_early if halt_early else run_act_all_steps
 
     set_ids = {name: i for i, name in enumerate(metadata.sets)}
@@ -117,7 +120,7 @@ def evaluate(model: nn.Module, loader: Iterable, metadata: PuzzleDatasetMetadata
         metrics, outputs = run_act(model, batch, return_keys)
         if tta:
             metrics.update(tta_metric_sums(lambda b: run_act(model, b, return_keys)[1], batch, outputs, tta,
-                                           check_sudoku=tta_sudoku_check))
+                                           eligible_check))
         for collection in (batch, outputs):
             for key, value in collection.items():
                 if key in save_outputs:
@@ -189,6 +192,41 @@ def run_act_halting_early(model: nn.Module, batch: dict, return_keys: set[str],
     metrics, _, _ = act_metrics(frozen["preds"], frozen["logits"], frozen["q_halt_logits"], batch["labels"], steps_used,
                                 torch.ones_like(done), model.loss_fn)
     return metrics, {k: v for k, v in frozen.items() if k in return_keys}
+
+
+class HaltSteps:
+    """The halting rule, noting the step each sequence first says halt: run_act_halting_early keeps the
+    outputs of that step (or of halt_max_steps) but reports only their sum."""
+
+    def __init__(self, wants_to_halt):
+        self.wants_to_halt = wants_to_halt
+        self.calls = 0
+        self.first: torch.Tensor | None = None
+
+    def __call__(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
+        says_halt = self.wants_to_halt(q_halt_logits, q_continue_logits)
+        self.calls += 1  # the model runs every sequence in lock-step: call k is step k
+        first = torch.zeros_like(says_halt, dtype=torch.int64) if self.first is None else self.first
+        self.first = torch.where((first == 0) & says_halt, self.calls, first)
+        return says_halt
+
+    def steps(self, halt_max_steps: int) -> torch.Tensor:
+        return torch.where(self.first > 0, self.first, halt_max_steps)
+
+
+def run_act_with_steps(model: nn.Module, batch: dict, halt_early: bool) -> dict[str, torch.Tensor]:
+    """preds, q_halt_logits and the steps behind each answer of one ACT run, as evaluation runs it (predict.py)."""
+    keys = {"preds", "q_halt_logits", "actual_steps"}
+    max_steps = act_model(model).config.halt_max_steps
+    if halt_early:
+        recorder = HaltSteps(act_model(model).wants_to_halt)
+        _, outputs = run_act_halting_early(model, batch, keys, recorder)
+        steps = recorder.steps(max_steps)
+    else:
+        _, outputs = run_act_all_steps(model, batch, keys)
+        # Configs that halt in evaluation report the steps of their last answer; the others run them all.
+        steps = outputs.get("actual_steps", torch.full_like(outputs["q_halt_logits"], max_steps))
+    return {"preds": outputs["preds"], "q_halt_logits": outputs["q_halt_logits"], "steps": steps.long()}
 
 
 def reduce_eval_metrics(sums: dict[int, dict[str, torch.Tensor]], set_names: list[str], ctx: DistContext) -> dict:

@@ -1,6 +1,7 @@
 """Pictures of puzzles and predictions (HTML, PNG) and training curves (PNG); `visualize.py` is the CLI.
 
     viz.puzzles   build_sheet / write_sheet / render_predictions, RENDERERS (task name -> renderer)
+    viz.answers   the pictures of predict.py: puzzles without solutions and a model's answers
     viz.curves    plot_curves / curves_figure from a run's metrics.jsonl
     viz.data      reading a dataset split and saved outputs (step_N_all_preds.R), matching them
     viz.sheet     the task-independent description (Sheet, Example, Panel) and the Renderer base

@@ -56,6 +56,8 @@ class MazeRenderer(Renderer):
 
     name, legend, seq_len = "maze", LEGEND, SEQ_LEN
     outline = "wrong wall, open cell, S or G"  # path differences have colours of their own
+    answer_legend = [(COLOURS["wall"], "wall"), (COLOURS["start"], "S start"), (COLOURS["goal"], "G goal"),
+                     (COLOURS["path"], "predicted path")]
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         return np.asarray(tokens, dtype=np.int64).reshape(GRID_SIZE, GRID_SIZE)
@@ -65,3 +67,8 @@ class MazeRenderer(Renderer):
 
     def prediction_panel(self, maze: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> Panel:
         return maze_panel("predicted vs true path", maze, truth, predicted)
+
+    def answer_panels(self, maze: np.ndarray, answer: np.ndarray, solved: bool) -> tuple[list[Panel], None]:
+        """Not judged: a path from S to G (`solved`) need not be the shortest one."""
+        # maze_panel paints the path cells of its `truth` grid: here the answer's (there is no truth).
+        return [maze_panel("maze", maze), maze_panel("predicted path", maze, answer)], None

@@ -5,27 +5,31 @@
         --submission RUN_DIR/evaluator_ARC_step_N/submission.json
 
 The task is recognised from the split's `dataset.json` by `dataset.tasks.task_of` (docs/data-format.md,
-docs/builders.md), or named with `task=`; `RENDERERS` maps each task to the renderer that draws it:
-ARC grids in the standard ARC palette, Sudoku boards with clues and filled digits in different
-styles, mazes with the predicted path over the true one, anything else a grid of token ids.
+docs/builders.md), or named with `task=`; `RENDERERS` holds each task's renderer, the class its registry
+entry names (`dataset.tasks.TASKS[task].renderer`): ARC grids in the standard ARC palette, Sudoku boards
+with clues and filled digits in different styles, mazes with the predicted path over the true one,
+anything else a grid of token ids.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Optional, Union
 
-from viz.arc import ArcRenderer
+from dataset.tasks import TASKS, Task
 from viz.data import load_outputs, load_split, select_rows
-from viz.generic import GenericRenderer
 from viz.html import HTML_FORMATS, write_html
-from viz.maze import MazeRenderer
 from viz.png import PNG_FORMATS, write_png
 from viz.sheet import Renderer, Sheet, summary
-from viz.sudoku import SudokuRenderer
 
-# Task name (dataset.tasks.TaskName) -> the renderer that draws it.
-RENDERERS: dict[str, Renderer] = {r.name: r for r in (ArcRenderer(), SudokuRenderer(), MazeRenderer(),
-                                                       GenericRenderer())}
+
+def task_renderer(task: Task) -> Renderer:
+    """The renderer the task's entry names (`module.Class`: dataset/ names it without importing viz/)."""
+    module, _, name = task.renderer.rpartition(".")
+    return getattr(importlib.import_module(module), name)()
+
+
+RENDERERS: dict[str, Renderer] = {name: task_renderer(task) for name, task in TASKS.items()}  # task name -> renderer
 WRITERS = {**{ext: write_html for ext in HTML_FORMATS}, **{ext: write_png for ext in PNG_FORMATS}}
 
 

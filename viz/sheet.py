@@ -102,12 +102,14 @@ class Renderer:
     Subclasses set `name`, `legend`, `outline` (what the red outline of a wrong cell means in their
     pictures) and `seq_len` (the sequence length of the encoding they draw; None: any) and implement
     `panels` and `prediction_panel`, which receive decoded grids; the rest has defaults they may override.
+    The renderers of tasks with a text form (predict.py) also implement `answer_panels` and `answer_legend`.
     """
 
     name: str = ""
     legend: list[tuple[str, str]] = []
     outline: str = DEFAULT_OUTLINE
     seq_len: Optional[int] = None
+    answer_legend: list[tuple[str, str]] = []  # of the pictures of `answer_panels`
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
         """Tokens of an input or label as the grid the panels draw (default: the token ids)."""
@@ -124,6 +126,12 @@ class Renderer:
     def prediction_panel(self, inputs: np.ndarray, labels: np.ndarray, preds: np.ndarray) -> Panel:
         """The panel of the decoded prediction, differences from the label marked."""
         raise NotImplementedError
+
+    def answer_panels(self, puzzle: np.ndarray, answer: np.ndarray, solved: bool
+                      ) -> tuple[list[Panel], Optional[bool]]:
+        """The panels of a decoded puzzle and a model's answer to it, with no solution to compare with
+        (viz/answers.py), and the verdict the picture shows; `solved` is the task's `is_solved`."""
+        raise NotImplementedError(f"{self.name} renderer: no pictures of answers without a solution")
 
     def judge(self, row: Row, prediction: Panel, metadata: PuzzleDatasetMetadata) -> bool:
         """Whether the prediction is right: by default the training metric's exact match."""

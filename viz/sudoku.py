@@ -8,16 +8,11 @@ from typing import Optional
 
 import numpy as np
 
-from dataset.tasks.sudoku import BLOCK, DIGIT_OFFSET, SEQ_LEN, SIDE
+from dataset.tasks.sudoku import BLOCK, SEQ_LEN, SIDE, token_digits
 from viz.sheet import STYLE_CLUE, STYLE_FILL, STYLE_WRONG, Panel, Renderer
 
 CLUE_BG, EMPTY_BG, WRONG_BG = "#E8E8E8", "#FFFFFF", "#FFC9C9"
 LEGEND = [(CLUE_BG, "clue"), (EMPTY_BG, "filled digit (blue)"), (WRONG_BG, "wrong digit (red; ? = left blank)")]
-
-
-def sudoku_digits(tokens: np.ndarray) -> np.ndarray:
-    """Tokens -> 9x9 digits, 0 = blank (PAD and -100 also read as blank)."""
-    return np.clip(np.asarray(tokens, dtype=np.int64) - DIGIT_OFFSET, 0, 9).reshape(SIDE, SIDE)
 
 
 def sudoku_panel(title: str, clues: np.ndarray, digits: np.ndarray, solution: Optional[np.ndarray] = None) -> Panel:
@@ -45,12 +40,19 @@ class SudokuRenderer(Renderer):
 
     name, legend, seq_len = "sudoku", LEGEND, SEQ_LEN
     outline = "differs from the solution"  # also a changed clue: the metric scores every cell
+    answer_legend = [(CLUE_BG, "clue"), (EMPTY_BG, "answered digit (blue)")]
 
     def decode(self, tokens: np.ndarray) -> np.ndarray:
-        return sudoku_digits(tokens)
+        """9x9 digits, 0 = blank."""
+        return token_digits(tokens).reshape(SIDE, SIDE)
 
     def panels(self, clues: np.ndarray, solution: np.ndarray) -> list[Panel]:
         return [sudoku_panel("puzzle", clues, clues), sudoku_panel("solution", clues, solution)]
 
     def prediction_panel(self, clues: np.ndarray, solution: np.ndarray, digits: np.ndarray) -> Panel:
         return sudoku_panel("prediction", clues, digits, solution)
+
+    def answer_panels(self, clues: np.ndarray, answer: np.ndarray, solved: bool) -> tuple[list[Panel], bool]:
+        panel = sudoku_panel("answer", clues, answer)
+        panel.verdict = solved  # a valid completion of the clues solves the puzzle
+        return [sudoku_panel("puzzle", clues, clues), panel], solved

@@ -4,17 +4,20 @@ PAD 0, EOS 1 (the row below and the column right of the grid), colour c -> c + 2
 names are `f"{task}|||t{trans}|||{colour map digits}"`. Besides the constants, this module holds what
 the ARC builder does to a task after reading it, exactly as published: augmentation (dihedral transform
 and colour permutation, duplicates dropped), puzzle naming and numbering, and rendering to token rows.
-`parse_augmentation` inverts the naming for the evaluator.
+`parse_augmentation` inverts the naming for the evaluator. The task's face is `TASK`.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from dataset.legacy_random import LegacyRandom
 from dataset.tasks.dihedral import NUM_DIHEDRAL, TRANSPOSING, dihedral_transform
+from dataset.tasks.task import Task
 
 GRID_SIZE = 30  # ARC grids are at most 30x30
 SEQ_LEN = GRID_SIZE * GRID_SIZE
@@ -29,6 +32,9 @@ SET_NAME = "all"
 PALETTE = ("#000000", "#0074D9", "#FF4136", "#2ECC40", "#FFDC00",
            "#AAAAAA", "#F012BE", "#FF851B", "#7FDBFF", "#870C25")
 AUGMENT_RETRIES_FACTOR = 5  # published: at most 5 * num_aug trials per puzzle
+BUILDER = "python -m dataset.build_arc_dataset"
+BUILDER_OPTIONS = "--input-file-prefix kaggle/combined/arc-agi"  # the files assemble_arc_data writes
+ASSEMBLE_COMMAND = "python -m dataset.assemble_arc_data --output-dir kaggle/combined"
 
 
 @dataclasses.dataclass
@@ -264,3 +270,23 @@ def render_group(task: ArcTask, split: str, rng: LegacyRandom, translate: bool) 
             np.take(luts[m], shifted[m * n:(m + 1) * n], out=tokens[m * n:(m + 1) * n])
         results.append(tokens)
     return results[0], results[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The task's face
+# ---------------------------------------------------------------------------------------------
+
+
+def build_commands(dataset_dir: str) -> str:
+    """Assembling the sources, then building: ARC-AGI-2's subsets when the directory's name says arc2."""
+    name = os.path.basename(os.path.normpath(dataset_dir)).lower()
+    subsets = "training2 evaluation2 concept --test-set-name evaluation2" if "arc2" in name else \
+        "training evaluation concept --test-set-name evaluation"
+    return (f"`{ASSEMBLE_COMMAND}` and then `{BUILDER} {BUILDER_OPTIONS} --output-dir {shlex.quote(dataset_dir)} "
+            f"--subsets {subsets}`")
+
+
+TASK = Task(
+    name="arc", title="ARC", renderer="viz.arc.ArcRenderer", vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN,
+    builder=BUILDER, builder_options=BUILDER_OPTIONS, first_build=build_commands,
+    no_transforms="ARC test sets hold their augmented copies already: the ARC evaluator votes over them.")

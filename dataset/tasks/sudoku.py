@@ -1,10 +1,15 @@
-"""Sudoku encoding (docs/builders.md, "Sudoku-Extreme"): 81 cells, row-major.
+"""Sudoku (docs/builders.md, "Sudoku-Extreme"): 81 cells, row-major; the task's face is `TASK`.
 
 Token = digit + 1: PAD 0, blank 1, digits 1..9 -> 2..10; labels with value 0 (PAD) are ignored.
-Also the rules of the grid (`is_valid_solution`) and its validity-preserving shuffles, which the builder
-augments with and test-time augmentation (training/tta.py) votes over.
+Also the rules of the grid (`is_valid_solution`, `valid_completions`), its validity-preserving shuffles,
+which the builder augments with and test-time augmentation (training/tta.py) votes over, and the text
+form of a puzzle and of a board (predict.py).
 """
 import numpy as np
+
+from dataset.tasks.permutation import TokenPermutation
+from dataset.tasks.task import Task, TextForm
+from utils.errors import ConfigError
 
 SIDE = 9
 BLOCK = 3
@@ -20,6 +25,12 @@ QUESTION_CHARS = ".0123456789"  # "." and "0" both mean blank
 ANSWER_CHARS = "123456789"
 BLANK_CHAR = "."  # what the offline generator writes for a blank, as Sudoku-Extreme does
 DIGIT_OF = {".": 0, **{str(d): d for d in range(10)}}  # character -> digit (blank 0)
+BOARD_SEPARATORS = "|-+"  # the lines of a pasted board, as `format_board` prints them
+
+
+def token_digits(tokens: np.ndarray) -> np.ndarray:
+    """Tokens -> digits of the same shape, 0 = blank (PAD and -100 also read as blank)."""
+    return np.clip(np.asarray(tokens, dtype=np.int64) - DIGIT_OFFSET, 0, SIDE)
 
 
 def sudoku_units(grids: np.ndarray) -> np.ndarray:
@@ -64,3 +75,59 @@ def apply_shuffles(grids: np.ndarray, digit_maps: np.ndarray, sources: np.ndarra
     """Apply shuffle i to grid i: (B, 81) -> (B, 81)."""
     moved = np.take_along_axis(grids, sources, axis=1)
     return np.take_along_axis(digit_maps, moved.astype(np.int64), axis=1).astype(grids.dtype)
+
+
+def tta_transforms(count: int, rng: np.random.Generator) -> list[TokenPermutation]:
+    """The builder's shuffles, on tokens: PAD and blank stay, digit tokens are relabelled."""
+    digit_maps, sources = random_shuffles(rng, count)
+    token_maps = np.concatenate([np.zeros((count, 1), dtype=np.int64), digit_maps + DIGIT_OFFSET], axis=1)
+    return [TokenPermutation(sources[i], token_maps[i]) for i in range(count)]
+
+
+def valid_completions(answers: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """(C, B, 81) answer tokens, (B, 81) input tokens -> (C, B): a valid solved grid agreeing with every clue."""
+    valid = is_valid_solution(token_digits(answers).reshape(-1, SEQ_LEN)).reshape(answers.shape[:2])
+    clues = inputs > BLANK_TOKEN
+    return valid & ((answers == inputs[None]) | ~clues[None]).all(-1)
+
+
+def is_solved(puzzle: np.ndarray, answer: np.ndarray) -> bool:
+    """A valid completion of the clues (a Sudoku-Extreme puzzle has one: its solution)."""
+    return bool(valid_completions(np.asarray(answer)[None, None], np.asarray(puzzle)[None])[0, 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Text form
+# ---------------------------------------------------------------------------------------------
+def parse_cells(text: str, where: str) -> np.ndarray:
+    """81 cells -> tokens (digit + 1, blank 1); spaces and board lines are ignored."""
+    cells = [c for c in text if not c.isspace() and c not in BOARD_SEPARATORS]
+    for i, char in enumerate(cells):
+        if char not in QUESTION_CHARS:
+            raise ConfigError(f"{where}: {char!r} at cell {i + 1} (row {i // SIDE + 1}, column "
+                              f"{i % SIDE + 1}) is not a Sudoku cell; use digits 1-9 and . or 0 for blanks.")
+    if len(cells) != SEQ_LEN:
+        raise ConfigError(f"{where} has {len(cells)} cells, expected {SEQ_LEN} (9 rows of 9: digits 1-9, "
+                          ". or 0 for blanks).")
+    return np.array([DIGIT_OF[c] for c in cells], dtype=np.int64) + DIGIT_OFFSET
+
+
+def format_board(tokens: np.ndarray) -> str:
+    """A 9x9 board with 3x3 boxes; `.` where the model answered no digit."""
+    digits = token_digits(tokens).reshape(SIDE, SIDE)
+    lines = []
+    for r in range(SIDE):
+        if r and r % BLOCK == 0:
+            lines.append("+".join("-" * (2 * BLOCK + (0 < b < 2)) for b in range(3)))
+        boxes = [" ".join(str(d) if d else "." for d in digits[r, b:b + BLOCK]) for b in range(0, SIDE, BLOCK)]
+        lines.append(" | ".join(boxes))
+    return "\n".join(lines)
+
+
+TASK = Task(
+    name="sudoku", title="Sudoku", renderer="viz.sudoku.SudokuRenderer", vocab_size=VOCAB_SIZE, seq_len=SEQ_LEN,
+    builder="python dataset/build_sudoku_dataset.py", transforms=tta_transforms,
+    valid_completions=valid_completions, is_solved=is_solved,
+    text=TextForm(placeholder='"<81 cells>"', from_file=False, parse=parse_cells, parse_csv=parse_cells,
+                  format=format_board, verdicts=("valid: no (not a valid completion of the clues)",
+                                                 "valid: yes (a valid completion of the clues)")))
