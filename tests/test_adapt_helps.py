@@ -33,12 +33,13 @@ import torch
 
 from dataset.build_arc_dataset import ArcBuildConfig, build_arc_dataset
 from kaggle import adapt
+from rundir.layout import weight_steps, weights_path
+from rundir.states import safe_load
 from tests.helpers import compose_config, cpu_context
 from training.loop import train
 from training.state import PUZZLE_EMB_KEY
-from utils.checkpoint import safe_load, strip_compiled_prefix
+from utils.checkpoint import strip_compiled_prefix
 from utils.config import parse_config
-from utils.run_files import weight_steps, weights_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # two tiny trainings: 1-2 minutes on 2 cores
 

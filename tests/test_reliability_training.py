@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import training.loop
+from rundir.layout import list_train_states
 from tests.helpers import TINY_ARCH, compose_config, cpu_context
-from utils.checkpoint import list_train_states
 from utils.config import parse_config
 from utils.errors import NonFiniteLossError
 

@@ -17,6 +17,7 @@ from dataset.common import PuzzleDatasetMetadata, load_metadata
 from dataset.puzzle_dataset import exposed_set_name
 from models.losses import COUNT, act_metrics
 from models.registry import load_model_class
+from rundir.layout import evaluator_dir, outputs_path
 from training.data import to_device
 from training.tta import TokenPermutation, tta_metric_sums
 from utils.atomic import write_atomically
@@ -24,7 +25,6 @@ from utils.config import EvaluatorConfig
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, broadcast_object, reduce_to_main
 from utils.errors import ConfigError
-from utils.run_files import evaluator_dir, outputs_path
 
 
 # ---------------------------------------------------------------------------------------------
