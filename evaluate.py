@@ -26,24 +26,37 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dataset.common import PuzzleDatasetMetadata
 from dataset.puzzle_dataset import merge_metadata
+from evaluators.arc import SUBMISSION_FILE
 from evaluators.base import EvaluatorConfig
 from models.weights import build_model, load_weights
+from rundir.hub import is_hub_path, parse_hub_path, resolve_hub_checkpoint
+from rundir.layout import (
+    BEST_WEIGHTS,
+    CONFIG_FILE,
+    EVAL_DIR_PREFIX,
+    EVAL_METRICS_FILE,
+    WEIGHTS_PATTERN,
+    config_beside,
+    default_eval_dir,
+    list_train_states,
+    run_dir_of,
+    weight_steps,
+    weights_path,
+    weights_step,
+)
+from rundir.states import load_train_state, safe_load
 from training.best import read_best
 from training.config import PretrainConfig, parse_config
 from training.data import create_dataloader, has_split, split_paths
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
-from training.loop import seed_everything
 from training.tta import TTA_METRIC, TTA_VALID_METRIC, tta_transforms
 from utils.atomic import write_atomically
-from utils.checkpoint import list_train_states, safe_load
 from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
 from utils.device import should_compile
 from utils.distributed import DistContext, destroy_distributed, init_distributed
 from utils.errors import CheckpointError, ConfigError
-from utils.hub import is_hub_path, parse_hub_path, resolve_hub_checkpoint
-from utils.run_files import BEST_WEIGHTS, CONFIG_FILE, WEIGHTS_FILE, weight_steps, weights_path
+from utils.random_state import seed_everything
 
-METRICS_JSON = "metrics.json"  # what evaluate.py writes into its output_dir
 PATH_KEYS = ("checkpoint", "config", "output_dir", "device")  # taken as written (no YAML parsing of paths)
 
 
@@ -53,9 +66,9 @@ class EvaluateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: str = Field(
-        description="weights file (`step_N`, ours or published), a run directory (see `which`), or "
+        description=f"weights file (`{WEIGHTS_PATTERN}`, ours or published), a run directory (see `which`), or "
                     "hf://OWNER/REPO/...")
-    config: str | None = Field(None, description="training config; null = all_config.yaml beside the checkpoint")
+    config: str | None = Field(None, description=f"training config; null = {CONFIG_FILE} beside the checkpoint")
     data_paths: list[str] | None = Field(None,
         description="evaluate on other built datasets; null = the training config's")
     evaluators: list[EvaluatorConfig] | None = Field(None,
@@ -63,7 +76,7 @@ class EvaluateConfig(BaseModel):
     save_outputs: list[str] = Field([],
         description="raw outputs to save, e.g. [inputs, labels, puzzle_identifiers, preds, q_halt_logits]")
     output_dir: str | None = Field(None,
-        description="where the outputs go; null = eval_<checkpoint name> beside the checkpoint")
+        description=f"where the outputs go; null = {EVAL_DIR_PREFIX}<checkpoint name> beside the checkpoint")
     device: str = Field("auto", description=DEVICE_HELP)
     global_batch_size: int | None = Field(None,
         description="examples per evaluation batch, over all processes; null = the training batch size")
@@ -73,7 +86,8 @@ class EvaluateConfig(BaseModel):
         description="Sudoku/Maze: also answer under K transforms and vote (<set>/tta_exact_accuracy)")
     tta_sudoku_check: bool = Field(False,
         description="Sudoku, with tta: prefer valid completions (<set>/tta_valid_exact_accuracy)")
-    which: Literal["last", "best"] = Field("last", description="for a run directory: its newest step_N, or step_best")
+    which: Literal["last", "best"] = Field(
+        "last", description=f"for a run directory: its newest {WEIGHTS_PATTERN}, or {BEST_WEIGHTS}")
     compile: bool | None = Field(None, description="torch.compile; null = on CUDA only (as in training)")
     overwrite: bool = Field(False, description="replace the outputs of an earlier evaluation in output_dir")
     num_workers: Literal[0, 1] = Field(1, description="data loader worker processes (0 = load in the main process)")
@@ -101,11 +115,12 @@ def resolve_checkpoint(path: str, which: str = "last", need_config: bool = True)
             return best
         steps = weight_steps(path)
         if not steps:
-            raise CheckpointError(f"{path} is a directory without step_N weight files; give checkpoint=PATH/step_N.")
+            raise CheckpointError(f"{path} is a directory without {WEIGHTS_PATTERN} weight files; give "
+                                  f"checkpoint=PATH/{WEIGHTS_PATTERN}.")
         return weights_path(path, steps[-1])
     if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint {path} does not exist: give a step_N weights file, a run directory "
-                              "or an hf:// path.")
+        raise CheckpointError(f"Checkpoint {path} does not exist: give a {WEIGHTS_PATTERN} weights file, a run "
+                              "directory or an hf:// path.")
     return path
 
 
@@ -113,10 +128,10 @@ def checkpoint_step(path: str) -> int:
     """N of a `step_N` file (names the outputs, as in training), the best step for `step_best`; 0 otherwise."""
     name = os.path.basename(path)
     if name == BEST_WEIGHTS:
-        best = read_best(os.path.dirname(os.path.abspath(path)))
+        best = read_best(run_dir_of(path))
         return best["step"] if best else 0
-    match = WEIGHTS_FILE.fullmatch(name)
-    return int(match.group(1)) if match else 0
+    step = weights_step(name)
+    return step if step is not None else 0
 
 
 def default_output_dir(args: EvaluateConfig, checkpoint: str) -> str:
@@ -124,7 +139,7 @@ def default_output_dir(args: EvaluateConfig, checkpoint: str) -> str:
     if is_hub_path(args.checkpoint):
         repo_id, filename, _ = parse_hub_path(args.checkpoint)
         return os.path.join("evals", repo_id.replace("/", "--"), filename.replace("/", "--"))
-    return os.path.join(os.path.dirname(os.path.abspath(checkpoint)), f"eval_{os.path.basename(checkpoint)}")
+    return default_eval_dir(checkpoint)
 
 
 @dataclass
@@ -141,7 +156,7 @@ class EvaluationPlan:
 
 def load_plan(args: EvaluateConfig, checkpoint: str) -> EvaluationPlan:
     """The run's training config (validated as training validated it) and this command's overrides."""
-    path = args.config or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), CONFIG_FILE)
+    path = args.config or config_beside(checkpoint)
     if not os.path.isfile(path):
         raise ConfigError(f"No training config at {path}. The trainer writes {CONFIG_FILE} into the run directory; "
                           f"point at it with config=PATH/{CONFIG_FILE}.")
@@ -175,7 +190,8 @@ def build_and_load(plan: EvaluationPlan, checkpoint: str, test_metadata, ctx: Di
     head = build_model(plan.train_config.arch, metadata, plan.global_batch_size // ctx.world_size, ctx.device)
     state_dict = safe_load(checkpoint, mmap=True)  # mapped: published ARC checkpoints are ~2 GB
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"{checkpoint} is not a weights file (a state dict of tensors); give a step_N file.")
+        raise CheckpointError(f"{checkpoint} is not a weights file (a state dict of tensors); give a "
+                              f"{WEIGHTS_PATTERN} file.")
     try:
         load_weights(head, state_dict)
     except (ValueError, RuntimeError) as err:
@@ -188,10 +204,9 @@ def trained_metadata(checkpoint: str, plan: EvaluationPlan):
 
     The run's training states record it; else the training config's own dataset, if it is here.
     """
-    run_dir = os.path.dirname(os.path.abspath(checkpoint))
-    states = list_train_states(run_dir)
+    states = list_train_states(run_dir_of(checkpoint))
     if states:
-        saved = safe_load(os.path.join(states[-1][1], "state.pt"), mmap=True)["train_metadata"]
+        saved = load_train_state(states[-1][1], mmap=True)["train_metadata"]
         return PuzzleDatasetMetadata(**saved), states[-1][1]
     original = plan.train_config.data_paths
     if has_split(original, "train"):
@@ -212,7 +227,7 @@ def check_dataset_fits(checkpoint: str, plan: EvaluationPlan, test_metadata) -> 
 
 
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
-    path = os.path.join(output_dir, METRICS_JSON)
+    path = os.path.join(output_dir, EVAL_METRICS_FILE)
     if os.path.exists(path) and not overwrite:
         raise ConfigError(f"{path} already exists (an earlier evaluation): pass overwrite=true to replace its "
                           "outputs, or output_dir=DIR for a new one.")
@@ -246,8 +261,8 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
     if not ctx.is_main:
         return None
     flat = flatten_metrics(results)
-    write_atomically(os.path.join(output_dir, METRICS_JSON), lambda f: json.dump({"step": step, **flat}, f, indent=1),
-                     mode="w")
+    write_atomically(os.path.join(output_dir, EVAL_METRICS_FILE),
+                     lambda f: json.dump({"step": step, **flat}, f, indent=1), mode="w")
     print_report(results, output_dir, step, evaluators)
     return flat
 
@@ -269,9 +284,9 @@ def print_report(results: dict, output_dir: str, step: int, evaluators: list) ->
     for key, value in results.items():
         if not isinstance(value, dict):
             print(f"{key} {value:.4f}")
-    print(f"Metrics written to {quoted(os.path.join(output_dir, METRICS_JSON))}")
+    print(f"Metrics written to {quoted(os.path.join(output_dir, EVAL_METRICS_FILE))}")
     for entry in evaluators:
-        path = os.path.join(entry.output_dir(output_dir, step), "submission.json")
+        path = os.path.join(entry.output_dir(output_dir, step), SUBMISSION_FILE)
         if os.path.isfile(path):
             print(f"Submission written to {quoted(path)}")
 

@@ -32,9 +32,16 @@ from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata
 from dataset.tasks import TASKS, Task, task_of
 from evaluate import EvaluateConfig, EvaluationPlan, build_and_load, load_plan, resolve_checkpoint, trained_metadata
 from models.weights import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, strip_compiled_prefix, weights_vocab_size
+from rundir.layout import BEST_WEIGHTS, CONFIG_FILE, WEIGHTS_PATTERN
+from rundir.states import safe_load
 from training.evaluation import run_act_with_steps
-from training.tta import EligibleCheck, tta_candidates, tta_transforms, valid_completions_check, vote
-from utils.checkpoint import safe_load
+from training.tta import (
+    EligibleCheck,
+    tta_candidates,
+    tta_transforms,
+    valid_completions_check,
+    vote,
+)
 from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
 from utils.device import select_device
 from utils.distributed import DistContext
@@ -55,9 +62,10 @@ class PredictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint: str = Field(
-        description="weights file (`step_N`), a run directory (see `which`), or hf://OWNER/REPO/...")
-    which: Literal["last", "best"] = Field("last", description="for a run directory: its newest step_N, or step_best")
-    config: str | None = Field(None, description="training config; default: all_config.yaml beside the checkpoint")
+        description=f"weights file (`{WEIGHTS_PATTERN}`), a run directory (see `which`), or hf://OWNER/REPO/...")
+    which: Literal["last", "best"] = Field(
+        "last", description=f"for a run directory: its newest {WEIGHTS_PATTERN}, or {BEST_WEIGHTS}")
+    config: str | None = Field(None, description=f"training config; default: {CONFIG_FILE} beside the checkpoint")
     sudoku: str | None = Field(None, description="one Sudoku: 81 cells, digits 1-9 and `.` or `0` for blanks")
     maze: str | None = Field(None, description="a text file: one maze of 30 lines x 30 characters of `# SGo`")
     input: str | None = Field(None, description="a CSV file of puzzles, one a line (a `question` column, or the first)")

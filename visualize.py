@@ -16,6 +16,7 @@ import argparse
 import sys
 from typing import Optional
 
+from rundir.layout import CURVES_FILE, METRICS_FILE, OUTPUTS_PATTERN
 from utils.cli import DefaultsHelpFormatter, new_parser, positive_int, quoted
 from utils.errors import UserFacingError
 from viz import RENDERERS, build_sheet, plot_curves, write_sheet
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     puzzles.add_argument("--split", default="test", choices=("train", "test"),
                          help="split to draw (default: %(default)s)")
     puzzles.add_argument("--outputs", default=None,
-                         help="saved evaluation outputs: a step_N_all_preds.R file, or a run directory (latest step); "
+                         help=f"saved evaluation outputs: a {OUTPUTS_PATTERN} file, or a run directory (latest step); "
                               "default: none, puzzles and labels only")
     puzzles.add_argument("--submission", default=None,
                          help="ARC only: an evaluator submission.json (attempts 1 and 2); default: none")
@@ -44,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     puzzles.add_argument("--out", action="append", default=None,
                          help=f".html or .png file; repeat for both (default: {DEFAULT_PICTURES})")
 
-    curves = commands.add_parser("curves", help="plot training curves from metrics.jsonl (PNG)",
+    curves = commands.add_parser("curves", help=f"plot training curves from {METRICS_FILE} (PNG)",
                                  formatter_class=DefaultsHelpFormatter)
-    curves.add_argument("metrics", help="run directory (checkpoint_path) or its metrics.jsonl")
-    curves.add_argument("--out", default=None, help="PNG path (default: curves.png beside metrics.jsonl)")
+    curves.add_argument("metrics", help=f"run directory (checkpoint_path) or its {METRICS_FILE}")
+    curves.add_argument("--out", default=None, help=f"PNG path (default: {CURVES_FILE} beside {METRICS_FILE})")
     return parser
 
 

@@ -34,6 +34,7 @@ from dataset.tasks.dihedral import DIHEDRAL_INVERSE, NUM_DIHEDRAL, TRANSPOSING, 
 from utils.errors import ConfigError
 
 KEY_HEADER = 2  # a grid key starts with the bytes [rows, cols]
+SUBMISSION_FILE = "submission.json"  # in the evaluator's directory of each evaluation
 EMPTY_SUBMISSION_GRID = [[0]]  # Kaggle needs a non-empty grid for every attempt
 # What a rank sends to rank 0: (grid keys by local id, votes (n, 3), confidences (n,)).
 Payload = tuple[list[bytes], np.ndarray, np.ndarray]
@@ -232,7 +233,7 @@ class ARC:
 
         if save_path is not None:
             os.makedirs(save_path, exist_ok=True)
-            write_json(os.path.join(save_path, "submission.json"), submission)
+            write_json(os.path.join(save_path, SUBMISSION_FILE), submission)
         num_tasks = max(len(self.task_names), 1)
         return {f"ARC/pass@{k}": float(score / num_tasks) for k, score in zip(self.pass_Ks, scores)}
 

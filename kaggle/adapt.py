@@ -39,16 +39,23 @@ from dataset.build_arc_dataset import (
     load_subset,
 )
 from dataset.tasks import arc
+from evaluators.arc import SUBMISSION_FILE
+from rundir.layout import (
+    CONFIG_FILE,
+    EVAL_METRICS_FILE,
+    METRICS_FILE,
+    WEIGHTS_PATTERN,
+    config_beside,
+    evaluator_dir,
+    weight_steps,
+)
 from training.config import PretrainConfig, parse_config
 from utils.atomic import read_json_if_present, write_atomically
 from utils.cli import exit_with_message, new_parser, quoted
 from utils.errors import CheckpointError, ConfigError, DatasetError, UserFacingError
-from utils.run_files import CONFIG_FILE, METRICS_FILE, evaluator_dir, weight_steps
 
 SUBSET = "adapt"  # the subset name the tasks are given under to the builder (its test set)
 MANIFEST = "adapt.json"
-SUBMISSION = "submission.json"
-METRICS = "metrics.json"
 # Defaults sized for a Kaggle-like budget: the published 1000 augmentations per task; 10000 epochs of the
 # ~120 ARC-AGI-2 evaluation tasks at the published batch of 768 are about 5000 steps (estimated from the
 # step formula, not timed: no GPU was at hand; reduce --epochs for a smaller budget).
@@ -66,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--solutions", default=None,
                         help="their test outputs (task id -> list of grids), to report pass@k (default: none)")
     parser.add_argument("--checkpoint", required=True,
-                        help="the pretrained ARC model: a step_N weights file with all_config.yaml beside it, "
-                             "a run directory (its newest step_N), or hf://OWNER/REPO/PATH/step_N")
+                        help=f"the pretrained ARC model: a {WEIGHTS_PATTERN} weights file with {CONFIG_FILE} beside "
+                             f"it, a run directory (its newest {WEIGHTS_PATTERN}), or hf://OWNER/REPO/PATH/{WEIGHTS_PATTERN}")
     parser.add_argument("--output-dir", required=True, help="where everything is written (created; reused if rerun)")
     parser.add_argument("--num-aug", type=int, default=DEFAULT_NUM_AUG,
                         help="augmented copies per task, as the ARC builder's --num-aug")
@@ -169,9 +176,9 @@ def pretrained_weights(checkpoint: str) -> tuple[str, str]:
     """(weights file, its training config) of the pretrained checkpoint; an error unless it is an ARC model."""
     from evaluate import resolve_checkpoint
     from models.weights import strip_compiled_prefix, weights_vocab_size
-    from utils.checkpoint import safe_load
+    from rundir.states import safe_load
     weights = resolve_checkpoint(checkpoint)
-    config_path = os.path.join(os.path.dirname(os.path.abspath(weights)), CONFIG_FILE)
+    config_path = config_beside(weights)
     if not os.path.isfile(config_path):
         raise CheckpointError(f"No {CONFIG_FILE} beside {weights}: the adaptation builds the model the checkpoint "
                               "was trained as; put the run's config beside the weights.")
@@ -206,11 +213,11 @@ def adaptation_config(args: argparse.Namespace, keys: list[str], weights: str, c
 def final_submission(run_dir: str) -> tuple[str, int]:
     """The ARC evaluator's submission of the run's last evaluation, and its step."""
     found = sorted((step, evaluator_dir(run_dir, "ARC", step)) for step in weight_steps(run_dir)
-                   if os.path.isfile(os.path.join(evaluator_dir(run_dir, "ARC", step), SUBMISSION)))
+                   if os.path.isfile(os.path.join(evaluator_dir(run_dir, "ARC", step), SUBMISSION_FILE)))
     if not found:
         raise CheckpointError(f"{run_dir} holds no ARC evaluation: the fine-tuning ended before evaluating.")
     step, path = found[-1]
-    return os.path.join(path, SUBMISSION), step
+    return os.path.join(path, SUBMISSION_FILE), step
 
 
 def logged_scores(run_dir: str, step: int) -> dict:
@@ -227,14 +234,14 @@ def write_outputs(out: str, run_dir: str, last_eval: dict | None, has_solutions:
     source, step = final_submission(run_dir)
     with open(source, "rb") as f:
         submission = f.read()
-    write_atomically(os.path.join(out, SUBMISSION), lambda f: f.write(submission))
+    write_atomically(os.path.join(out, SUBMISSION_FILE), lambda f: f.write(submission))
     scores = {k: v for k, v in (last_eval or {}).items() if k.startswith("ARC/")}
     if not scores:  # resumed after the final evaluation: its scores are in the run's log
         scores = logged_scores(run_dir, step)
     metrics = {"step": step, **scores}
     if not has_solutions:
         metrics = {"step": step, "note": "no --solutions: pass@k not computed"}
-    write_atomically(os.path.join(out, METRICS), lambda f: json.dump(metrics, f, indent=1), mode="w")
+    write_atomically(os.path.join(out, EVAL_METRICS_FILE), lambda f: json.dump(metrics, f, indent=1), mode="w")
 
 
 def prepare(args: argparse.Namespace, keys: list[str]) -> tuple[dict, tuple[str, str]]:
@@ -277,8 +284,8 @@ def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
             raise error
         if "submission" in manifest["stages"]:
             if ctx.is_main:
-                print(f"Already complete: {quoted(os.path.join(out, SUBMISSION))}")
-            with open(os.path.join(out, METRICS)) as f:
+                print(f"Already complete: {quoted(os.path.join(out, SUBMISSION_FILE))}")
+            with open(os.path.join(out, EVAL_METRICS_FILE)) as f:
                 return json.load(f)
         # Every rank resolves the checkpoint itself (a hub download lands in each machine's own cache).
         weights, config_path = pretrained if pretrained is not None else pretrained_weights(args.checkpoint)
@@ -289,15 +296,15 @@ def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
         last_eval = train(config, ctx)
         if not ctx.is_main:
             return {}
-        print(f"[3/3] Writing {quoted(os.path.join(out, SUBMISSION))}")
+        print(f"[3/3] Writing {quoted(os.path.join(out, SUBMISSION_FILE))}")
         write_outputs(out, config.checkpoint_path, last_eval, args.solutions is not None)
         manifest["stages"] = sorted(set(manifest["stages"]) | {"adapt", "submission"})
         write_manifest(out, manifest)
-        with open(os.path.join(out, METRICS)) as f:
+        with open(os.path.join(out, EVAL_METRICS_FILE)) as f:
             metrics = json.load(f)
-        print(f"submission: {quoted(os.path.join(out, SUBMISSION))}")
+        print(f"submission: {quoted(os.path.join(out, SUBMISSION_FILE))}")
         scores = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        print(f"metrics: {quoted(os.path.join(out, METRICS))}  {scores}")
+        print(f"metrics: {quoted(os.path.join(out, EVAL_METRICS_FILE))}  {scores}")
         print(f"run: {quoted(config.checkpoint_path)}")
         return metrics
     finally:

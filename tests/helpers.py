@@ -13,11 +13,11 @@ from models.losses import ACTLossHead
 from models.registry import load_model_class
 from models.weights import build_model, load_weights
 from pretrain import compose_config  # noqa: F401  (re-exported: the tests compose as pretrain.py does)
+from rundir.layout import METRICS_FILE
 from training.config import PretrainConfig
 from training.loop import gradients as fixture_gradients  # the fixtures name gradients as training does
 from utils.cli import REPO_ROOT  # noqa: F401  (re-exported: where the tests find the entry points)
 from utils.distributed import DistContext
-from utils.run_files import METRICS_FILE
 
 # A tiny TRM for CPU runs (two ACT steps, float32).
 TINY_ARCH = ["arch.hidden_size=32", "arch.num_heads=2", "arch.L_layers=1", "arch.H_cycles=1", "arch.L_cycles=1",

@@ -34,11 +34,11 @@ import torch
 from dataset.build_arc_dataset import ArcBuildConfig, build_arc_dataset
 from kaggle import adapt
 from models.weights import PUZZLE_EMB_KEY, strip_compiled_prefix
+from rundir.layout import weight_steps, weights_path
+from rundir.states import safe_load
 from tests.helpers import compose_config, cpu_context
 from training.config import parse_config
 from training.loop import train
-from utils.checkpoint import safe_load
-from utils.run_files import weight_steps, weights_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]  # two tiny trainings: 1-2 minutes on 2 cores
 

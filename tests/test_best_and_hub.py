@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import evaluate as evaluate_cli
+from rundir.layout import BEST_FILE, BEST_WEIGHTS, CONFIG_FILE
 from tests.helpers import TINY_EVAL_ARCH, compose_config, cpu_context, offline_hub_folder, read_metrics
 from training.best import best_on_resume, improves
 from training.config import parse_config
 from training.loop import train
 from utils.errors import CheckpointError, ConfigError
-from utils.run_files import BEST_FILE, BEST_WEIGHTS, CONFIG_FILE
 
 pytestmark = pytest.mark.integration  # whole (tiny) runs
 

@@ -39,6 +39,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from models.recursive_reasoning.common import ACTModel, RecursiveInner
 from models.weights import build_model, load_weights
+from rundir.layout import weights_path
+from rundir.states import safe_load
 from tests.helpers import REPO_ROOT, compose_config, cpu_context
 from training import loop
 from training.checkpointing import restore_training_state, save_checkpoint, save_weights
@@ -46,9 +48,8 @@ from training.config import parse_config
 from training.data import create_dataloader, split_paths
 from training.evaluation import evaluate
 from training.state import evaluation_model, init_train_state, update_ema
-from utils.checkpoint import safe_load
 from utils.distributed import DistContext
-from utils.run_files import weights_path
+from utils.random_state import seed_everything
 
 # Tiny versions of every architecture (README "Ablations and baselines", "Latent Meta Attention").
 TINY = ["arch.hidden_size=32", "arch.num_heads=2", "arch.expansion=2", "arch.halt_max_steps=2"]
@@ -108,7 +109,7 @@ def test_bf16_training(arch, copy_task, one_thread):
                          "lr_warmup_steps=1")
     assert config.arch.model_keys["forward_dtype"] == "bfloat16"  # the default, not overridden
     batches, metadata = train_batches(config, epochs)
-    loop.seed_everything(config.seed)
+    seed_everything(config.seed)
     ctx = cpu_context()
     state = init_train_state(config, metadata, ctx)
     logged = [loop.train_batch(config, state, batch, size, ctx) for batch, size in batches]
@@ -364,7 +365,7 @@ def test_the_simulator_itself():
 def run_steps(config, ctx, batches, steps: int, state=None, metadata=None, watch=None) -> tuple[object, list]:
     """`steps` training steps as the trainer takes them (a fresh seeded state unless given); the logged metrics."""
     if state is None:
-        loop.seed_everything(config.seed)
+        seed_everything(config.seed)
         state = init_train_state(config, metadata, ctx)
     logged = []
     for batch, size in batches[:steps]:

@@ -16,13 +16,14 @@ from torch._dynamo.eval_frame import OptimizedModule
 from torch._dynamo.utils import counters
 
 from models.recursive_reasoning.common import RecursiveInner
+from rundir.layout import outputs_path
 from tests.helpers import TINY_ARCH, build_head, compose_config, cpu_context, train_metadata
 from training import loop
 from training.config import parse_config
 from training.data import create_dataloader, split_paths
 from training.evaluation import evaluate
 from training.state import evaluation_model, init_train_state, update_ema
-from utils.run_files import outputs_path
+from utils.random_state import seed_everything
 
 # TINY_ARCH with two H cycles, so that the gradient-free cycle (`torch.no_grad()` inside the step) is compiled too.
 COMPILE_ARCH = [*(o for o in TINY_ARCH if not o.startswith("arch.H_cycles")), "arch.H_cycles=2"]
@@ -136,7 +137,7 @@ def train_steps(config) -> tuple:
     ctx = cpu_context()
     loader, metadata = create_dataloader(config.data_paths, "train", ctx, seed=config.seed, global_batch_size=BATCH,
                                          num_workers=0)
-    loop.seed_everything(config.seed)  # the same initial weights for both runs
+    seed_everything(config.seed)  # the same initial weights for both runs
     state = init_train_state(config, metadata, ctx)
     state.model.train()
     logged = []

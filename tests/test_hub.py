@@ -1,4 +1,4 @@
-"""hf:// checkpoints (utils/hub.py), without network: a hub cache laid out in tmp_path, HF_HUB_OFFLINE on.
+"""hf:// checkpoints (rundir/hub.py), without network: a hub cache laid out in tmp_path, HF_HUB_OFFLINE on.
 
 huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE into `huggingface_hub.constants` at import time and looks
 them up there on each call, so the fixture patches those attributes (and the environment, for anything that reads
@@ -14,11 +14,11 @@ import pytest
 import torch
 from huggingface_hub import constants, errors
 
+from rundir.hub import HUB_SCHEME, is_hub_path, parse_hub_path, resolve_hub_checkpoint
+from rundir.layout import CONFIG_FILE
+from rundir.states import safe_load
 from tests.helpers import offline_hub_folder
-from utils.checkpoint import safe_load
 from utils.errors import CheckpointError
-from utils.hub import HUB_SCHEME, is_hub_path, parse_hub_path, resolve_hub_checkpoint
-from utils.run_files import CONFIG_FILE
 
 REPO = "arcprize/trm_arc_prize_verification"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

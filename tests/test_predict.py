@@ -12,12 +12,12 @@ import predict
 from dataset.common import IGNORE_LABEL_ID
 from dataset.generated import build_generated_dataset
 from dataset.tasks import maze, sudoku
+from rundir.layout import CONFIG_FILE, weight_steps, weights_path
 from tests.helpers import TINY_EVAL_ARCH, build_head, compose_config, cpu_context, train_metadata
 from training.config import parse_config
 from training.evaluation import run_act_all_steps
 from training.loop import train
 from utils.errors import ConfigError
-from utils.run_files import CONFIG_FILE, weight_steps, weights_path
 
 MAZE_CHARS = np.array(["?", *maze.CHARSET])  # token -> character (PAD as ?)
 

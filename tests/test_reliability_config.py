@@ -28,7 +28,7 @@ def test_in_range_values_are_accepted():
 # Finding 9 (and 8's load_checkpoint case): messages that say what is wrong, never unsafe advice
 # ---------------------------------------------------------------------------------------------
 def test_resume_from_a_run_directory_says_to_name_a_state(tmp_path):
-    from utils.checkpoint import load_train_state
+    from rundir.states import load_train_state
     from utils.errors import CheckpointError
     (tmp_path / "train_state_step_4").mkdir()
     (tmp_path / "step_4").write_bytes(b"")
@@ -40,7 +40,7 @@ def test_resume_from_a_run_directory_says_to_name_a_state(tmp_path):
 
 
 def test_random_file_as_checkpoint_gives_no_unsafe_advice(tmp_path):
-    from utils.checkpoint import safe_load
+    from rundir.states import safe_load
     from utils.errors import CheckpointError
     path = tmp_path / "notes.txt"
     path.write_text("these are not weights\n")

@@ -13,13 +13,13 @@ import time
 import pytest
 import torch
 
+from rundir.layout import LOCK_FILE, WANDB_ID_FILE, list_train_states, lock_path
+from rundir.lock import STALE_AFTER_S, RunLock
+from rundir.metrics import RunLogger, truncate_metrics
 from tests.helpers import REPO_ROOT, TINY_ARCH, compose_config, cpu_context, read_metrics
 from training.config import parse_config
-from utils.checkpoint import list_train_states
 from utils.distributed import DistContext, all_reduce_sum, any_rank, barrier, collective_error, init_distributed
 from utils.errors import CollectiveError, ConfigError, RunLockedError, UserFacingError
-from utils.run_lock import LOCK_FILE, STALE_AFTER_S, RunLock, lock_path
-from utils.run_logging import WANDB_ID_FILE, RunLogger, truncate_metrics
 
 # 64 puzzles / batch 16 = 4 steps per epoch; 4 epochs in 2 iterations = 16 steps, an eval at step 8.
 RUN = [*TINY_ARCH, "global_batch_size=16", "epochs=4", "eval_interval=2", "lr=1e-3", "lr_warmup_steps=3",
@@ -279,7 +279,7 @@ class FakeWandbRun:
 
 
 def test_wandb_run_id_is_persisted_and_reused(tmp_path, monkeypatch):
-    import utils.run_logging
+    import rundir.metrics
     calls, runs = [], []
 
     def fake_init(**kwargs):  # a resumed wandb run already has steps 0..7 (the same values: a resume is exact)
@@ -287,7 +287,7 @@ def test_wandb_run_id_is_persisted_and_reused(tmp_path, monkeypatch):
         runs.append(FakeWandbRun(starting_step=8 if len(calls) == 2 else 0))
         return runs[-1]
 
-    monkeypatch.setattr(utils.run_logging.wandb, "init", fake_init)
+    monkeypatch.setattr(rundir.metrics.wandb, "init", fake_init)
 
     def logger(resume_step=None, mode="offline"):
         return RunLogger(str(tmp_path), "p", "r", {}, mode, resume_step=resume_step)

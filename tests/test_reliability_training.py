@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import training.loop
+from rundir.layout import list_train_states
 from tests.helpers import TINY_ARCH, compose_config, cpu_context
 from training.config import parse_config
-from utils.checkpoint import list_train_states
 from utils.errors import NonFiniteLossError
 
 pytestmark = pytest.mark.integration  # whole (tiny) runs

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+from rundir.states import load_rank_state, save_file_synced
 from tests.helpers import REPO_ROOT, TINY_ARCH, read_metrics
-from utils.checkpoint import load_rank_state, save_file_synced
 from utils.errors import CheckpointError
 
 # 64 puzzles (one example each, puzzle identifiers 1..64) / batch 16: 4 steps per epoch, 16 steps in all.

@@ -42,7 +42,8 @@ def option_runs(copy_task, tmp_path_factory):
     """run(overrides): one short training run per option set (cached: cases share the default run), with the
     model as built and its initial weights, the final step_N weights and the final training state."""
     import training.loop
-    from utils.checkpoint import list_train_states, load_rank_state, load_train_state
+    from rundir.layout import list_train_states
+    from rundir.states import load_rank_state, load_train_state
     runs = {}
 
     def run(overrides: tuple[str, ...]) -> dict:

@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from rundir.metrics import RunLogger, resolve_wandb_mode
 from utils.device import select_device, should_compile, wide_float_dtype
 from utils.distributed import (
     DistContext,
@@ -21,7 +22,6 @@ from utils.distributed import (
     init_distributed,
     reduce_to_main,
 )
-from utils.run_logging import RunLogger, resolve_wandb_mode
 
 NO_CUDA = not torch.cuda.is_available()
 
@@ -92,7 +92,7 @@ def test_should_compile_env_disables_everything(monkeypatch, value):
     assert should_compile(cuda, True) is False
 
 
-# ---------------------------------------------------------------- run_logging.py
+# ---------------------------------------------------------------- rundir/metrics.py
 
 def test_no_module_shadows_the_standard_library():
     import pkgutil
@@ -168,7 +168,7 @@ def test_resolve_wandb_mode_base_url_host(clean_wandb_env, monkeypatch):
 
 
 def test_wandb_settings_disable_stats():
-    from utils.run_logging import _wandb_settings
+    from rundir.metrics import _wandb_settings
     assert _wandb_settings().x_disable_stats is True
 
 

@@ -6,6 +6,7 @@
 - `data`: loaders for the configured dataset paths;
 - `evaluation`: the ACT evaluation loop and evaluators, shared by training and `evaluate.py`;
 - `checkpointing`: weight files, resumable training states, the run directory;
+- `carry`: the ACT carry as a training state saves it;
 - `signals`: stopping cleanly on SIGTERM/SIGINT;
 - `report`: what is printed and drawn at the end of a run.
 """

@@ -9,11 +9,11 @@ import os
 
 from torch import nn
 
+from rundir.layout import BEST_FILE, BEST_WEIGHTS
 from training.checkpointing import save_model_weights
 from training.config import PretrainConfig
 from utils.atomic import read_json_if_present, write_atomically
 from utils.errors import ConfigError
-from utils.run_files import BEST_FILE, BEST_WEIGHTS
 
 
 def read_best(run_dir: str) -> dict | None:

@@ -8,26 +8,24 @@ from torch import nn
 
 from dataset.common import PuzzleDatasetMetadata
 from models.registry import model_source_path
-from models.weights import load_weights, uncompiled
+from models.weights import uncompiled
+from rundir.layout import (
+    CONFIG_FILE,
+    WEIGHTS_PATTERN,
+    list_train_states,
+    temporary_train_state_dir,
+    train_state_dir,
+    weights_path,
+)
+from rundir.states import commit_train_state, load_rank_state, load_train_state, prune_checkpoints, write_rank_state
+from training.carry import carry_to_state
 from training.config import PretrainConfig
 from training.state import TrainState, evaluation_model
 from utils.atomic import write_atomically
-from utils.checkpoint import (
-    TMP_SUFFIX,
-    capture_rng_state,
-    carry_to_state,
-    commit_train_state,
-    list_train_states,
-    load_rank_state,
-    load_train_state,
-    prune_checkpoints,
-    train_state_dir,
-    write_rank_state,
-)
 from utils.distributed import DistContext, barrier
 from utils.errors import CheckpointError
 from utils.finite import check_finite
-from utils.run_files import CONFIG_FILE, weights_path
+from utils.random_state import capture_rng_state
 
 TRAIN_STATE_FORMAT = 1
 
@@ -64,19 +62,8 @@ def save_weights(run_dir: str, model: nn.Module, step: int) -> str:
 def shared_training_state(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata,
                           world_size: int) -> dict:
     """What every rank has in common: enough, with the rank files, to continue bit for bit."""
-    return {
-        "format": TRAIN_STATE_FORMAT,
-        "step": state.step,
-        "iter_id": state.iter_id,
-        "batches_in_iter": state.batches_in_iter,
-        "total_steps": state.total_steps,
-        "world_size": world_size,
-        "model": state.raw_model.state_dict(),
-        "optimizers": [optimizer.state_dict() for optimizer in state.optimizers],
-        "ema": state.ema.state_dict() if state.ema is not None else None,
-        "config": config.model_dump(),
-        "train_metadata": metadata.model_dump(),
-    }
+    return {"format": TRAIN_STATE_FORMAT, **state.state_dict(), "world_size": world_size,
+            "config": config.model_dump(), "train_metadata": metadata.model_dump()}
 
 
 def save_checkpoint(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata, ctx: DistContext,
@@ -88,7 +75,7 @@ def save_checkpoint(config: PretrainConfig, state: TrainState, metadata: PuzzleD
     shadow = state.ema.state_dict() if state.ema is not None else {}
     check_finite(state, "weights", {**state.raw_model.state_dict(), **{f"ema:{k}": v for k, v in shadow.items()}})
     final_dir = train_state_dir(config.checkpoint_path, state.step)
-    tmp_dir = final_dir + TMP_SUFFIX
+    tmp_dir = temporary_train_state_dir(final_dir)
     write_rank_state(tmp_dir, ctx.rank, {"rng": capture_rng_state(ctx.device),
                                          "carry": carry_to_state(state.carry) if state.carry is not None else None})
     barrier(ctx)  # every rank file is on disk before rank 0 declares the state complete
@@ -130,28 +117,24 @@ def restore_training_state(config: PretrainConfig, state: TrainState, metadata: 
     if changed:
         raise CheckpointError(f"{state_dir} was trained with other values of keys that fix the order of the training "
                               f"batches (key: (checkpoint, now)): {changed}. Resume with the checkpoint's values, or "
-                              "start a new run from its weights with +load_checkpoint=.../step_N.")
+                              f"start a new run from its weights with +load_checkpoint=.../{WEIGHTS_PATTERN}.")
     rank_state = load_rank_state(state_dir, ctx.rank, ctx.world_size, shared["world_size"])
     saved_metadata = shared["train_metadata"]
     differing = {k: (saved_metadata.get(k), v) for k, v in metadata.model_dump().items() if saved_metadata.get(k) != v}
     if differing:
         raise CheckpointError(f"The dataset differs from the one {state_dir} was trained on "
                               f"(field: (checkpoint, now)): {differing}. Point data_paths at the original dataset.")
-    try:
-        load_weights(state.raw_model, shared["model"])
-        for optimizer, optimizer_state in zip(state.optimizers, shared["optimizers"], strict=True):
-            optimizer.load_state_dict(optimizer_state)
-            for group in optimizer.param_groups:
-                if "world_size" in group:
-                    group["world_size"] = ctx.world_size
-    except (ValueError, RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{state_dir} does not match this model/optimizer configuration: {err}") from None
     if (shared["ema"] is None) != (state.ema is None):
         raise CheckpointError(f"{state_dir} was saved with ema={shared['ema'] is not None}; "
                               "resume with the same setting.")
-    if state.ema is not None:
-        state.ema.load_state_dict(shared["ema"])
-    state.step, state.iter_id, state.batches_in_iter = shared["step"], shared["iter_id"], shared["batches_in_iter"]
+    try:
+        state.load_state_dict(shared)
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{state_dir} does not match this model/optimizer configuration: {err}") from None
+    for optimizer in state.optimizers:  # the saved groups hold the saving job's number of processes
+        for group in optimizer.param_groups:
+            if "world_size" in group:
+                group["world_size"] = ctx.world_size
     state.saved_carry = rank_state["carry"]
     state.last_checkpoint = state_dir
     return {**rank_state, "saved_world_size": shared["world_size"]}

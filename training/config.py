@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from evaluators.base import EvaluatorConfig
 from models.arch import DERIVED_MODEL_KEYS, LOSS_KEY_HELP, ArchConfig, LossConfig, check_arch_keys
 from models.recursive_reasoning.config import CONFIG_CLASSES
+from rundir.layout import BEST_FILE, BEST_WEIGHTS, OUTPUTS_PATTERN, WEIGHTS_PATTERN
 from utils.cli import DEVICE_HELP, format_validation_error, keys_help, unknown_key_hint
 from utils.errors import ConfigError
 
@@ -75,18 +76,19 @@ class PretrainConfig(BaseModel):
                                                        "null = <Dataset>-ACT-torch")
     run_name: str | None = Field(None, description="run name; null = '<model class> <random words>' (contains "
                                                    "a space: quote it in commands)")
-    load_checkpoint: str | None = Field(None, description="start from these weights (step_N file or hf:// path)")
+    load_checkpoint: str | None = Field(None, description=f"start from these weights ({WEIGHTS_PATTERN} file or "
+                                                          "hf:// path)")
     puzzle_emb_reset: bool = Field(False, description="ours: with load_checkpoint, start every puzzle row at the "
                                                       "loaded rows' mean")
     checkpoint_path: str | None = Field(None, description="run directory; null = checkpoints/<project>/<run>")
 
     seed: int = Field(0, description="seed of the weights, the data order and the ACT exploration")
-    checkpoint_every_eval: bool = Field(False, description="save the weights (step_N) at every evaluation")
+    checkpoint_every_eval: bool = Field(False, description=f"save the weights ({WEIGHTS_PATTERN}) at every evaluation")
     eval_interval: int | None = Field(None, description="epochs between evaluations (must divide epochs); "
                                                         "null = once, at the end")
     min_eval_interval: int | None = Field(0, description="first loader iteration (of eval_interval epochs) that "
                                                          "evaluates")
-    eval_save_outputs: list[str] = Field([], description="outputs each evaluation saves as step_N_all_preds.R, "
+    eval_save_outputs: list[str] = Field([], description=f"outputs each evaluation saves as {OUTPUTS_PATTERN}, "
                                                          "e.g. [inputs, labels, preds, q_halt_logits]")
 
     ema: bool = Field(False, description="evaluate and save an exponential moving average of the weights")
@@ -119,7 +121,7 @@ class PretrainConfig(BaseModel):
     eval_tta_sudoku_check: bool = Field(False, description="Sudoku: prefer voted answers that are valid "
                                                            "completions of the clues")
     checkpoint_best_metric: str | None = Field(None, description="e.g. all/exact_accuracy or ARC/pass@2: keep "
-                                                                 "step_best + best.json")
+                                                                 f"{BEST_WEIGHTS} + {BEST_FILE}")
     checkpoint_best_mode: Literal["max", "min"] = Field("max", description="whether a higher or a lower "
                                                                            "checkpoint_best_metric is better")
 

@@ -19,13 +19,13 @@ from evaluators.base import Evaluator, EvaluatorConfig
 from models.losses import COUNT, act_metrics
 from models.registry import load_model_class
 from models.weights import uncompiled
+from rundir.layout import evaluator_dir, outputs_path
 from training.data import to_device
 from training.tta import tta_metric_sums, valid_completions_check
 from utils.atomic import write_atomically
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, broadcast_object, reduce_to_main
 from utils.errors import ConfigError
-from utils.run_files import evaluator_dir, outputs_path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,16 +4,19 @@
 this file (state, data, evaluation, checkpointing, signals, report).
 """
 import math
-import random
 
 import coolname
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from dataset.puzzle_dataset import shutdown_loader
 from models.losses import COUNT, LOSS_METRICS
+from rundir.layout import METRICS_FILE
+from rundir.lock import hold_run_lock
+from rundir.metrics import RunLogger
+from rundir.states import remove_stale_temporaries
 from training.best import best_on_resume, update_best
+from training.carry import carry_from_state
 from training.checkpointing import find_resume_dir, restore_training_state, save_checkpoint, save_code_and_config
 from training.config import PretrainConfig, derive_names
 from training.data import create_dataloader, ensure_dataset, has_split, split_paths, to_device
@@ -22,15 +25,12 @@ from training.report import headline, report_run
 from training.signals import StopRequest, batches_until_signal
 from training.state import TrainState, cosine_schedule_with_warmup_lr, evaluation_model, init_train_state, update_ema
 from training.tta import tta_transforms
-from utils.checkpoint import carry_from_state, new_stream_seed, remove_stale_temporaries, restore_rng_state
 from utils.cli import quoted
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
 from utils.errors import ConfigError, NonFiniteLossError
 from utils.finite import all_finite, check_finite
-from utils.run_files import METRICS_FILE
-from utils.run_lock import hold_run_lock
-from utils.run_logging import RunLogger
+from utils.random_state import new_stream_seed, restore_rng_state, seed_everything
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,13 +132,6 @@ def train_batch(config: PretrainConfig, state: TrainState, batch: dict, global_b
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    """torch as published (seed + rank); python and numpy too, so that a whole run is reproducible."""
-    torch.random.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-
-
 def prepare_config(config: PretrainConfig, ctx: DistContext) -> PretrainConfig:
     """Derive names on rank 0 (the random slug) and share the result with every rank."""
     if config.global_batch_size % ctx.world_size:

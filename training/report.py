@@ -3,11 +3,11 @@ import os
 
 import torch
 
+from rundir.layout import BEST_WEIGHTS, CURVES_FILE, METRICS_FILE, PREDICTIONS_PICTURE, outputs_path, weights_path
 from training.config import PretrainConfig
 from training.state import TrainState
 from training.tta import TTA_METRIC, TTA_VALID_METRIC
 from utils.cli import command_line, quoted
-from utils.run_files import BEST_WEIGHTS, CURVES_FILE, METRICS_FILE, PREDICTIONS_PICTURE, outputs_path, weights_path
 
 HEADLINE_METRICS = ("exact_accuracy", TTA_METRIC, TTA_VALID_METRIC)
 

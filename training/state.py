@@ -11,12 +11,14 @@ from models.ema import EMAHelper
 from models.optimizers import build_adam_atan2
 from models.sparse_embedding import SparseEmbeddingSignSGD
 from models.weights import PUZZLE_EMB_KEY, build_model, load_weights, strip_compiled_prefix
+from rundir.hub import is_hub_path, resolve_hub_checkpoint
+from rundir.states import safe_load
 from training.config import PretrainConfig
-from utils.checkpoint import safe_load
 from utils.device import should_compile
 from utils.distributed import DistContext, broadcast_module_state
 from utils.errors import CheckpointError
-from utils.hub import is_hub_path, resolve_hub_checkpoint
+
+RESTORED_COUNTERS = ("step", "iter_id", "batches_in_iter")  # where training continues
 
 
 @dataclass
@@ -37,6 +39,27 @@ class TrainState:
     last_checkpoint: str | None = None
     best: dict | None = None  # checkpoint_best_metric: the best evaluation so far (training/best.py)
     first_bad_step: Any = None  # device int tensor: first step with a non-finite loss/gradient (0 = none)
+
+    def state_dict(self) -> dict:
+        """What a training state holds of this object: the counters, weights, optimizer states and EMA shadow.
+
+        `total_steps` is recorded but not restored: it follows from the config and dataset of the run that resumes.
+        """
+        return {**{name: getattr(self, name) for name in RESTORED_COUNTERS},
+                "total_steps": self.total_steps,
+                "model": self.raw_model.state_dict(),
+                "optimizers": [optimizer.state_dict() for optimizer in self.optimizers],
+                "ema": self.ema.state_dict() if self.ema is not None else None}
+
+    def load_state_dict(self, shared: dict) -> None:
+        """Restore what `state_dict` saved (the caller checks that it fits: same EMA setting, same optimizers)."""
+        load_weights(self.raw_model, shared["model"])
+        for optimizer, optimizer_state in zip(self.optimizers, shared["optimizers"], strict=True):
+            optimizer.load_state_dict(optimizer_state)
+        if self.ema is not None:
+            self.ema.load_state_dict(shared["ema"])
+        for name in RESTORED_COUNTERS:
+            setattr(self, name, shared[name])
 
 
 def load_initial_weights(head: nn.Module, path: str, reset_puzzle_emb: bool = False) -> None:

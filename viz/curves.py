@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from utils.run_files import CURVES_FILE, METRICS_FILE
+from rundir.layout import CURVES_FILE, METRICS_FILE
 from viz.png import agg_figure, save_figure
 
 TRAIN_PREFIX = "train/"
@@ -62,10 +62,10 @@ def read_metrics(path: str) -> list[dict]:
             if number == len(lines):
                 warnings.warn(f"{file_path}: skipping an incomplete last line ({err})", stacklevel=2)
                 continue
-            raise ValueError(f"{file_path} line {number} is not valid JSON ({err}); it is not a metrics.jsonl "
+            raise ValueError(f"{file_path} line {number} is not valid JSON ({err}); it is not a {METRICS_FILE} "
                              f"written by training.") from None
         if not isinstance(record, dict) or not isinstance(record.get("step"), (int, float)):
-            raise ValueError(f"{file_path} line {number} has no numeric 'step'; it is not a metrics.jsonl "
+            raise ValueError(f"{file_path} line {number} has no numeric 'step'; it is not a {METRICS_FILE} "
                              f"written by training.")
         records.append(record)
     return records

@@ -15,7 +15,7 @@ import numpy as np
 
 from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata, array_path, load_metadata
 from dataset.tasks import task_of
-from utils.run_files import OUTPUTS_FILE
+from rundir.layout import OUTPUTS_PATTERN, outputs_name, outputs_path, outputs_steps
 
 OUTPUTS_HINT = "save them with eval_save_outputs=[inputs,labels,puzzle_identifiers,preds]"
 
@@ -89,13 +89,12 @@ def find_outputs_file(path: str) -> str:
     if os.path.isfile(path):
         return path
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"Outputs {path!r} not found; pass a step_N_all_preds.R file or the run directory.")
-    found = [(int(m.group(1)), name) for name in os.listdir(path)
-             if (m := OUTPUTS_FILE.fullmatch(name)) and m.group(2) == "0"]
-    if not found:
-        raise FileNotFoundError(f"No step_N_all_preds.0 file in {path!r}; evaluate with eval_save_outputs set "
-                                f"({OUTPUTS_HINT}).")
-    return os.path.join(path, max(found)[1])
+        raise FileNotFoundError(f"Outputs {path!r} not found; pass a {OUTPUTS_PATTERN} file or the run directory.")
+    steps = outputs_steps(path, rank=0)
+    if not steps:
+        raise FileNotFoundError(f"No {outputs_name('N', 0)} file in {path!r}; evaluate with "
+                                f"eval_save_outputs set ({OUTPUTS_HINT}).")
+    return outputs_path(path, steps[-1], 0)
 
 
 def _to_numpy(value: Any) -> Any:

@@ -11,11 +11,10 @@ import numpy as np
 import torch
 import wandb
 
+from rundir.layout import METRICS_FILE, WANDB_ID_FILE
 from utils.atomic import write_atomically
-from utils.run_files import METRICS_FILE
 
 WANDB_MODES = ("online", "offline", "disabled")
-WANDB_ID_FILE = "wandb_id"  # the run directory's wandb run id: a resumed run continues the same wandb run
 _DEFAULT_WANDB_HOST = "api.wandb.ai"
 
 

@@ -20,19 +20,15 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from rundir.layout import lock_path
 from utils.atomic import temporary_path, write_synced
 from utils.distributed import DistContext, broadcast_object
 from utils.errors import RunLockedError
 
-LOCK_FILE = "run.lock"
 HEARTBEAT_S = 30.0  # the holder touches its lock this often
 STALE_AFTER_S = 600.0  # a lock of another host without a heartbeat for this long belongs to a dead run
 _READ_RETRY_S = 2.0  # a lock just created may still be empty: its writer is between open and write
 _TAKEOVER_SUFFIX = ".takeover"  # a directory made with mkdir: one takeover at a time
-
-
-def lock_path(run_dir: str) -> str:
-    return os.path.join(run_dir, LOCK_FILE)
 
 
 def _process_start(pid: int) -> str | None:

@@ -2,19 +2,19 @@
 
 `resolve_hub_checkpoint` downloads the weights and the `all_config.yaml` of their repo folder into the
 huggingface_hub cache (which reuses cached files and honours HF_HUB_OFFLINE=1) and returns the local
-weights path; the caller reads it with `utils.checkpoint.safe_load(path, mmap=True)` and the config beside it.
+weights path; the caller reads it with `rundir.states.safe_load(path, mmap=True)` and the config beside it.
 """
 import os
 import posixpath
 from urllib.parse import quote, unquote
 
+from rundir.layout import CONFIG_FILE, WEIGHTS_PATTERN, weights_name
 from utils.errors import CheckpointError
-from utils.run_files import CONFIG_FILE
 
 HUB_SCHEME = "hf://"
 LOGIN_HINT = "run `hf auth login` (older versions: `huggingface-cli login`) or set HF_TOKEN"
-HUB_FORM = (f"{HUB_SCHEME}OWNER/REPO[@REVISION]/PATH/TO/step_N, "
-            f"e.g. {HUB_SCHEME}arcprize/trm_arc_prize_verification/arc_v1_public/step_518071")
+HUB_FORM = (f"{HUB_SCHEME}OWNER/REPO[@REVISION]/PATH/TO/{WEIGHTS_PATTERN}, "
+            f"e.g. {HUB_SCHEME}arcprize/trm_arc_prize_verification/arc_v1_public/{weights_name(518071)}")
 
 
 def is_hub_path(path: str) -> bool:

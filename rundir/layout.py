@@ -1,0 +1,160 @@
+"""What a run directory holds, by name: the one place that spells these names, builds and parses them.
+
+    all_config.yaml            the resolved training configuration
+    metrics.jsonl              one JSON line per logged step (train/*, <set>/*, evaluator metrics)
+    curves.png                 the training curves (pictures=true)
+    predictions.html           the last evaluation's predictions, drawn (pictures=true)
+    step_N                     weights of the evaluated model (EMA weights with ema=True)
+    step_best, best.json       the weights of the best evaluation and its step, metric and value
+    train_state_step_N/        the full, resumable training state (rundir/states.py):
+        state.pt                   what all ranks share: weights, EMA shadow, optimizers, counters, config
+        rank<r>.pt                 what is per rank: RNG states and the ACT carry
+    train_state_step_N.tmp/    a training state being written (renamed to train_state_step_N/ when complete)
+    step_N_all_preds.R         outputs an evaluation saved on rank R (eval_save_outputs)
+    evaluator_<NAME>_step_N/   what an evaluator wrote (e.g. the ARC submission.json)
+    run.lock                   held by the run using the directory (rundir/lock.py)
+    wandb_id                   the wandb run id, reused when the run resumes
+
+evaluate.py writes into an output directory (by default `eval_<checkpoint name>` beside the checkpoint):
+metrics.json, and evaluator directories and outputs files named as in a run directory.
+"""
+import os
+import re
+
+CONFIG_FILE = "all_config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+PREDICTIONS_PICTURE = "predictions.html"
+BEST_WEIGHTS = "step_best"
+BEST_FILE = "best.json"
+LOCK_FILE = "run.lock"
+WANDB_ID_FILE = "wandb_id"
+SHARED_STATE_FILE = "state.pt"  # inside a training state directory
+TMP_SUFFIX = ".tmp"  # a training state directory being written
+EVAL_METRICS_FILE = "metrics.json"  # what evaluate.py writes into its output directory
+EVAL_DIR_PREFIX = "eval_"  # evaluate.py's default output directory: eval_<checkpoint name>
+
+# Names with numbers in them: one template each, which both builds and parses them.
+_WEIGHTS = "step_{step}"
+_TRAIN_STATE = "train_state_step_{step}"
+_RANK_STATE = "rank{rank}.pt"
+_OUTPUTS = "step_{step}_all_preds.{rank}"
+_EVALUATOR_DIR = "evaluator_{name}_step_{step}"
+
+# How messages and help name them.
+WEIGHTS_PATTERN = _WEIGHTS.format(step="N")
+TRAIN_STATE_PATTERN = _TRAIN_STATE.format(step="N")
+OUTPUTS_PATTERN = _OUTPUTS.format(step="N", rank="R")
+EVALUATOR_DIR_PATTERN = _EVALUATOR_DIR.format(name="<NAME>", step="N")
+
+
+def _matcher(template: str) -> re.Pattern:
+    """A regex that fully matches the names `template` builds, with its numbers as groups `step` and `rank`."""
+    pattern = re.escape(template)
+    for field in ("step", "rank"):
+        pattern = pattern.replace(re.escape("{" + field + "}"), rf"(?P<{field}>\d+)")
+    return re.compile(pattern)
+
+
+_WEIGHTS_NAME = _matcher(_WEIGHTS)
+_TRAIN_STATE_NAME = _matcher(_TRAIN_STATE)
+_TRAIN_STATE_TMP_NAME = _matcher(_TRAIN_STATE + TMP_SUFFIX)
+_OUTPUTS_NAME = _matcher(_OUTPUTS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight files, saved outputs, evaluator directories
+# ---------------------------------------------------------------------------------------------
+def weights_name(step: int) -> str:
+    return _WEIGHTS.format(step=step)
+
+
+def weights_path(run_dir: str, step: int) -> str:
+    return os.path.join(run_dir, weights_name(step))
+
+
+def weights_step(name: str) -> int | None:
+    """N of a `step_N` weights file name (a base name), None for any other name."""
+    match = _WEIGHTS_NAME.fullmatch(name)
+    return int(match["step"]) if match else None
+
+
+def weight_steps(run_dir: str) -> list[int]:
+    """Steps N of the `step_N` weight files in `run_dir`, ascending."""
+    return sorted(step for name in os.listdir(run_dir) if (step := weights_step(name)) is not None)
+
+
+def outputs_name(step: int | str, rank: int | str = 0) -> str:
+    """`step_N_all_preds.R` (a base name); a string step or rank names it in messages (`outputs_name("N", 0)`)."""
+    return _OUTPUTS.format(step=step, rank=rank)
+
+
+def outputs_path(run_dir: str, step: int, rank: int = 0) -> str:
+    return os.path.join(run_dir, outputs_name(step, rank))
+
+
+def outputs_steps(run_dir: str, rank: int = 0) -> list[int]:
+    """Steps N of the `step_N_all_preds.<rank>` files in `run_dir`, ascending."""
+    return sorted(int(m["step"]) for name in os.listdir(run_dir)
+                  if (m := _OUTPUTS_NAME.fullmatch(name)) and m["rank"] == str(rank))
+
+
+def evaluator_dir(run_dir: str, evaluator_name: str, step: int) -> str:
+    return os.path.join(run_dir, _EVALUATOR_DIR.format(name=evaluator_name, step=step))
+
+
+def lock_path(run_dir: str) -> str:
+    return os.path.join(run_dir, LOCK_FILE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training state directories
+# ---------------------------------------------------------------------------------------------
+def train_state_dir(run_dir: str, step: int) -> str:
+    return os.path.join(run_dir, _TRAIN_STATE.format(step=step))
+
+
+def temporary_train_state_dir(state_dir: str) -> str:
+    """Where `state_dir` is written until it is complete."""
+    return state_dir + TMP_SUFFIX
+
+
+def list_train_states(run_dir: str) -> list[tuple[int, str]]:
+    """(N, path) of the complete training states `train_state_step_N` in `run_dir`, oldest first."""
+    if not os.path.isdir(run_dir):
+        return []
+    return sorted((int(m["step"]), os.path.join(run_dir, name)) for name in os.listdir(run_dir)
+                  if (m := _TRAIN_STATE_NAME.fullmatch(name)))
+
+
+def temporary_train_states(run_dir: str) -> list[str]:
+    """Paths of the `train_state_step_N.tmp` directories in `run_dir` (saves that never completed)."""
+    if not os.path.isdir(run_dir):
+        return []
+    return sorted(os.path.join(run_dir, name) for name in os.listdir(run_dir) if _TRAIN_STATE_TMP_NAME.fullmatch(name))
+
+
+def shared_state_path(state_dir: str) -> str:
+    return os.path.join(state_dir, SHARED_STATE_FILE)
+
+
+def rank_state_path(state_dir: str, rank: int) -> str:
+    return os.path.join(state_dir, _RANK_STATE.format(rank=rank))
+
+
+# ---------------------------------------------------------------------------------------------
+# Beside a weights file
+# ---------------------------------------------------------------------------------------------
+def run_dir_of(weights_file: str) -> str:
+    """The directory a weights file lies in (its run directory, for one training wrote)."""
+    return os.path.dirname(os.path.abspath(weights_file))
+
+
+def config_beside(weights_file: str) -> str:
+    """The training config that goes with a weights file: the all_config.yaml beside it."""
+    return os.path.join(run_dir_of(weights_file), CONFIG_FILE)
+
+
+def default_eval_dir(weights_file: str) -> str:
+    """evaluate.py's output directory for a local weights file: `eval_<its name>` beside it."""
+    return os.path.join(run_dir_of(weights_file), EVAL_DIR_PREFIX + os.path.basename(weights_file))
