@@ -20,41 +20,28 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from dataset.common import PuzzleDatasetMetadata
-from dataset.puzzle_dataset import merge_metadata
 from evaluators.arc import SUBMISSION_FILE
 from evaluators.base import EvaluatorConfig
-from models.weights import build_model, load_weights
-from rundir.hub import is_hub_path, parse_hub_path, resolve_hub_checkpoint
+from rundir.hub import is_hub_path, parse_hub_path
 from rundir.layout import (
     BEST_WEIGHTS,
     CONFIG_FILE,
     EVAL_DIR_PREFIX,
     EVAL_METRICS_FILE,
     WEIGHTS_PATTERN,
-    config_beside,
     default_eval_dir,
-    list_train_states,
-    run_dir_of,
-    weight_steps,
-    weights_path,
-    weights_step,
 )
-from rundir.states import load_train_state, safe_load
-from training.best import read_best
-from training.config import PretrainConfig, parse_config
 from training.data import create_dataloader, has_split, split_paths
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
+from training.trained import Checkpoint, load_trained, open_checkpoint, recorded_metadata
 from training.tta import TTA_METRIC, TTA_VALID_METRIC, tta_transforms
 from utils.atomic import write_atomically
 from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
-from utils.device import should_compile
 from utils.distributed import DistContext, destroy_distributed, init_distributed
-from utils.errors import CheckpointError, ConfigError
+from utils.errors import ConfigError
 from utils.random_state import seed_everything
 
 PATH_KEYS = ("checkpoint", "config", "output_dir", "device")  # taken as written (no YAML parsing of paths)
@@ -101,81 +88,36 @@ def parse_args(argv: list[str]) -> EvaluateConfig:
     return parse_key_values(argv, EvaluateConfig, "evaluate.py", "checkpoint=PATH", verbatim=PATH_KEYS)
 
 
-def resolve_checkpoint(path: str, which: str = "last", need_config: bool = True) -> str:
-    """A local weights file: as given, downloaded from the hub (`hf://`, with its all_config.yaml when
-    `need_config`), or a run directory's newest `step_N` (`which=last`) or `step_best` (`which=best`)."""
-    if is_hub_path(path):
-        return resolve_hub_checkpoint(path, need_config=need_config)
-    if os.path.isdir(path):
-        if which == "best":
-            best = os.path.join(path, BEST_WEIGHTS)
-            if not os.path.isfile(best):
-                raise CheckpointError(f"{path} has no {BEST_WEIGHTS}: the run did not track a best checkpoint "
-                                      "(train with checkpoint_best_metric=all/exact_accuracy, say); use which=last.")
-            return best
-        steps = weight_steps(path)
-        if not steps:
-            raise CheckpointError(f"{path} is a directory without {WEIGHTS_PATTERN} weight files; give "
-                                  f"checkpoint=PATH/{WEIGHTS_PATTERN}.")
-        return weights_path(path, steps[-1])
-    if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint {path} does not exist: give a {WEIGHTS_PATTERN} weights file, a run "
-                              "directory or an hf:// path.")
-    return path
-
-
-def checkpoint_step(path: str) -> int:
-    """N of a `step_N` file (names the outputs, as in training), the best step for `step_best`; 0 otherwise."""
-    name = os.path.basename(path)
-    if name == BEST_WEIGHTS:
-        best = read_best(run_dir_of(path))
-        return best["step"] if best else 0
-    step = weights_step(name)
-    return step if step is not None else 0
-
-
-def default_output_dir(args: EvaluateConfig, checkpoint: str) -> str:
+def default_output_dir(args: EvaluateConfig, checkpoint: Checkpoint) -> str:
     """Beside a local checkpoint; for a hub checkpoint (in the download cache) under ./evals/."""
     if is_hub_path(args.checkpoint):
         repo_id, filename, _ = parse_hub_path(args.checkpoint)
         return os.path.join("evals", repo_id.replace("/", "--"), filename.replace("/", "--"))
-    return default_eval_dir(checkpoint)
+    return default_eval_dir(checkpoint.weights)
 
 
 @dataclass
 class EvaluationPlan:
-    """What to evaluate: the run's training config as saved, and this command's choices."""
+    """What to evaluate: the checkpoint (with the run's training config) and this command's choices."""
 
-    train_config: PretrainConfig  # all_config.yaml as the run wrote it (arch, seed, data, evaluators)
-    config_path: str
+    checkpoint: Checkpoint
     train_paths: list[str]  # the model is built as training built it, from the train split's metadata
     test_paths: list[str]
     evaluators: list[EvaluatorConfig]
     global_batch_size: int
 
 
-def load_plan(args: EvaluateConfig, checkpoint: str) -> EvaluationPlan:
-    """The run's training config (validated as training validated it) and this command's overrides."""
-    path = args.config or config_beside(checkpoint)
-    if not os.path.isfile(path):
-        raise ConfigError(f"No training config at {path}. The trainer writes {CONFIG_FILE} into the run directory; "
-                          f"point at it with config=PATH/{CONFIG_FILE}.")
-    with open(path) as f:
-        raw = yaml.safe_load(f)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} is not a training config (expected a YAML mapping).")
-    raw.pop("generate_if_missing", None)  # evaluation never builds data
-    try:
-        config = parse_config(raw)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+def plan_evaluation(args: EvaluateConfig) -> EvaluationPlan:
+    """The checkpoint and its training config (validated as training validated it), with this command's overrides."""
+    checkpoint = open_checkpoint(args.checkpoint, args.which, args.config)
+    config = checkpoint.config
     train_paths = args.data_paths if args.data_paths is not None else config.data_paths
     test_paths = args.data_paths if args.data_paths is not None else split_paths(config, "test")
     missing = [p for p in test_paths if not os.path.isdir(p)]
     if missing:
-        raise ConfigError(f"Dataset directories {missing} (from {path}) do not exist here; "
+        raise ConfigError(f"Dataset directories {missing} (from {checkpoint.config_path}) do not exist here; "
                           "point at the built dataset with data_paths=[DIR].")
-    return EvaluationPlan(train_config=config, config_path=path, train_paths=train_paths, test_paths=test_paths,
+    return EvaluationPlan(checkpoint=checkpoint, train_paths=train_paths, test_paths=test_paths,
                           evaluators=args.evaluators if args.evaluators is not None else config.evaluators,
                           global_batch_size=args.global_batch_size or config.global_batch_size)
 
@@ -183,47 +125,16 @@ def load_plan(args: EvaluateConfig, checkpoint: str) -> EvaluationPlan:
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 # ---------------------------------------------------------------------------------------------
-def build_and_load(plan: EvaluationPlan, checkpoint: str, test_metadata, ctx: DistContext,
-                   compile_model: bool | None) -> torch.nn.Module:
-    """The model as training built it (train-split metadata when present), with the checkpoint's weights."""
-    metadata = merge_metadata(plan.train_paths, "train") if has_split(plan.train_paths, "train") else test_metadata
-    head = build_model(plan.train_config.arch, metadata, plan.global_batch_size // ctx.world_size, ctx.device)
-    state_dict = safe_load(checkpoint, mmap=True)  # mapped: published ARC checkpoints are ~2 GB
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"{checkpoint} is not a weights file (a state dict of tensors); give a "
-                              f"{WEIGHTS_PATTERN} file.")
-    try:
-        load_weights(head, state_dict)
-    except (ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{checkpoint} does not fit the model of this config and dataset: {err}") from None
-    return torch.compile(head) if should_compile(ctx.device, compile_model) else head
-
-
-def trained_metadata(checkpoint: str, plan: EvaluationPlan):
-    """(metadata of the data the checkpoint was trained on, where that was found), or (None, None).
-
-    The run's training states record it; else the training config's own dataset, if it is here.
-    """
-    states = list_train_states(run_dir_of(checkpoint))
-    if states:
-        saved = load_train_state(states[-1][1], mmap=True)["train_metadata"]
-        return PuzzleDatasetMetadata(**saved), states[-1][1]
-    original = plan.train_config.data_paths
-    if has_split(original, "train"):
-        return merge_metadata(original, "train"), ", ".join(original)
-    return None, None
-
-
-def check_dataset_fits(checkpoint: str, plan: EvaluationPlan, test_metadata) -> None:
+def check_dataset_fits(plan: EvaluationPlan, test_metadata: PuzzleDatasetMetadata) -> None:
     """The dataset evaluated must have the sequence length and vocabulary the checkpoint was trained on."""
-    trained, source = trained_metadata(checkpoint, plan)
+    trained, source = recorded_metadata(plan.checkpoint)
     if trained is None:
         return
     for field in ("seq_len", "vocab_size"):
         ours, theirs = getattr(test_metadata, field), getattr(trained, field)
         if ours != theirs:
-            raise ConfigError(f"{plan.test_paths} has {field} {ours}, but {checkpoint} was trained on {field} "
-                              f"{theirs} ({source}): evaluate it on a dataset built the same way.")
+            raise ConfigError(f"{plan.test_paths} has {field} {ours}, but {plan.checkpoint.weights} was trained on "
+                              f"{field} {theirs} ({source}): evaluate it on a dataset built the same way.")
 
 
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -235,35 +146,34 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
 
 def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
     """Evaluate; on rank 0 print and write the metrics and return them (flat), None elsewhere."""
-    checkpoint = resolve_checkpoint(args.checkpoint, args.which, need_config=args.config is None)
-    plan = load_plan(args, checkpoint)
-    seed_everything(plan.train_config.seed + ctx.rank)
+    plan = plan_evaluation(args)
+    checkpoint, seed = plan.checkpoint, plan.checkpoint.config.seed
+    seed_everything(seed + ctx.rank)
     if not has_split(plan.test_paths, "test"):
         raise ConfigError(f"{plan.test_paths} has no test split to evaluate.")
-    loader, test_metadata = create_dataloader(plan.test_paths, "test", ctx, seed=plan.train_config.seed,
+    loader, test_metadata = create_dataloader(plan.test_paths, "test", ctx, seed=seed,
                                               global_batch_size=plan.global_batch_size, num_workers=args.num_workers)
-    check_dataset_fits(checkpoint, plan, test_metadata)
+    check_dataset_fits(plan, test_metadata)
     output_dir = args.output_dir or default_output_dir(args, checkpoint)
     check_output_dir(output_dir, args.overwrite)
-    model = build_and_load(plan, checkpoint, test_metadata, ctx, args.compile)
+    model = load_trained(checkpoint, ctx.device, local_batch_size=plan.global_batch_size // ctx.world_size,
+                         data_paths=plan.train_paths, fallback_metadata=test_metadata, compile_model=args.compile)
     evaluators = create_evaluators(plan.evaluators, plan.test_paths, test_metadata)
-    tta = tta_transforms(test_metadata.vocab_size, test_metadata.seq_len, args.tta, plan.train_config.seed) \
-        if args.tta else []
-    step = checkpoint_step(checkpoint)
+    tta = tta_transforms(test_metadata.vocab_size, test_metadata.seq_len, args.tta, seed) if args.tta else []
     if ctx.is_main:
         os.makedirs(output_dir, exist_ok=True)
-        print(f"Evaluating {quoted(checkpoint)} ({quoted(plan.config_path)}) on {plan.test_paths}, "
+        print(f"Evaluating {quoted(checkpoint.weights)} ({quoted(checkpoint.config_path)}) on {plan.test_paths}, "
               f"device {ctx.device} x{ctx.world_size}, halt_early={args.halt_early}, tta={args.tta}")
 
-    results = evaluate(model, loader, test_metadata, evaluators, ctx, step, output_dir,
+    results = evaluate(model, loader, test_metadata, evaluators, ctx, checkpoint.step, output_dir,
                        save_outputs=args.save_outputs, halt_early=args.halt_early, tta=tta,
                        tta_sudoku_check=args.tta_sudoku_check)
     if not ctx.is_main:
         return None
     flat = flatten_metrics(results)
     write_atomically(os.path.join(output_dir, EVAL_METRICS_FILE),
-                     lambda f: json.dump({"step": step, **flat}, f, indent=1), mode="w")
-    print_report(results, output_dir, step, evaluators)
+                     lambda f: json.dump({"step": checkpoint.step, **flat}, f, indent=1), mode="w")
+    print_report(results, output_dir, checkpoint.step, evaluators)
     return flat
 
 

@@ -21,7 +21,7 @@ seen in training: use evaluate.py for them. Keys are Hydra-style `key=value`; th
 import csv
 import io
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -30,11 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata
 from dataset.tasks import TASKS, Task, task_of
-from evaluate import EvaluateConfig, EvaluationPlan, build_and_load, load_plan, resolve_checkpoint, trained_metadata
-from models.weights import EMBED_TOKENS_KEY, PUZZLE_EMB_KEY, strip_compiled_prefix, weights_vocab_size
 from rundir.layout import BEST_WEIGHTS, CONFIG_FILE, WEIGHTS_PATTERN
-from rundir.states import safe_load
 from training.evaluation import run_act_with_steps
+from training.trained import load_trained, open_checkpoint, trained_metadata
 from training.tta import (
     EligibleCheck,
     tta_candidates,
@@ -44,7 +42,6 @@ from training.tta import (
 )
 from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
 from utils.device import select_device
-from utils.distributed import DistContext
 from utils.errors import ConfigError
 from viz.answers import answers_sheet
 from viz.puzzles import WRITERS, write_sheet
@@ -143,42 +140,6 @@ def check_request(args: PredictConfig) -> None:
 # ---------------------------------------------------------------------------------------------
 # The checkpoint's task
 # ---------------------------------------------------------------------------------------------
-def load_predict_plan(args: PredictConfig) -> tuple[str, EvaluationPlan]:
-    """(weights file, plan) as evaluate.py resolves them; the test split is not needed here."""
-    # data_paths=[]: load_plan then asks for no test directories; the model is still built from the
-    # training config's own datasets when they are here (build_and_load reads their train split).
-    eval_args = EvaluateConfig(checkpoint=args.checkpoint, which=args.which, config=args.config, data_paths=[])
-    checkpoint = resolve_checkpoint(args.checkpoint, args.which, need_config=args.config is None)
-    plan = load_plan(eval_args, checkpoint)
-    return checkpoint, replace(plan, train_paths=plan.train_config.data_paths, test_paths=[])
-
-
-def metadata_from_weights(checkpoint: str) -> PuzzleDatasetMetadata:
-    """The metadata of the dataset a checkpoint was trained on, for a Sudoku or Maze checkpoint whose data
-    is not here: the task from the vocabulary of its token embedding (each task's differs), the rest as the
-    builders write it (`write_grouped_split`: PAD and ignored label 0, every puzzle the blank identifier 0)."""
-    weights = strip_compiled_prefix(safe_load(checkpoint, mmap=True))
-    vocab_size = weights_vocab_size(weights)
-    if vocab_size is None:
-        raise ConfigError(f"Cannot tell the task of {checkpoint}: its training data is not here and it has no "
-                          f"{EMBED_TOKENS_KEY}; point config= at a training config whose data_paths exist here.")
-    tasks = [task for task in TASKS.values() if task.vocab_size == vocab_size]
-    if not tasks:
-        vocabularies = " nor ".join(f"{TASKS[name].title}'s ({TASKS[name].vocab_size})" for name in ANSWERED)
-        raise ConfigError(f"{checkpoint} has a vocabulary of {vocab_size} tokens, neither {vocabularies}: "
-                          "predict.py answers those only.")
-    identifiers = weights[PUZZLE_EMB_KEY].shape[0] if PUZZLE_EMB_KEY in weights else 1
-    return PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_identifier_id=0, vocab_size=vocab_size,
-                                 seq_len=tasks[0].seq_len, num_puzzle_identifiers=identifiers, total_groups=1,
-                                 mean_puzzle_examples=1.0, total_puzzles=1, sets=["all"])
-
-
-def checkpoint_metadata(checkpoint: str, plan: EvaluationPlan) -> PuzzleDatasetMetadata:
-    """What the run recorded (its training state, or its dataset if here), else what the weights tell."""
-    metadata, _ = trained_metadata(checkpoint, plan)
-    return metadata if metadata is not None else metadata_from_weights(checkpoint)
-
-
 def check_task(args: PredictConfig, task: str, checkpoint: str, metadata: PuzzleDatasetMetadata) -> None:
     """The checkpoint must answer puzzles of the kind given."""
     trained = f"{checkpoint} was trained on {TASKS[task].title} (vocab_size {metadata.vocab_size}, " \
@@ -329,24 +290,23 @@ def draw_answers(path: str, task: Task, checkpoint: str, puzzles: list[Puzzle], 
 def run(args: PredictConfig) -> list[Answer]:
     """Answer the puzzles; print (and draw) them; return the answers, in input order."""
     check_request(args)
-    checkpoint, plan = load_predict_plan(args)
-    metadata = checkpoint_metadata(checkpoint, plan)
+    checkpoint = open_checkpoint(args.checkpoint, args.which, args.config)
+    metadata = trained_metadata(checkpoint)
     name = task_of(metadata.vocab_size, metadata.seq_len)
-    check_task(args, name, checkpoint, metadata)
+    check_task(args, name, checkpoint.weights, metadata)
     task = TASKS[name]
     puzzles = read_puzzles(args, task)
     device = select_device(args.device)
     # A few puzzles: compiling would take longer than answering them.
-    model = build_and_load(plan, checkpoint, metadata, DistContext(rank=0, world_size=1, local_rank=0, device=device),
-                           compile_model=False)
-    transforms = tta_transforms(metadata.vocab_size, metadata.seq_len, args.tta, plan.train_config.seed) \
+    model = load_trained(checkpoint, device, fallback_metadata=metadata, compile_model=False)
+    transforms = tta_transforms(metadata.vocab_size, metadata.seq_len, args.tta, checkpoint.config.seed) \
         if args.tta else []
     note = f"halt_early={args.halt_early}, tta={args.tta}"
-    print(f"Answering {len(puzzles)} {task.title} puzzle(s) with {quoted(checkpoint)} on {device}, {note}")
-    answers = answer_all(model, puzzles, metadata, device, args, transforms, plan.global_batch_size)
+    print(f"Answering {len(puzzles)} {task.title} puzzle(s) with {quoted(checkpoint.weights)} on {device}, {note}")
+    answers = answer_all(model, puzzles, metadata, device, args, transforms, checkpoint.config.global_batch_size)
     print_answers(task, puzzles, answers, len(transforms) + 1)
     if args.out:
-        draw_answers(args.out, task, checkpoint, puzzles, answers, len(transforms) + 1, note)
+        draw_answers(args.out, task, checkpoint.weights, puzzles, answers, len(transforms) + 1, note)
     return answers
 
 

@@ -25,8 +25,8 @@ import json
 import os
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
-import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -45,7 +45,6 @@ from rundir.layout import (
     EVAL_METRICS_FILE,
     METRICS_FILE,
     WEIGHTS_PATTERN,
-    config_beside,
     evaluator_dir,
     weight_steps,
 )
@@ -53,6 +52,9 @@ from training.config import PretrainConfig, parse_config
 from utils.atomic import read_json_if_present, write_atomically
 from utils.cli import exit_with_message, new_parser, quoted
 from utils.errors import CheckpointError, ConfigError, DatasetError, UserFacingError
+
+if TYPE_CHECKING:  # torch is imported only when a run starts (the --help and input checks need none)
+    from training.trained import Checkpoint
 
 SUBSET = "adapt"  # the subset name the tasks are given under to the builder (its test set)
 MANIFEST = "adapt.json"
@@ -172,32 +174,26 @@ def build_data(prefix: str, out: str, args: argparse.Namespace) -> str:
     return data_dir
 
 
-def pretrained_weights(checkpoint: str) -> tuple[str, str]:
-    """(weights file, its training config) of the pretrained checkpoint; an error unless it is an ARC model."""
-    from evaluate import resolve_checkpoint
-    from models.weights import strip_compiled_prefix, weights_vocab_size
-    from rundir.states import safe_load
-    weights = resolve_checkpoint(checkpoint)
-    config_path = config_beside(weights)
-    if not os.path.isfile(config_path):
-        raise CheckpointError(f"No {CONFIG_FILE} beside {weights}: the adaptation builds the model the checkpoint "
-                              "was trained as; put the run's config beside the weights.")
-    vocab = weights_vocab_size(strip_compiled_prefix(safe_load(weights, mmap=True)))
+def pretrained_checkpoint(checkpoint: str) -> Checkpoint:
+    """The pretrained checkpoint with its training config; an error unless it is an ARC model."""
+    from models.weights import weights_vocab_size
+    from training.trained import open_checkpoint, read_weights
+    pretrained = open_checkpoint(checkpoint)
+    vocab = weights_vocab_size(read_weights(pretrained.weights))
     if vocab != arc.VOCAB_SIZE:
-        raise CheckpointError(f"{weights} is not an ARC model (its token vocabulary is {vocab}, ARC's is "
+        raise CheckpointError(f"{pretrained.weights} is not an ARC model (its token vocabulary is {vocab}, ARC's is "
                               f"{arc.VOCAB_SIZE}): adaptation to ARC tasks needs a checkpoint trained on ARC.")
-    return weights, config_path
+    return pretrained
 
 
-def adaptation_config(args: argparse.Namespace, keys: list[str], weights: str, config_path: str,
+def adaptation_config(args: argparse.Namespace, keys: list[str], pretrained: Checkpoint,
                       data_dir: str) -> PretrainConfig:
     """The checkpoint's own training config (its model and hyperparameters) pointed at the new tasks."""
-    with open(config_path) as f:
-        raw = yaml.safe_load(f)
+    raw = pretrained.config.model_dump()
     raw.update(
         data_paths=[data_dir], data_paths_test=[], evaluators=[{"name": "arc@ARC"}],
         epochs=args.epochs, eval_interval=args.epochs, min_eval_interval=0, checkpoint_every_eval=True,
-        load_checkpoint=weights, puzzle_emb_reset=True, freeze_weights=args.freeze_weights,
+        load_checkpoint=pretrained.weights, puzzle_emb_reset=True, freeze_weights=args.freeze_weights,
         checkpoint_path=os.path.join(args.output_dir, "run"), project_name="kaggle-adapt", run_name="adapt",
         resume="auto", lr_warmup_steps=DEFAULT_WARMUP, generate_if_missing=None, stop_at_step=None,
         eval_save_outputs=[], pictures=False, eval_tta=0, checkpoint_best_metric=None,
@@ -246,10 +242,10 @@ def write_outputs(out: str, run_dir: str, last_eval: dict | None, has_solutions:
 
 def prepare(args: argparse.Namespace, keys: list[str]) -> tuple[dict, tuple[str, str]]:
     """Stage 1 (rank 0): check every input, then copy the tasks into OUT and build their dataset.
-    Returns the manifest and the pretrained (weights file, config)."""
+    Returns the manifest and the pretrained checkpoint."""
     manifest = start_manifest(args, keys)
     check_tasks(args)
-    pretrained = pretrained_weights(args.checkpoint)  # an ARC model with its config, before OUT is written to
+    pretrained = pretrained_checkpoint(args.checkpoint)  # an ARC model with its config, before OUT is written to
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
     write_manifest(out, manifest)
@@ -288,10 +284,10 @@ def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
             with open(os.path.join(out, EVAL_METRICS_FILE)) as f:
                 return json.load(f)
         # Every rank resolves the checkpoint itself (a hub download lands in each machine's own cache).
-        weights, config_path = pretrained if pretrained is not None else pretrained_weights(args.checkpoint)
-        config = adaptation_config(args, keys, weights, config_path, os.path.join(out, "data"))
+        pretrained = pretrained if pretrained is not None else pretrained_checkpoint(args.checkpoint)
+        config = adaptation_config(args, keys, pretrained, os.path.join(out, "data"))
         if ctx.is_main:
-            print(f"[2/3] Fine-tuning {quoted(weights)} on the tasks ({args.epochs} epochs) "
+            print(f"[2/3] Fine-tuning {quoted(pretrained.weights)} on the tasks ({args.epochs} epochs) "
                   f"in {quoted(config.checkpoint_path)}")
         last_eval = train(config, ctx)
         if not ctx.is_main:

@@ -12,6 +12,7 @@ import predict
 from dataset.common import IGNORE_LABEL_ID
 from dataset.generated import build_generated_dataset
 from dataset.tasks import maze, sudoku
+from models.weights import EMBED_TOKENS_KEY
 from rundir.layout import CONFIG_FILE, weight_steps, weights_path
 from tests.helpers import TINY_EVAL_ARCH, build_head, compose_config, cpu_context, train_metadata
 from training.config import parse_config
@@ -190,7 +191,7 @@ def test_checkpoint_without_its_dataset_or_training_state(sudoku_run, tmp_path, 
     here = predict_output([f"checkpoint={sudoku_run['checkpoint']}", *args], capsys)
     assert printed_answers(predict_output([f"checkpoint={alone}", *args], capsys)) == printed_answers(here)
 
-    torch.save({predict.EMBED_TOKENS_KEY: torch.zeros(12, 32)}, alone / "step_2")  # ARC's vocabulary
+    torch.save({EMBED_TOKENS_KEY: torch.zeros(12, 32)}, alone / "step_2")  # ARC's vocabulary
     assert "ARC puzzles need the puzzle embedding of a task seen in training" in error_line(
         [f"checkpoint={alone / 'step_2'}", *args])
 

@@ -10,15 +10,11 @@ import os
 from torch import nn
 
 from rundir.layout import BEST_FILE, BEST_WEIGHTS
+from rundir.states import read_best
 from training.checkpointing import save_model_weights
 from training.config import PretrainConfig
-from utils.atomic import read_json_if_present, write_atomically
+from utils.atomic import write_atomically
 from utils.errors import ConfigError
-
-
-def read_best(run_dir: str) -> dict | None:
-    """`{"step", "metric", "value", "mode"}` of the run's best evaluation, or None."""
-    return read_json_if_present(os.path.join(run_dir, BEST_FILE))
 
 
 def best_on_resume(run_dir: str, step: int) -> dict | None:

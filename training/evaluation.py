@@ -162,6 +162,9 @@ def act_model(head: nn.Module) -> nn.Module:
     return uncompiled(head).model
 
 
+HALT_STEPS = "halt_steps"  # run_act_halting_early's output: the ACT step each sequence stopped at
+
+
 def run_act_halting_early(model: nn.Module, batch: dict, return_keys: set[str],
                           wants_to_halt: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
                           ) -> tuple[dict, dict]:
@@ -173,6 +176,7 @@ def run_act_halting_early(model: nn.Module, batch: dict, return_keys: set[str],
     outputs of sequences that already halted are frozen and the loop ends once all have halted or
     halt_max_steps is reached. Metrics are computed from the frozen outputs with the loss head's
     definitions (`models.losses.act_metrics`), so without early halts they equal the published ones.
+    With `HALT_STEPS` among `return_keys` the outputs also hold the step each sequence stopped at.
     """
     wants_to_halt = wants_to_halt or act_model(model).wants_to_halt
     keys = set(return_keys) | {"logits", "preds", "q_halt_logits", "q_continue_logits"}
@@ -191,27 +195,8 @@ def run_act_halting_early(model: nn.Module, batch: dict, return_keys: set[str],
         done |= stop_now
     metrics, _, _ = act_metrics(frozen["preds"], frozen["logits"], frozen["q_halt_logits"], batch["labels"], steps_used,
                                 torch.ones_like(done), model.loss_fn)
+    frozen[HALT_STEPS] = steps_used
     return metrics, {k: v for k, v in frozen.items() if k in return_keys}
-
-
-class HaltSteps:
-    """The halting rule, noting the step each sequence first says halt: run_act_halting_early keeps the
-    outputs of that step (or of halt_max_steps) but reports only their sum."""
-
-    def __init__(self, wants_to_halt):
-        self.wants_to_halt = wants_to_halt
-        self.calls = 0
-        self.first: torch.Tensor | None = None
-
-    def __call__(self, q_halt_logits: torch.Tensor, q_continue_logits: torch.Tensor) -> torch.Tensor:
-        says_halt = self.wants_to_halt(q_halt_logits, q_continue_logits)
-        self.calls += 1  # the model runs every sequence in lock-step: call k is step k
-        first = torch.zeros_like(says_halt, dtype=torch.int64) if self.first is None else self.first
-        self.first = torch.where((first == 0) & says_halt, self.calls, first)
-        return says_halt
-
-    def steps(self, halt_max_steps: int) -> torch.Tensor:
-        return torch.where(self.first > 0, self.first, halt_max_steps)
 
 
 def run_act_with_steps(model: nn.Module, batch: dict, halt_early: bool) -> dict[str, torch.Tensor]:
@@ -219,9 +204,8 @@ def run_act_with_steps(model: nn.Module, batch: dict, halt_early: bool) -> dict[
     keys = {"preds", "q_halt_logits", "actual_steps"}
     max_steps = act_model(model).config.halt_max_steps
     if halt_early:
-        recorder = HaltSteps(act_model(model).wants_to_halt)
-        _, outputs = run_act_halting_early(model, batch, keys, recorder)
-        steps = recorder.steps(max_steps)
+        _, outputs = run_act_halting_early(model, batch, keys | {HALT_STEPS})
+        steps = outputs[HALT_STEPS]
     else:
         _, outputs = run_act_all_steps(model, batch, keys)
         # Configs that halt in evaluation report the steps of their last answer; the others run them all.

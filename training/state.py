@@ -10,10 +10,9 @@ from dataset.common import PuzzleDatasetMetadata
 from models.ema import EMAHelper
 from models.optimizers import build_adam_atan2
 from models.sparse_embedding import SparseEmbeddingSignSGD
-from models.weights import PUZZLE_EMB_KEY, build_model, load_weights, strip_compiled_prefix
-from rundir.hub import is_hub_path, resolve_hub_checkpoint
-from rundir.states import safe_load
+from models.weights import PUZZLE_EMB_KEY, build_model, load_weights
 from training.config import PretrainConfig
+from training.trained import read_weights, resolve_weights
 from utils.device import should_compile
 from utils.distributed import DistContext, broadcast_module_state
 from utils.errors import CheckpointError
@@ -65,9 +64,8 @@ class TrainState:
 def load_initial_weights(head: nn.Module, path: str, reset_puzzle_emb: bool = False) -> None:
     """`load_checkpoint`: weights only (published fine-tuning); a puzzle table with another number of rows
     (puzzles) is reset, every row to the mean of the loaded rows (with `reset_puzzle_emb` also a table of the
-    same size: new tasks). `hf://...` paths come from the hub."""
-    local = resolve_hub_checkpoint(path, need_config=False) if is_hub_path(path) else path
-    state_dict = strip_compiled_prefix(safe_load(local, mmap=True))  # mapped: published ARC files are ~2 GB
+    same size: new tasks). `hf://...` paths come from the hub; a run directory gives its newest weights."""
+    state_dict = read_weights(resolve_weights(path, need_config=False))
     puzzle_emb = head.puzzle_emb
     if PUZZLE_EMB_KEY in state_dict and puzzle_emb is not None:
         loaded, expected = state_dict[PUZZLE_EMB_KEY].shape, puzzle_emb.weights.shape
