@@ -1,4 +1,4 @@
-"""One run per run directory: a lock file that names its holder (README "Reliability").
+"""One run per run directory: a lock file that names its holder (docs/running.md, "Reliability").
 
 A run creates `run.lock` in its run directory (atomically: O_CREAT|O_EXCL) before it writes anything
 there, holding the host, PID, start time and command line, and removes it when it ends (normally, on an

@@ -1,5 +1,5 @@
 """Test-time augmentation (TTA) voting: answer each test puzzle K more times under validity-preserving
-transforms, undo each transform on the prediction and vote over the K+1 whole answers (docs/training.md).
+transforms, undo each transform on the prediction and vote over the K+1 whole answers (docs/evaluation.md).
 
 Each task's transforms are its `Task.transforms` (dataset/tasks/): Sudoku the builder's shuffles (digit
 relabelling, band/row and stack/column permutations, transpose), Maze the 8 symmetries of the square; the

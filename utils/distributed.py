@@ -7,7 +7,7 @@ which NCCL cannot move.
 
 Every collective waits at most the process-group timeout (`dist_timeout_s`); a collective that times out
 or loses its peer raises a `CollectiveError` naming the rank and the collective, instead of a backend
-traceback (with NCCL, PyTorch's watchdog ends the process itself; README "Exit codes").
+traceback (with NCCL, PyTorch's watchdog ends the process itself; docs/running.md, "Exit codes").
 """
 import datetime
 import functools

@@ -1,4 +1,6 @@
-"""The non-finite guard: NaN/inf never reaches the weights, and no checkpoint holds them (README "Reliability")."""
+"""The non-finite guard: NaN/inf never reaches the weights, and no checkpoint holds them.
+
+docs/running.md, "Reliability"."""
 import torch
 
 from utils.errors import NonFiniteLossError
