@@ -17,8 +17,8 @@ from dataset import build_maze_dataset, build_sudoku_dataset, generate_maze, gen
 from dataset.common import load_metadata
 from dataset.tasks import sudoku
 from dataset.tasks.dihedral import dihedral_transform
+from tests.helpers import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 NUM_SUDOKU = 50
 NUM_MAZES = 20

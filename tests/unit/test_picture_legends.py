@@ -1,6 +1,6 @@
 """Picture legends: fully inside the saved PNG in every layout, and explaining every red outline drawn.
 
-Each case renders one picture kind from the tiny datasets of tests/test_pictures.py (built by the project's
+Each case renders one picture kind from the tiny datasets of tests/unit/test_pictures.py (built by the project's
 own generators and builders, nothing downloaded). The PNG checks inspect the very figure `write_png` saves
 (captured at `png.save_figure`), drawn at the dpi and size of the written file; each case's sheet and PNG
 are made once for all its checks.
@@ -15,7 +15,7 @@ from matplotlib.colors import same_color
 
 from dataset.build_copy_dataset import write_copy_task
 from dataset.tasks import maze
-from tests.test_pictures import (  # noqa: F401  (arc_dir, maze_dir, sudoku_dir: fixtures, used by name)
+from tests.unit.test_pictures import (  # noqa: F401  (arc_dir, maze_dir, sudoku_dir: fixtures, used by name)
     ARC_TASKS,
     _maze_path_errors,
     _wrong_arc_colour,

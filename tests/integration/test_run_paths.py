@@ -10,7 +10,7 @@ from io import StringIO
 
 import pytest
 
-from tests.helpers import TINY_ARCH, compose_config, cpu_context
+from tests.helpers import REPO_ROOT, TINY_ARCH, compose_config, cpu_context
 from training.config import parse_config
 from training.loop import train
 from utils.cli import command_line, quoted
@@ -76,6 +76,5 @@ def test_command_line_quotes_what_the_shell_would_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     line = command_line("evaluate.py", checkpoint="checkpoints/P/TRM happy-cat/step_8", tta=8)
     words = shlex.split(line)
-    assert words[0] == "python" and os.path.samefile(tmp_path / words[1], os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "evaluate.py"))
+    assert words[0] == "python" and os.path.samefile(tmp_path / words[1], os.path.join(REPO_ROOT, "evaluate.py"))
     assert words[2:] == ["checkpoint=checkpoints/P/TRM happy-cat/step_8", "tta=8"]

@@ -362,7 +362,7 @@ def test_collective_called_elsewhere_is_named_from_the_traceback():
         namespace["all_gather_into_tensor"]()
     except RuntimeError as err:
         converted = collective_error(err, ctx)
-    assert str(converted).startswith("rank 0: all_gather_into_tensor (called from tests/test_reliability_runs.py:")
+    assert str(converted).startswith("rank 0: all_gather_into_tensor (called from tests/integration/test_run_lock.py:")
     assert "timed out after 15 s" in str(converted)
     assert collective_error(RuntimeError("DataLoader timed out"), ctx) is None  # not raised in torch.distributed
 
