@@ -14,8 +14,6 @@ from training.config import parse_config
 from training.loop import train
 from utils.errors import CheckpointError, ConfigError
 
-pytestmark = pytest.mark.integration  # whole (tiny) runs
-
 # 64 copy puzzles / batch 16, one evaluation per epoch: 6 evaluations.
 RUN = [*TINY_EVAL_ARCH, "global_batch_size=16", "epochs=6", "eval_interval=1", "lr=3e-3", "lr_warmup_steps=2",
        "evaluators=[]", "wandb_mode=disabled", "num_workers=0", "checkpoint_every_eval=true"]

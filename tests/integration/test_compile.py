@@ -98,7 +98,6 @@ def assert_no_graph_breaks(head: torch.nn.Module, batch: dict, inference: bool) 
     assert (graphs, breaks) == (1, 0), f"the ACT step compiles to {graphs} graphs, {breaks} graph break(s): {reasons}"
 
 
-@pytest.mark.integration  # compiles (inductor explain): the quick loop stays under a minute
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_act_step_has_no_graph_breaks(copy_task, variant, mode):
@@ -168,7 +167,6 @@ def assert_close(actual, expected, what: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.integration
 def test_compiled_training_matches_eager(trained):
     (eager, eager_logged), (compiled, compiled_logged) = trained["eager"], trained["compiled"]
     assert not isinstance(eager.model, OptimizedModule)
@@ -205,7 +203,6 @@ def evaluate_model(model, config, save_dir: str) -> tuple[dict, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.integration
 def test_compiled_evaluation_matches_eager(trained, tmp_path):
     """The evaluation model of the compiled run (the EMA copy of the compiled module) against the same weights
     run eagerly (its `_orig_mod`): same predictions, metrics within float32 round-off."""

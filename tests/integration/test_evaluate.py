@@ -1,17 +1,16 @@
-"""evaluate.py and inference-time halting: a checkpoint scores in a fresh process exactly as at the end of training."""
+"""evaluate.py on saved checkpoints: a checkpoint scores in a fresh process (and under torchrun) exactly as at the
+end of training; bad arguments, a checkpoint of another model or a dataset of another shape are one clear error; an
+earlier evaluation is never overwritten unless asked."""
 import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from torch import nn
-from torch.nn import functional as F
 
 import evaluate as evaluate_cli
 from dataset import build_arc_dataset
@@ -20,17 +19,14 @@ from tests.helpers import (
     REPO_ROOT,
     TINY_EVAL_ARCH,
     assert_kaggle_submission,
-    build_head,
     compose_config,
     cpu_context,
-    evaluate_head,
-    train_metadata,
     write_tiny_arc_source,
 )
-from training.checkpointing import save_code_and_config, save_weights
-from training.config import derive_names, parse_config
-from training.evaluation import run_act_halting_early
+from tests.unit.test_evaluation import saved_untrained_model
+from training.config import parse_config
 from training.loop import train
+from utils.errors import ConfigError
 
 TINY_ARCH = TINY_EVAL_ARCH
 
@@ -68,7 +64,6 @@ def arc_run(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------
 # End to end
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.integration
 def test_fresh_process_reproduces_training_metrics(arc_run, tmp_path):
     out = tmp_path / "eval"
     result = run_evaluate_cli([f"checkpoint={arc_run['checkpoint']}", f"output_dir={out}", "device=cpu",
@@ -141,125 +136,6 @@ def test_checkpoint_of_another_model_is_a_clear_error(arc_run, tmp_path):
         evaluate_cli.main([f"checkpoint={tmp_path / 'run'}", "device=cpu", "num_workers=0"])
 
 
-# ---------------------------------------------------------------------------------------------
-# Sudoku / Maze style: no evaluator, exact and token accuracy per set
-# ---------------------------------------------------------------------------------------------
-def saved_untrained_model(tmp_path, overrides=()) -> tuple[str, object]:
-    data = write_copy_task(str(tmp_path / "copy"), num_train_puzzles=8, num_test_puzzles=10, seq_len=6, vocab_size=5)
-    raw = compose_config([f"data_paths=[{data}]", "evaluators=[]", *TINY_ARCH, "global_batch_size=4", "epochs=1",
-                          "eval_interval=1", "num_workers=0", f"+checkpoint_path={tmp_path / 'run'}", *overrides])
-    config = derive_names(parse_config(raw), "test-run")
-    torch.manual_seed(0)
-    head = build_head(config, train_metadata(config))
-    save_code_and_config(config)
-    return save_weights(config.checkpoint_path, head, 5), config
-
-
-def test_exact_and_token_accuracy_per_set_are_reported(tmp_path, capsys):
-    checkpoint, _ = saved_untrained_model(tmp_path)
-    metrics = evaluate_cli.run(evaluate_cli.EvaluateConfig(checkpoint=checkpoint, device="cpu", num_workers=0,
-                                                           output_dir=str(tmp_path / "out")), cpu_context())
-    printed = capsys.readouterr().out
-    assert "[all] exact accuracy" in printed and "token accuracy" in printed and "mean steps 3.00" in printed
-    assert {"all/exact_accuracy", "all/accuracy", "all/steps", "all/lm_loss", "all/q_halt_accuracy"} <= set(metrics)
-    with open(tmp_path / "out" / "metrics.json") as f:
-        assert json.load(f) == {"step": 5, **metrics}
-
-
-# ---------------------------------------------------------------------------------------------
-# Inference-time halting
-# ---------------------------------------------------------------------------------------------
-def evaluate_model(config, head, halt_early: bool) -> dict:
-    return evaluate_head(config, head, halt_early=halt_early)[0]
-
-
-def set_q_halt_bias(head: nn.Module, value: float) -> None:
-    q_heads = [m for name, m in head.named_modules() if name.endswith("q_head")]
-    assert len(q_heads) == 1
-    with torch.no_grad():
-        q_heads[0].bias[0] = value
-
-
-def test_halt_early_without_early_halts_equals_published_evaluation(tmp_path):
-    checkpoint, config = saved_untrained_model(tmp_path)
-    head = build_head(config, train_metadata(config))
-    head.load_state_dict(torch.load(checkpoint, weights_only=True))  # Q head at its init: q_halt = -5, never halts
-    published, early = evaluate_model(config, head, False), evaluate_model(config, head, True)
-    assert published == early and published["all"]["steps"] == 3.0
-
-
-def test_halting_at_step_one_equals_a_one_step_model(tmp_path):
-    checkpoint, config = saved_untrained_model(tmp_path)
-    one_step = config.model_copy(update={"arch": config.arch.model_copy(update={"halt_max_steps": 1})})
-    assert one_step.arch.model_keys["halt_max_steps"] == 1
-    results = []
-    for cfg, halt_early in ((config, True), (one_step, False)):
-        head = build_head(cfg, train_metadata(cfg))
-        head.load_state_dict(torch.load(checkpoint, weights_only=True))
-        set_q_halt_bias(head, 5.0)  # q_halt ~ +5 everywhere: every sequence halts at its first step
-        results.append(evaluate_model(cfg, head, halt_early))
-    assert results[0] == results[1] and results[0]["all"]["steps"] == 1.0
-
-
-@dataclass
-class FakeCarry:
-    steps: torch.Tensor
-    halted: torch.Tensor
-
-
-class ScheduledHaltHead(nn.Module):
-    """An ACT loss-head stand-in: sequence b says halt from step halt_at[b] on; its predictions at step s are all s."""
-
-    def __init__(self, halt_at: list[int], max_steps: int, vocab: int = 8):
-        super().__init__()
-        self.halt_at, self.max_steps, self.vocab, self.calls = torch.tensor(halt_at), max_steps, vocab, 0
-        self.loss_fn = lambda logits, labels, ignore_index, valid_mask: torch.zeros(labels.shape)
-
-    def initial_carry(self, batch):
-        size = batch["inputs"].shape[0]
-        return FakeCarry(torch.zeros(size, dtype=torch.int32), torch.ones(size, dtype=torch.bool))
-
-    def forward(self, carry, batch, return_keys):
-        self.calls += 1
-        steps = torch.where(carry.halted, 0, carry.steps) + 1
-        preds = steps[:, None].expand_as(batch["labels"]).long()
-        outputs = {"preds": preds, "logits": F.one_hot(preds, self.vocab).float(),
-                   "q_halt_logits": torch.where(steps >= self.halt_at, 1.0, -1.0),
-                   "q_continue_logits": torch.full(steps.shape, 2.0)}
-        halted = steps >= self.max_steps
-        return FakeCarry(steps, halted), None, {}, {k: v for k, v in outputs.items() if k in return_keys}, halted.all()
-
-
-def halts_on_positive_q_halt(q_halt, q_continue):
-    return q_halt > 0
-
-
-def test_halted_sequences_keep_their_outputs():
-    halt_at = [1, 3, 9, 2]  # 9: never says halt, stops at halt_max_steps = 4
-    batch = {"inputs": torch.zeros(4, 5, dtype=torch.int32),
-             "labels": torch.tensor([[1] * 5, [3] * 5, [4] * 5, [-100] * 5], dtype=torch.int32)}
-    head = ScheduledHaltHead(halt_at, max_steps=4)
-    metrics, outputs = run_act_halting_early(head, batch, {"preds"}, halts_on_positive_q_halt)
-    assert outputs.keys() == {"preds"} and outputs["preds"][:, 0].tolist() == [1, 3, 4, 2]
-    assert head.calls == 4
-    assert {k: float(v) for k, v in metrics.items()} == {
-        "count": 3.0, "accuracy": 3.0, "exact_accuracy": 3.0,
-        "q_halt_accuracy": 2.0,  # the third sequence is right but ended with q_halt < 0
-        "steps": 8.0,  # 1 + 3 + 4: the label-less fourth row is not counted
-        "lm_loss": 0.0,
-        # every row (padding too, as in the loss head) is a "correct" target: BCE = softplus(-q)
-        "q_halt_loss": pytest.approx(3 * float(F.softplus(torch.tensor(-1.0))) + float(F.softplus(torch.tensor(1.0))))}
-
-    head = ScheduledHaltHead([1, 2, 1, 2], max_steps=16)
-    _, outputs = run_act_halting_early(head, batch, {"preds", "q_halt_logits"}, halts_on_positive_q_halt)
-    assert head.calls == 2 and outputs["preds"][:, 0].tolist() == [1, 2, 1, 2]  # stops once all halted
-
-    head = ScheduledHaltHead(halt_at, max_steps=4)  # q_halt (1) never exceeds q_continue (2)
-    _, outputs = run_act_halting_early(head, batch, {"preds"}, lambda q_halt, q_continue: q_halt > q_continue)
-    assert outputs["preds"][:, 0].tolist() == [4, 4, 4, 4]
-
-
-@pytest.mark.integration
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(arc_run, tmp_path):
     """Under torchrun each rank evaluates its slice; metrics are reduced and ARC votes gathered on rank 0."""
@@ -274,3 +150,56 @@ def test_torchrun_two_processes_match_one(arc_run, tmp_path):
     assert metrics.keys() == arc_run["logged"].keys()
     for key, value in arc_run["logged"].items():
         assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+# ---------------------------------------------------------------------------------------------
+# Sudoku / Maze style: no evaluator, exact and token accuracy per set
+# ---------------------------------------------------------------------------------------------
+def test_exact_and_token_accuracy_per_set_are_reported(tmp_path, capsys):
+    checkpoint, _ = saved_untrained_model(tmp_path)
+    metrics = evaluate_cli.run(evaluate_cli.EvaluateConfig(checkpoint=checkpoint, device="cpu", num_workers=0,
+                                                           output_dir=str(tmp_path / "out")), cpu_context())
+    printed = capsys.readouterr().out
+    assert "[all] exact accuracy" in printed and "token accuracy" in printed and "mean steps 3.00" in printed
+    assert {"all/exact_accuracy", "all/accuracy", "all/steps", "all/lm_loss", "all/q_halt_accuracy"} <= set(metrics)
+    with open(tmp_path / "out" / "metrics.json") as f:
+        assert json.load(f) == {"step": 5, **metrics}
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset is checked against the checkpoint, and an earlier evaluation is never overwritten silently
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(copy_task, tmp_path_factory) -> str:
+    from tests.helpers import TINY_ARCH, cpu_context
+    from training.loop import train
+    run_dir = tmp_path_factory.mktemp("run")
+    train(parse_config(compose_config([f"data_paths=[{copy_task}]", "evaluators=[]", *TINY_ARCH,
+                                       "global_batch_size=16", "epochs=1", "eval_interval=1", "wandb_mode=disabled",
+                                       "num_workers=0", f"+checkpoint_path={run_dir}"])), cpu_context())
+    return str(run_dir)
+
+
+def _evaluate(run_dir: str, **keys):
+    import evaluate as evaluate_cli
+    from tests.helpers import cpu_context
+    return evaluate_cli.run(evaluate_cli.EvaluateConfig(checkpoint=run_dir, device="cpu", num_workers=0, **keys),
+                            cpu_context())
+
+
+def test_evaluate_refuses_a_dataset_of_another_shape(tiny_run, tmp_path):
+    other = write_copy_task(str(tmp_path / "longer"), num_train_puzzles=64, num_test_puzzles=8, seq_len=12,
+                            vocab_size=6, num_puzzle_identifiers=65)
+    with pytest.raises(ConfigError, match=r"has seq_len 12, but .* was trained on seq_len 8"):
+        _evaluate(tiny_run, data_paths=[other], output_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_never_overwrites_an_earlier_evaluation_unless_asked(tiny_run, tmp_path):
+    out = tmp_path / "out"
+    first = _evaluate(tiny_run, output_dir=str(out))
+    (out / "metrics.json").write_text('{"mine": 1}')
+    with pytest.raises(ConfigError, match=r"metrics\.json already exists.*overwrite=true"):
+        _evaluate(tiny_run, output_dir=str(out))
+    assert (out / "metrics.json").read_text() == '{"mine": 1}'
+    assert _evaluate(tiny_run, output_dir=str(out), overwrite=True) == first

@@ -11,8 +11,6 @@ from tests.helpers import REPO_ROOT, TINY_EVAL_ARCH, assert_kaggle_submission, c
 from training.config import parse_config
 from training.loop import train
 
-pytestmark = pytest.mark.integration  # whole (tiny) runs
-
 CONCEPT = os.path.join(REPO_ROOT, "kaggle", "concept", "arc-agi_concept")
 TINY = ["global_batch_size=8", "num_workers=0", "device=cpu", "wandb_mode=disabled", "lr_warmup_steps=1"]
 

@@ -40,7 +40,7 @@ from tests.helpers import compose_config, cpu_context
 from training.config import parse_config
 from training.loop import train
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # two tiny trainings: 1-2 minutes on 2 cores
+pytestmark = pytest.mark.slow  # two tiny trainings: 1-2 minutes on 2 cores
 
 # A tiny TRM, one ACT step (the ARC canvas is 900 tokens: the cost per example is fixed, the model must be small).
 ARCH = ["arch.hidden_size=32", "arch.num_heads=2", "arch.expansion=2", "arch.L_layers=1", "arch.H_cycles=1",

@@ -15,10 +15,10 @@ from dataset.tasks import maze, sudoku
 from models.weights import EMBED_TOKENS_KEY
 from rundir.layout import CONFIG_FILE, weight_steps, weights_path
 from tests.helpers import TINY_EVAL_ARCH, build_head, compose_config, cpu_context, train_metadata
+from tests.unit.test_predict import error_line
 from training.config import parse_config
 from training.evaluation import run_act_all_steps
 from training.loop import train
-from utils.errors import ConfigError
 
 MAZE_CHARS = np.array(["?", *maze.CHARSET])  # token -> character (PAD as ?)
 
@@ -89,19 +89,9 @@ def board_cells(lines: list[str]) -> str:
     return "".join(c for line in lines for c in line if c in "123456789.")
 
 
-def error_line(args: list[str], one_line: bool = True) -> str:
-    """The message predict.py exits with (status 1: sys.exit with a string), checked to be one line."""
-    with pytest.raises(SystemExit) as exit_info:
-        predict.main([*args, "device=cpu"])
-    message = str(exit_info.value.code)
-    assert message.startswith("error: ") and ("\n" not in message or not one_line), message
-    return message
-
-
 # ---------------------------------------------------------------------------------------------
 # Sudoku
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.integration
 def test_printed_board_is_the_models_answer(sudoku_run, capsys):
     puzzle = sudoku_run["inputs"][3]
     out = predict_output([f"checkpoint={sudoku_run['run_dir']}", f"sudoku={sudoku_text(puzzle)}"], capsys)
@@ -113,7 +103,6 @@ def test_printed_board_is_the_models_answer(sudoku_run, capsys):
     assert "votes" not in summary
 
 
-@pytest.mark.integration
 def test_a_pasted_board_with_zeros_is_the_same_puzzle(sudoku_run, capsys):
     puzzle = sudoku_run["inputs"][0]
     plain = predict_output([f"checkpoint={sudoku_run['checkpoint']}", f"sudoku={sudoku_text(puzzle)}"], capsys)
@@ -122,7 +111,6 @@ def test_a_pasted_board_with_zeros_is_the_same_puzzle(sudoku_run, capsys):
     assert printed_answers(pasted) == printed_answers(plain)
 
 
-@pytest.mark.integration
 def test_tta_prints_votes(sudoku_run, capsys):
     out = predict_output([f"checkpoint={sudoku_run['run_dir']}", f"sudoku={sudoku_text(sudoku_run['inputs'][1])}",
                           "tta=2", "tta_sudoku_check=true"], capsys)
@@ -131,7 +119,6 @@ def test_tta_prints_votes(sudoku_run, capsys):
     assert votes in ("1/3", "2/3", "3/3") and len(board_cells(board)) == 81
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("header", ["source,question,answer,rating", "quizzes,solutions", None])
 def test_input_csv_prints_one_board_per_puzzle(sudoku_run, tmp_path, capsys, header):
     rows = [sudoku_text(q) for q in sudoku_run["inputs"][:3]]
@@ -151,7 +138,6 @@ def test_input_csv_prints_one_board_per_puzzle(sudoku_run, tmp_path, capsys, hea
         assert board_cells(board) == sudoku_text(np.where(pred > sudoku.BLANK_TOKEN, pred, sudoku.BLANK_TOKEN))
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("name, magic", [("answer.png", b"\x89PNG"), ("answer.html", b"<!DOCTYPE html>")])
 def test_out_draws_the_answers(sudoku_run, tmp_path, capsys, name, magic):
     out = tmp_path / "pictures" / name
@@ -161,7 +147,6 @@ def test_out_draws_the_answers(sudoku_run, tmp_path, capsys, name, magic):
     assert [p.name for p in out.parent.iterdir()] == [name]  # written atomically: no temporary left
 
 
-@pytest.mark.integration
 def test_halt_early_reports_the_step_it_halted_at(sudoku_run, tmp_path, capsys):
     """With a Q head that always says halt, every puzzle halts at step 1; without halt_early all 3 run."""
     state = torch.load(sudoku_run["checkpoint"], weights_only=True)
@@ -176,7 +161,6 @@ def test_halt_early_reports_the_step_it_halted_at(sudoku_run, tmp_path, capsys):
     assert early.startswith("steps: 1   confidence: 0.99") and full.startswith("steps: 3   ")
 
 
-@pytest.mark.integration
 def test_checkpoint_without_its_dataset_or_training_state(sudoku_run, tmp_path, capsys):
     """The task and the model's shapes then come from the weights and the task's encoding."""
     alone = tmp_path / "alone"
@@ -199,7 +183,6 @@ def test_checkpoint_without_its_dataset_or_training_state(sudoku_run, tmp_path, 
 # ---------------------------------------------------------------------------------------------
 # Maze
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.integration
 def test_printed_maze_is_the_models_answer(maze_run, tmp_path, capsys):
     maze_file = tmp_path / "maze.txt"
     maze_file.write_text("\n".join(maze_lines(maze_run["labels"][1])) + "\n")  # solved: `o` is read as open
@@ -212,7 +195,6 @@ def test_printed_maze_is_the_models_answer(maze_run, tmp_path, capsys):
     assert (tmp_path / "m.png").is_file()
 
 
-@pytest.mark.integration
 def test_maze_csv_and_tta(maze_run, tmp_path, capsys):
     rows = ["".join(maze_lines(q)) for q in maze_run["inputs"][:2]]
     (tmp_path / "mazes.csv").write_text("source,question,answer,rating\n" + "".join(f"g,{q},{q},0\n" for q in rows))
@@ -233,7 +215,6 @@ def maze_file_with(tmp_path, edit) -> str:
     return str(path)
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("args, message", [
     (["sudoku={short}"], "sudoku= has 80 cells, expected 81"),
     (["sudoku={bad_char}"], "'x' at cell 5 (row 1, column 5) is not a Sudoku cell"),
@@ -255,7 +236,6 @@ def test_bad_sudoku_requests(sudoku_run, tmp_path, args, message):
                                  one_line=not key_error)
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("edit, message", [
     (lambda lines: lines[:29], "has 29 lines, expected 30 lines of 30 characters"),
     (lambda lines: [lines[0], "#" + " " * 28 + "#", *lines[2:]], "has no 'S' (start) cell, expected exactly one"),
@@ -267,7 +247,6 @@ def test_bad_mazes(maze_run, tmp_path, edit, message):
     assert message in error_line([f"checkpoint={maze_run['run_dir']}", f"maze={maze_file_with(tmp_path, edit)}"])
 
 
-@pytest.mark.integration
 def test_a_sudoku_for_the_maze_checkpoint(maze_run, tmp_path):
     message = error_line([f"checkpoint={maze_run['run_dir']}", f"sudoku={'.' * 81}"])
     assert "sudoku= gives a Sudoku puzzle, but" in message and "trained on Maze" in message and "maze=FILE" in message
@@ -276,59 +255,6 @@ def test_a_sudoku_for_the_maze_checkpoint(maze_run, tmp_path):
         [f"checkpoint={maze_run['run_dir']}", f"maze={maze_file}", "tta=2", "tta_sudoku_check=true"])
 
 
-def test_missing_checkpoint(tmp_path):
-    assert "does not exist" in error_line([f"checkpoint={tmp_path / 'nope'}", "sudoku=" + "." * 81])
-
-
-@pytest.mark.integration
 def test_missing_maze_file(maze_run, tmp_path):
     assert f"maze file {tmp_path / 'nope.txt'} does not exist" in error_line(
         [f"checkpoint={maze_run['run_dir']}", f"maze={tmp_path / 'nope.txt'}"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Pieces
-# ---------------------------------------------------------------------------------------------
-def test_every_answered_task_has_its_puzzle_key():
-    """predict.py's puzzle keys are named after the tasks with a text form (dataset.tasks.TASKS)."""
-    assert predict.ANSWERED == ("sudoku", "maze")
-    assert set(predict.ANSWERED) <= set(predict.PredictConfig.model_fields) and set(predict.ANSWERED) <= set(
-        predict.TEXT_KEYS)
-
-
-def test_flags_become_keys():
-    assert predict.flags_to_keys(["checkpoint=c", "--input", "a.csv", "--out=x.png", "tta=2"]) == [
-        "checkpoint=c", "input=a.csv", "out=x.png", "tta=2"]
-
-
-def test_text_values_are_kept_as_written():
-    """YAML would read a Sudoku of digits as an integer (losing its leading zeros), `08` as octal-ish."""
-    puzzle = "0" * 9 + "1" * 72
-    args = predict.parse_args(["checkpoint=007", f"sudoku={puzzle}", "tta=3", "halt_early=true"])
-    assert args.sudoku == puzzle and args.checkpoint == "007" and args.tta == 3 and args.halt_early is True
-
-
-def test_board_round_trip_and_validity():
-    solution = np.array([int(c) for c in "534678912672195348198342567859761423426853791"
-                                         "713924856961537284287419635345286179"]) + sudoku.DIGIT_OFFSET
-    board = sudoku.format_board(solution)
-    assert np.array_equal(sudoku.parse_cells(board, "sudoku="), solution)
-    puzzle = solution.copy()
-    puzzle[::2] = sudoku.BLANK_TOKEN
-    assert sudoku.is_solved(puzzle, solution)
-    swapped = solution.copy()
-    swapped[[0, 1]] = swapped[[1, 0]]
-    assert not sudoku.is_solved(puzzle, swapped)
-
-
-def test_maze_path_check():
-    lines = ["#" * 30] + ["#" + " " * 28 + "#" for _ in range(28)] + ["#" * 30]
-    lines[1] = "#Sooo" + " " * 23 + "G#"
-    tokens = maze.parse_rows(lines, "maze")
-    assert (tokens == maze.PATH).sum() == 0  # `o` read as open
-    answer = np.array([maze.TOKEN_OF[c] for c in "".join(lines)])
-    assert not maze.path_connects(tokens, answer)
-    lines[1] = "#S" + "o" * 26 + "G#"
-    assert maze.path_connects(tokens, np.array([maze.TOKEN_OF[c] for c in "".join(lines)]))
-    with pytest.raises(ConfigError, match="has 2 'G' \\(goal\\) cells"):
-        maze.parse_rows([lines[0], "#S" + " " * 25 + "GG#", *lines[2:]], "maze")

@@ -25,8 +25,6 @@ from tests.helpers import (
 from training.config import derive_names, parse_config
 from training.evaluation import flatten_metrics
 
-pytestmark = pytest.mark.integration  # whole runs and subprocesses
-
 
 # ---------------------------------------------------------------------------------------------
 # EMA: evaluated through the compiled model; updated after every loader batch

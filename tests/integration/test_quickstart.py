@@ -5,11 +5,7 @@ import shlex
 import subprocess
 import sys
 
-import pytest
-
 from tests.helpers import REPO_ROOT
-
-pytestmark = pytest.mark.integration  # whole runs and subprocesses
 
 
 def test_quickstart_builds_data_trains_and_reports(tmp_path):

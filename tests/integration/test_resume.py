@@ -1,22 +1,25 @@
-"""Exact resume, crash-safe checkpoints, clean stops and the bad-input cases of checkpoints."""
+"""Resuming runs: exact in one and two processes (weights, optimizers, EMA, RNG streams, ACT carries and the logged
+metrics, bit for bit), on another number of processes (the same global batches, the curve going on), one metrics
+line per step after a resume; crash-safe checkpoints, clean stops, and the bad-input cases of checkpoints. (The
+pieces without runs: tests/unit/test_checkpoints.py.)"""
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
 from dataset.build_copy_dataset import write_copy_task
 from rundir.layout import list_train_states
 from rundir.states import WRITE_DELAY_ENV
-from tests.helpers import REPO_ROOT, TINY_ARCH, compose_config, cpu_context
+from tests.helpers import REPO_ROOT, TINY_ARCH, compose_config, cpu_context, read_metrics, run_pretrain
 from training.config import parse_config
 from utils.errors import CheckpointError, NonFiniteLossError
-
-pytestmark = pytest.mark.integration  # whole runs and subprocesses
 
 # 64 puzzles / batch 16 = 4 steps per epoch; 4 epochs in 2 iterations = 16 steps, an eval at step 8.
 RUN = [*TINY_ARCH, "arch.halt_exploration_prob=0.5", "global_batch_size=16", "epochs=4", "eval_interval=2",
@@ -28,9 +31,9 @@ def data(copy_task) -> str:
     return copy_task
 
 
-def train_in_process(data: str, run_dir, *extra: str):
+def train_in_process(data: str, run_dir, *extra: str, run: list[str] = RUN):
     from training.loop import train
-    raw = compose_config([f"data_paths=[{data}]", *RUN, f"+checkpoint_path={run_dir}", *extra])
+    raw = compose_config([f"data_paths=[{data}]", *run, f"+checkpoint_path={run_dir}", *extra])
     return train(parse_config(raw), cpu_context())
 
 
@@ -87,19 +90,6 @@ def test_exact_resume_single_process(data, tmp_path):
     train_in_process(data, tmp_path / "resumed", "resume=auto", "stop_at_step=11")  # across the eval at step 8
     train_in_process(data, tmp_path / "resumed", "resume=auto")
     compare_runs(tmp_path / "straight", tmp_path / "resumed")
-
-
-def run_pretrain(args: list[str], nproc: int = 1, env: dict | None = None, wait: bool = True):
-    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT, **(env or {}))
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "pretrain.py")]
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-               os.path.join(REPO_ROOT, "pretrain.py")]
-    if not wait:
-        # Its own process group, so that a signal reaches the DataLoader worker too, as a scheduler's would.
-        return subprocess.Popen(cmd + args, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
-    return subprocess.run(cmd + args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def cli_args(data: str, run_dir, *extra: str) -> list[str]:
@@ -202,3 +192,151 @@ def test_load_checkpoint_rejects_truncated_file(data, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     result = run_pretrain(cli_args(data, tmp_path / "run", f"+load_checkpoint={bad}"))
     assert result.returncode != 0 and f"Cannot read checkpoint {bad}" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Another number of processes: 2 -> 1 and 1 -> 2 (gloo), and another batch order
+# ---------------------------------------------------------------------------------------------
+# 64 puzzles (one example each, puzzle identifiers 1..64) / batch 16: 4 steps per epoch, 16 steps in all.
+# No halting exploration: its draws come from per-process streams, so it alone would make the curves differ.
+WORLD_SIZE_RUN = [*TINY_ARCH, "arch.halt_exploration_prob=0", "global_batch_size=16", "epochs=4", "eval_interval=2",
+                  "lr=1e-3", "lr_warmup_steps=3", "evaluators=[]", "wandb_mode=disabled", "device=cpu"]
+STEPS_PER_EPOCH, TOTAL_STEPS, NUM_PUZZLES = 4, 16, 64
+
+
+# Runs pretrain.py with train_batch wrapped to append, per rank, the puzzle identifiers of each batch it trains on.
+RECORDER = """
+import os, runpy, sys
+import training.loop as loop
+out, rank = os.environ["TRAINED_ON_DIR"], os.environ.get("RANK", "0")
+train_batch = loop.train_batch
+
+def recording(config, state, batch, global_batch_size, ctx):
+    with open(os.path.join(out, f"rank{rank}.jsonl"), "a") as f:
+        f.write(__import__("json").dumps({"step": state.step + 1, "ids": batch["puzzle_identifiers"].tolist()}) + "\\n")
+    return train_batch(config, state, batch, global_batch_size, ctx)
+
+loop.train_batch = recording
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_recorded(tmp_path, run_dir, nproc: int, *extra: str) -> subprocess.CompletedProcess:
+    recorder = tmp_path / "recorder.py"
+    recorder.write_text(RECORDER)
+    trained_on = tmp_path / f"trained_on_{os.path.basename(run_dir)}"
+    trained_on.mkdir(exist_ok=True)
+    env = dict(os.environ, TRAINED_ON_DIR=str(trained_on), OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
+    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                    "--nproc-per-node", str(nproc)]
+    command = launcher + [str(recorder), os.path.join(REPO_ROOT, "pretrain.py"), *extra]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def global_batches_trained_on(tmp_path, run_name: str) -> dict[int, list[int]]:
+    """step -> the puzzle identifiers of that step's global batch (the ranks' slices in rank order)."""
+    batches: dict[int, dict[int, list[int]]] = {}
+    folder = tmp_path / f"trained_on_{run_name}"
+    for name in sorted(os.listdir(folder)):
+        rank = int(name.removeprefix("rank").removesuffix(".jsonl"))
+        for line in (folder / name).read_text().splitlines():
+            record = json.loads(line)
+            assert rank not in batches.setdefault(record["step"], {}), f"step {record['step']} trained twice"
+            batches[record["step"]][rank] = record["ids"]
+    return {step: sum((parts[r] for r in sorted(parts)), []) for step, parts in sorted(batches.items())}
+
+
+def losses(run_dir) -> dict[int, float]:
+    return {m["step"]: m["train/lm_loss"] for m in read_metrics(run_dir) if "train/lm_loss" in m}
+
+
+@pytest.fixture(scope="module")
+def straight_run(copy_task, tmp_path_factory):
+    """The uninterrupted run in one process: the batches and losses the resumed runs must continue."""
+    tmp_path = tmp_path_factory.mktemp("straight")
+    run_recorded(tmp_path, tmp_path / "straight", 1, f"data_paths=[{copy_task}]", *WORLD_SIZE_RUN,
+                 f"+checkpoint_path={tmp_path / 'straight'}")
+    return global_batches_trained_on(tmp_path, "straight"), losses(tmp_path / "straight")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
+def test_resume_on_another_number_of_processes(copy_task, straight_run, tmp_path, before, after):
+    run_dir = tmp_path / "resumed"
+    common = [f"data_paths=[{copy_task}]", *WORLD_SIZE_RUN, f"+checkpoint_path={run_dir}"]
+    run_recorded(tmp_path, run_dir, before, *common, "stop_at_step=5")
+    # The premise: sequences are in flight (halt_max_steps=2: step 5 is the first of two), so step 6 goes
+    # on with their carries instead of taking batch 6's data; a reset carry would make the curve differ.
+    saved = torch.load(run_dir / "train_state_step_5" / "rank0.pt", weights_only=True)
+    assert not saved["carry"]["halted"].any()
+    result = run_recorded(tmp_path, run_dir, after, *common, "resume=auto")
+    assert f"saved by {before} processes with {after}" in result.stdout
+
+    # The run continued to the end, each step logged once.
+    resumed_losses = losses(run_dir)
+    assert sorted(resumed_losses) == list(range(1, TOTAL_STEPS + 1))
+    # Every example of each epoch trained on once: the same global batches as the uninterrupted run.
+    batches = global_batches_trained_on(tmp_path, "resumed")
+    assert sorted(batches) == list(range(1, TOTAL_STEPS + 1))
+    for epoch in range(TOTAL_STEPS // STEPS_PER_EPOCH):
+        seen = Counter(i for step in range(epoch * STEPS_PER_EPOCH + 1, (epoch + 1) * STEPS_PER_EPOCH + 1)
+                       for i in batches[step])
+        assert seen == Counter(range(1, NUM_PUZZLES + 1)), f"epoch {epoch}: examples skipped or repeated"
+    straight_batches, straight_losses = straight_run
+    assert batches == straight_batches
+
+    # The curve continues where it was: the re-sliced carries hold the same sequences in flight, so the
+    # losses are the uninterrupted run's up to the summation order of the ranks' gradients.
+    ratio = np.array([resumed_losses[s] / straight_losses[s] for s in range(1, TOTAL_STEPS + 1)])
+    assert np.all(np.abs(ratio - 1) < 1e-4), ratio
+
+
+def test_resume_with_another_batch_order_is_refused(copy_task, tmp_path):
+    """The saved loader position counts batches of the saved global_batch_size, seed and eval_interval."""
+    from tests.helpers import compose_config, cpu_context
+    from training.config import parse_config
+    from training.loop import train
+    common = [f"data_paths=[{copy_task}]", *WORLD_SIZE_RUN, f"+checkpoint_path={tmp_path}"]
+    train(parse_config(compose_config([*common, "stop_at_step=2"])), cpu_context())
+    with pytest.raises(CheckpointError, match=r"'global_batch_size': \(16, 8\).*\+load_checkpoint"):
+        train(parse_config(compose_config([*common, "resume=auto", "global_batch_size=8"])), cpu_context())
+
+
+# ---------------------------------------------------------------------------------------------
+# One metrics line per step after a resume
+# ---------------------------------------------------------------------------------------------
+# The run of the metrics checks: 16 steps, evaluations at steps 8 and 16.
+METRICS_RUN = [*TINY_ARCH, "global_batch_size=16", "epochs=4", "eval_interval=2", "lr=1e-3", "lr_warmup_steps=3",
+               "evaluators=[]", "wandb_mode=disabled", "num_workers=0"]
+
+
+def one_line_per_step(lines: list[dict]) -> None:
+    train = [m["step"] for m in lines if "train/lm_loss" in m]
+    evals = [m["step"] for m in lines if any(k.startswith("all/") for k in m)]
+    params = [m["step"] for m in lines if "num_params" in m]
+    assert (train, evals, params) == (list(range(1, 17)), [8, 16], [0]), (train, evals, params)
+
+
+def test_metrics_after_resume_from_an_older_state(copy_task, tmp_path):
+    run_dir = tmp_path / "run"
+    train_in_process(copy_task, run_dir, "checkpoint_interval=4", "stop_at_step=10", run=METRICS_RUN)
+    first_attempt = {m["step"]: m for m in read_metrics(str(run_dir)) if "train/lm_loss" in m}
+    assert [s for s, _ in list_train_states(str(run_dir))] == [4, 8, 10]
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 11, "train/lm_loss": 0.')  # a line cut short by a kill
+    train_in_process(copy_task, run_dir, f"resume={run_dir / 'train_state_step_4'}", run=METRICS_RUN)
+    one_line_per_step(lines := read_metrics(str(run_dir)))
+    again = {m["step"]: m for m in lines if "train/lm_loss" in m}
+    assert all(again[step] == first_attempt[step] for step in range(1, 11))  # exact resume: same values
+
+
+def test_metrics_after_resume_auto_found_no_state(copy_task, tmp_path):
+    run_dir = tmp_path / "run"
+    train_in_process(copy_task, run_dir, "stop_at_step=3", run=METRICS_RUN)
+    for _, path in list_train_states(str(run_dir)):
+        os.rename(path, str(path).replace("train_state_step_", "removed_"))  # as if killed before any save
+    train_in_process(copy_task, run_dir, "resume=auto", run=METRICS_RUN)
+    one_line_per_step(read_metrics(str(run_dir)))

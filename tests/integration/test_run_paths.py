@@ -1,6 +1,6 @@
 """Paths the trainer prints can be pasted into the next command, although the published run name
 `<model class> <slug>` contains a space: they are printed shell-quoted, and the printed evaluate
-command runs verbatim."""
+command runs verbatim. (How a command line is quoted: tests/unit/test_cli.py.)"""
 import os
 import shlex
 import subprocess
@@ -10,10 +10,10 @@ from io import StringIO
 
 import pytest
 
-from tests.helpers import REPO_ROOT, TINY_ARCH, compose_config, cpu_context
+from tests.helpers import TINY_ARCH, compose_config, cpu_context
 from training.config import parse_config
 from training.loop import train
-from utils.cli import command_line, quoted
+from utils.cli import quoted
 
 RUN = [*TINY_ARCH, "global_batch_size=16", "epochs=2", "eval_interval=2", "lr_warmup_steps=1", "evaluators=[]",
        "wandb_mode=disabled", "device=cpu", "num_workers=0", "checkpoint_interval=4"]
@@ -58,7 +58,6 @@ def test_printed_paths_are_one_shell_word_that_exists(default_named_run, label):
     assert os.path.exists(cwd / words[0])
 
 
-@pytest.mark.integration
 def test_the_printed_evaluate_command_runs_verbatim(default_named_run):
     cwd, out = default_named_run
     command = printed(out, "evaluate")
@@ -70,11 +69,3 @@ def test_the_printed_evaluate_command_runs_verbatim(default_named_run):
     assert "[all] exact accuracy" in result.stdout
     checkpoint = shlex.split(printed(out, "checkpoint"))[0]
     assert os.path.isfile(cwd / f"{os.path.dirname(checkpoint)}/eval_{os.path.basename(checkpoint)}/metrics.json")
-
-
-def test_command_line_quotes_what_the_shell_would_split(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    line = command_line("evaluate.py", checkpoint="checkpoints/P/TRM happy-cat/step_8", tta=8)
-    words = shlex.split(line)
-    assert words[0] == "python" and os.path.samefile(tmp_path / words[1], os.path.join(REPO_ROOT, "evaluate.py"))
-    assert words[2:] == ["checkpoint=checkpoints/P/TRM happy-cat/step_8", "tta=8"]

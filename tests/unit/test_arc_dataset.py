@@ -1,15 +1,13 @@
-"""ARC data assembly and builder: published digest, inverse augmentation, bad input."""
+"""ARC data assembly and builder: published digest, inverse augmentation, bad input. (As commands:
+tests/integration/test_datasets.py.)"""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from dataset import assemble_arc_data
 from dataset import build_arc_dataset as arc
-from dataset.common import load_metadata
 from dataset.tasks import arc as arc_task
 from dataset.tasks.dihedral import DIHEDRAL_INVERSE, TRANSPOSING, dihedral_transform, inverse_dihedral_transform
 from tests.conftest import FIXTURES_DIR, REPO_ROOT
@@ -247,28 +245,6 @@ def test_bad_input_gives_clear_error_and_no_output(tmp_path, case):
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")  # no temp dirs left behind
 
 
-@pytest.mark.integration
-def test_script_path_builds_small_dataset_and_fails_cleanly(tmp_path):
-    """`python dataset/build_arc_dataset.py ...`: a valid build, a rebuild in place, then a bad one."""
-    prefix = _small_inputs(tmp_path)
-    out = tmp_path / "arc-small"
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "dataset", "build_arc_dataset.py"),
-           "--input-file-prefix", prefix, "--output-dir", str(out), "--num-aug", "3"]
-    for _ in range(2):  # the second run replaces the first build
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-    train = load_metadata(str(out), "train")
-    # 9 groups (3 tasks x 3 subsets) of 1 + 3 members; test puzzles reuse their train names.
-    assert (train.total_groups, train.total_puzzles, train.num_puzzle_identifiers) == (9, 36, 1 + 36)
-    assert load_metadata(str(out), "test").total_puzzles == 12
-    with open(out / "test_puzzles.json") as f:
-        assert sorted(json.load(f)) == ["evaluation0", "evaluation1", "evaluation2"]
-
-    bad = subprocess.run(cmd[:-2] + ["--num-aug", "3", "--test-set-name", "nope"], capture_output=True, text=True)
-    assert bad.returncode != 0 and "not one of --subsets" in bad.stderr
-    assert load_metadata(str(out), "train").total_puzzles == 36  # the earlier build is untouched
-
-
 def test_refuses_to_replace_a_directory_that_is_not_a_dataset(tmp_path):
     prefix = _small_inputs(tmp_path)
     out = tmp_path / "notes"
@@ -295,14 +271,3 @@ def test_concept_corpus_is_converted_in_sorted_order(tmp_path):
     (corpus / "A" / "B1.json").write_text("{}")
     with pytest.raises(assemble_arc_data.AssembleError, match="appears twice"):
         assemble_arc_data.convert_concept_corpus(str(corpus))
-
-
-@pytest.mark.integration
-def test_cli_default_uses_shipped_concept_files(tmp_path, monkeypatch):
-    """`python -m dataset.assemble_arc_data` without --concept copies kaggle/concept, from any CWD."""
-    monkeypatch.chdir(tmp_path)
-    assemble_arc_data.main(["--output-dir", "combined"])
-    for shipped, written in zip(assemble_arc_data.kaggle_paths(CONCEPT_DIR, "concept"),
-                                assemble_arc_data.kaggle_paths(str(tmp_path / "combined"), "concept")):
-        with open(shipped, "rb") as a, open(written, "rb") as b:
-            assert a.read() == b.read()

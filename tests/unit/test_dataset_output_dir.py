@@ -1,22 +1,16 @@
-"""Data safety of the builders and validation of datasets when they are opened (issue 13, findings 1, 4, 7).
+"""Builders write only their own output directory (dataset/output_dir.py).
 
-1. Every builder, the ARC assembler and the offline generators replace an existing output directory only
-   when it holds nothing but what that tool writes; otherwise they refuse, naming the foreign entries.
-7. Build temporaries carry their owner's PID and host; a later build removes those of dead owners (its
-   own kind only) and keeps a live build's. Output directories are mode 0755.
-4. The loader validates a dataset in its constructor and raises DatasetError naming the file, so
-   training stops before the run directory exists."""
+Every builder, the ARC assembler and the offline generators replace an existing output directory only when it holds
+nothing but what that tool writes; otherwise they refuse, naming the foreign entries. Build temporaries carry their
+owner's PID and host; a later build removes those of dead owners (its own kind only) and keeps a live build's.
+Output directories are mode 0755."""
 import contextlib
 import io
-import json
 import os
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from dataset import (
@@ -28,16 +22,14 @@ from dataset import (
     generate_maze,
     generate_sudoku,
 )
-from dataset.build_copy_dataset import write_copy_task
-from dataset.common import load_metadata, write_json, write_set
-from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
-from tests.helpers import REPO_ROOT, TINY_ARCH, compose_config, cpu_context, write_tiny_arc_source
+from dataset.common import load_metadata, write_json
+from tests.helpers import write_tiny_arc_source
 from utils.errors import DatasetError
 
-# ----------------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------
 # The tools, each as build(out) -> "" on success or its one-line error message
-
-
+# ---------------------------------------------------------------------------------------------
 def run_tool(fn, *args) -> str:
     """"" on success, else the one `error: ...` line (the exit message, or printed once to stderr)."""
     stderr = io.StringIO()
@@ -107,10 +99,9 @@ def listing(directory) -> dict[str, bytes]:
     return {os.path.relpath(path, directory): path.read_bytes() for path in paths}
 
 
-# ----------------------------------------------------------------------------------------------
-# Finding 1: replace only a directory this tool wrote
-
-
+# ---------------------------------------------------------------------------------------------
+# Replace only a directory the tool wrote
+# ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("tool", ALL_TOOLS)
 def test_rebuild_over_own_output_succeeds_with_mode_0755(tools, tool, tmp_path):
     out = str(tmp_path / "out")
@@ -206,10 +197,31 @@ def test_output_path_that_is_a_file_is_refused(tools, tmp_path):
     assert "not a directory" in tools["copy"](str(tmp_path / "out")) and (tmp_path / "out").read_text() == "a file"
 
 
-# ----------------------------------------------------------------------------------------------
-# Finding 7: temporaries carry owner PID and host; stale ones of dead owners are removed
+def test_atomic_output_dir_replaces_only_its_own_kind(tmp_path):
+    from dataset.common import DATASET_ENTRIES, atomic_output_dir
+    from utils.errors import DatasetError
+
+    out = tmp_path / "data"
+    for content in ("first", "second"):
+        with atomic_output_dir(str(out), DATASET_ENTRIES) as tmp:
+            with open(os.path.join(tmp, "identifiers.json"), "w") as f:
+                f.write(content)
+        assert (out / "identifiers.json").read_text() == content
+    assert oct(os.stat(out).st_mode & 0o777) == oct(0o755)
+    with pytest.raises(ZeroDivisionError):
+        with atomic_output_dir(str(out), DATASET_ENTRIES):
+            raise ZeroDivisionError("inside the build")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="notes.txt"):
+        with atomic_output_dir(str(out), DATASET_ENTRIES):
+            pass
+    assert sorted(os.listdir(tmp_path)) == ["data"]  # no temporaries left behind
+    assert (out / "identifiers.json").read_text() == "second"
 
 
+# ---------------------------------------------------------------------------------------------
+# Temporaries carry their owner's PID and host; a later build removes those of dead owners
+# ---------------------------------------------------------------------------------------------
 DEAD_PID = 2**31 - 2  # above any pid_max: never a live process
 
 
@@ -238,162 +250,3 @@ def test_stale_temporaries_of_dead_builds_are_removed_live_ones_kept(tools, tool
             f.write(b"partial")
     assert tools[tool](out) == ""
     assert sorted(os.listdir(tmp_path)) == sorted(kept + ["out"])
-
-
-@pytest.mark.integration
-def test_killed_build_leaves_a_temporary_that_the_next_build_removes(tools, tmp_path):
-    out = str(tmp_path / "out")
-    code = ("import os, signal, sys\n"
-            "from dataset.common import DATASET_ENTRIES, atomic_output_dir\n"
-            "with atomic_output_dir(sys.argv[1], DATASET_ENTRIES) as tmp:\n"
-            "    open(os.path.join(tmp, 'identifiers.json'), 'w').write('[')\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n")
-    child = subprocess.Popen([sys.executable, "-c", code, out], cwd=REPO_ROOT)
-    assert child.wait(timeout=120) == -9
-    leftovers = [n for n in os.listdir(tmp_path) if n.startswith(f".out.tmp-{child.pid}-")]
-    assert len(leftovers) == 1, os.listdir(tmp_path)
-    assert tools["sudoku"](out) == ""
-    assert os.listdir(tmp_path) == ["out"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Finding 4: validation when a dataset is opened
-
-SEQ, VOCAB, NUM_IDS = 8, 6, 9
-
-
-@pytest.fixture
-def copy_data(tmp_path):
-    return write_copy_task(str(tmp_path / "copy"), num_train_puzzles=8, num_test_puzzles=4, seq_len=SEQ,
-                           vocab_size=VOCAB, num_puzzle_identifiers=NUM_IDS)
-
-
-def npy(data, field, split="train"):
-    return os.path.join(data, split, f"all__{field}.npy")
-
-
-def rewrite(data, field, change, split="train"):
-    np.save(npy(data, field, split), change(np.load(npy(data, field, split)).copy()))
-
-
-def set_item(index, value):
-    def change(arr):
-        arr[index] = value
-        return arr
-    return change
-
-
-def edit_metadata(data, split="train", **fields):
-    path = os.path.join(data, split, "dataset.json")
-    with open(path) as f:
-        meta = json.load(f)
-    write_json(path, {**meta, **fields})
-
-
-def truncate(path, keep_fraction=0.5):
-    os.truncate(path, int(os.path.getsize(path) * keep_fraction))
-
-
-def open_dataset(data, split="train"):
-    return PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=[data], global_batch_size=4,
-                                             test_set_mode=split == "test", epochs_per_iter=1, rank=0,
-                                             num_replicas=1), split=split)
-
-
-BAD_CONTENTS = {
-    # case: (corrupt(data), file named in the message, other words it must contain)
-    "seq_len differs": (lambda d: edit_metadata(d, seq_len=SEQ + 1), "all__inputs.npy", ["seq_len"]),
-    "input token >= vocab_size": (lambda d: rewrite(d, "inputs", set_item((3, 2), VOCAB)), "all__inputs.npy",
-                                  ["vocab_size", "6"]),
-    "label token >= vocab_size": (lambda d: rewrite(d, "labels", set_item((0, 0), 200)), "all__labels.npy",
-                                  ["vocab_size", "200"]),
-    "negative input token": (lambda d: rewrite(d, "inputs", lambda a: np.where(a == a[1, 1], -3, a.astype(np.int32))),
-                             "all__inputs.npy", ["-3"]),
-    "labels of another shape": (lambda d: rewrite(d, "labels", lambda a: a[:-1]), "all__labels.npy", ["shape"]),
-    "float tokens": (lambda d: rewrite(d, "inputs", lambda a: a.astype(np.float32)), "all__inputs.npy",
-                     ["integer"]),
-    "puzzle identifier >= num_puzzle_identifiers": (
-        lambda d: rewrite(d, "puzzle_identifiers", set_item(2, NUM_IDS)), "all__puzzle_identifiers.npy",
-        ["num_puzzle_identifiers", str(NUM_IDS)]),
-    "negative puzzle identifier": (lambda d: rewrite(d, "puzzle_identifiers", set_item(0, -1)),
-                                   "all__puzzle_identifiers.npy", ["-1"]),
-    "truncated inputs": (lambda d: truncate(npy(d, "inputs")), "all__inputs.npy", ["truncated"]),
-    "truncated puzzle_indices": (lambda d: truncate(npy(d, "puzzle_indices"), 0.9), "all__puzzle_indices.npy",
-                                 ["truncated"]),
-    "missing labels": (lambda d: os.remove(npy(d, "labels")), "all__labels.npy", ["missing"]),
-    "decreasing puzzle_indices": (lambda d: rewrite(d, "puzzle_indices", set_item(3, 1)),
-                                  "all__puzzle_indices.npy", ["non-decreasing"]),
-    "puzzle_indices past the examples": (lambda d: rewrite(d, "puzzle_indices", set_item(-1, 99)),
-                                         "all__puzzle_indices.npy", ["num_examples"]),
-    "empty group": (lambda d: rewrite(d, "group_indices", set_item(2, 1)), "all__group_indices.npy", ["group"]),
-    "total_puzzles differs": (lambda d: edit_metadata(d, total_puzzles=7), "dataset.json", ["total_puzzles"]),
-    "pad_id outside vocab": (lambda d: edit_metadata(d, pad_id=VOCAB), "dataset.json", ["pad_id"]),
-    "dataset.json not JSON": (lambda d: Path(d, "train", "dataset.json").write_text("{"), "dataset.json", ["JSON"]),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_CONTENTS))
-def test_bad_contents_raise_dataset_error_naming_file_when_opened(copy_data, case):
-    corrupt, filename, words = BAD_CONTENTS[case]
-    corrupt(copy_data)
-    with pytest.raises(DatasetError) as exc:
-        open_dataset(copy_data)  # the constructor, not the first batch
-    message = str(exc.value)
-    assert os.path.join(copy_data, "train", filename) in message, message
-    for word in words:
-        assert word in message, f"{word!r} missing from: {message}"
-    assert "build_copy_dataset" in message and "rebuild" in message.lower(), message
-    assert "../shared" not in message
-
-
-def test_rebuild_hint_names_the_builder_of_the_task(tmp_path, sources):
-    out = str(tmp_path / "sudoku")
-    assert run_tool(build_sudoku_dataset.main, ["--source-dir", sources["sudoku"], "--output-dir", out]) == ""
-    rewrite(out, "labels", set_item((0, 0), 11))
-    with pytest.raises(DatasetError, match=r"build_sudoku_dataset\.py --output-dir .*sudoku"):
-        open_dataset(out)
-
-
-def test_test_split_is_validated_too(copy_data):
-    rewrite(copy_data, "inputs", set_item((0, 0), VOCAB + 1), split="test")
-    with pytest.raises(DatasetError, match="test/all__inputs.npy"):
-        open_dataset(copy_data, split="test")
-
-
-def test_valid_ignore_values_are_accepted(tmp_path):
-    """Labels may be ignore_label_id (even outside the vocabulary) or -100 (already ignored)."""
-    inputs = np.array([[1, 2, 3], [4, 5, 1]], dtype=np.uint8)
-    write_set(str(tmp_path / "a"), "train", inputs, np.array([[255, 2, 255], [3, 255, 1]], np.uint8), [2], [1], [0],
-              vocab_size=6, num_puzzle_identifiers=1, ignore_label_id=255)
-    open_dataset(str(tmp_path / "a"))
-    write_set(str(tmp_path / "b"), "test", inputs.astype(np.int32), np.array([[-100, 2, 0], [3, -100, 1]], np.int32),
-              [2], [1], [0], vocab_size=6, num_puzzle_identifiers=1)
-    (_, batch, _), = list(open_dataset(str(tmp_path / "b"), split="test"))
-    assert batch["labels"][0, 0] == -100 and batch["labels"][0, 1] == 2
-    write_set(str(tmp_path / "c"), "train", inputs.astype(np.int32), np.array([[-7, 2, 0], [3, 0, 1]], np.int32),
-              [2], [1], [0], vocab_size=6, num_puzzle_identifiers=1)
-    with pytest.raises(DatasetError, match="-7"):
-        open_dataset(str(tmp_path / "c"))
-
-
-def test_every_path_of_a_merged_dataset_is_validated(tmp_path, copy_data):
-    other = write_copy_task(str(tmp_path / "other"), 4, 2, SEQ, VOCAB, num_puzzle_identifiers=5)
-    rewrite(other, "puzzle_identifiers", set_item(0, 5))  # valid in copy_data's table (9 rows), not in its own (5)
-    with pytest.raises(DatasetError, match="other/train/all__puzzle_identifiers.npy"):
-        PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=[copy_data, other], global_batch_size=4,
-                                          test_set_mode=False, epochs_per_iter=1, rank=0, num_replicas=1))
-
-
-@pytest.mark.parametrize("split", ["train", "test"])
-def test_training_stops_before_the_run_directory_exists(copy_data, tmp_path, split):
-    from training.config import parse_config
-    from training.loop import train
-    rewrite(copy_data, "labels", set_item((1, 1), 250), split=split)
-    run_dir = tmp_path / "run"
-    raw = compose_config([f"data_paths=[{copy_data}]", "evaluators=[]", *TINY_ARCH, "global_batch_size=4",
-                          "epochs=1", "eval_interval=1", "lr_warmup_steps=1", "wandb_mode=disabled", "num_workers=0",
-                          f"+checkpoint_path={run_dir}"])
-    with pytest.raises(DatasetError) as exc:
-        train(parse_config(raw), cpu_context())
-    assert os.path.join(copy_data, split, "all__labels.npy") in str(exc.value)
-    assert not run_dir.exists()

@@ -1,28 +1,23 @@
-"""Ready for the GPU without having one: bfloat16 training and device placement, checked on the CPU.
+"""Device placement, checked on the CPU: no tensor is created on an implicit device; and choosing a device.
 
-1. bfloat16 (the default `forward_dtype`): every architecture trains a few steps on the copy task with finite,
-   falling losses, and its tensors have the dtypes the published code gives them: carries in the forward dtype,
-   logits too (the published `lm_head` output is not cast), the Q logits in float32 (`q_head(...).to(float32)`),
-   master weights in float32.
+A stray CPU tensor only fails on a GPU, so the tests run the model on a device that is not the CPU:
 
-2. Device placement: no tensor is created on an implicit device. A stray CPU tensor only fails on a GPU, so the
-   tests run the model on a device that is not the CPU:
+- a *simulated accelerator*: every tensor on it reports device `lazy:0` but holds CPU data, so real values flow
+  and the whole trainer runs (`train_batch` with its host reads, `evaluate` with its `all_finish` loop, the
+  sparse puzzle-embedding optimizer's `unique`, checkpoint save and resume). An op mixing its tensors with CPU
+  tensors fails as on CUDA (a CPU 0-dim tensor passes there as on CUDA, indices may be CPU tensors as on
+  CUDA), and, stricter than CUDA, every tensor made from nothing on the CPU during a watched call (a factory
+  such as `torch.zeros(3)` or `torch.tensor(1.0)` without `device=`) is reported, so a stray that CUDA would
+  silently accept (a 0-dim one, or one only stored in the carry) is caught too. The `lazy` device type is used
+  only because it is the one non-CPU type whose autograd works in a CPU-only PyTorch; its real backend never
+  runs (an op that escaped the simulation would fail with "Could not run ... 'Lazy' backend").
+- the `meta` device: PyTorch's own check ("Tensor on device cpu is not on the expected device meta"), for the
+  model's forward and backward. Meta tensors hold no values, so the trainer's host reads, `all_finish` and the
+  checkpoint round-trip (loading into meta parameters is a no-op) cannot run there: that is what the
+  simulated device is for.
 
-   - a *simulated accelerator*: every tensor on it reports device `lazy:0` but holds CPU data, so real values flow
-     and the whole trainer runs (`train_batch` with its host reads, `evaluate` with its `all_finish` loop, the
-     sparse puzzle-embedding optimizer's `unique`, checkpoint save and resume). An op mixing its tensors with CPU
-     tensors fails as on CUDA (a CPU 0-dim tensor passes there as on CUDA, indices may be CPU tensors as on
-     CUDA), and, stricter than CUDA, every tensor made from nothing on the CPU during a watched call (a factory
-     such as `torch.zeros(3)` or `torch.tensor(1.0)` without `device=`) is reported, so a stray that CUDA would
-     silently accept (a 0-dim one, or one only stored in the carry) is caught too. The `lazy` device type is used
-     only because it is the one non-CPU type whose autograd works in a CPU-only PyTorch; its real backend never
-     runs (an op that escaped the simulation would fail with "Could not run ... 'Lazy' backend").
-   - the `meta` device: PyTorch's own check ("Tensor on device cpu is not on the expected device meta"), for the
-     model's forward and backward. Meta tensors hold no values, so the trainer's host reads, `all_finish` and the
-     checkpoint round-trip (loading into meta parameters is a no-op) cannot run there: that is what the
-     simulated device is for.
-
-   `test_a_stray_cpu_tensor_is_caught` breaks the model code in three ways and checks that each is reported.
+`test_a_stray_cpu_tensor_is_caught` breaks the model code in three ways and checks that each is reported. Every
+architecture on both devices, and bfloat16 training: tests/integration/test_devices.py.
 """
 import contextlib
 import copy
@@ -48,6 +43,7 @@ from training.config import parse_config
 from training.data import create_dataloader, split_paths
 from training.evaluation import evaluate
 from training.state import evaluation_model, init_train_state, update_ema
+from utils.device import select_device, should_compile, wide_float_dtype
 from utils.distributed import DistContext
 from utils.random_state import seed_everything
 
@@ -99,54 +95,7 @@ def one_thread():
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. bfloat16
-# ---------------------------------------------------------------------------------------------
-@pytest.mark.integration  # trains a few steps per architecture
-@pytest.mark.parametrize("arch", ARCHS)
-def test_bf16_training(arch, copy_task, one_thread):
-    epochs = 6  # 64 puzzles / 16 = 4 steps an epoch: 24 steps
-    config = make_config(copy_task, arch, f"epochs={epochs}", f"eval_interval={epochs}", "lr=3e-3",
-                         "lr_warmup_steps=1")
-    assert config.arch.model_keys["forward_dtype"] == "bfloat16"  # the default, not overridden
-    batches, metadata = train_batches(config, epochs)
-    seed_everything(config.seed)
-    ctx = cpu_context()
-    state = init_train_state(config, metadata, ctx)
-    logged = [loop.train_batch(config, state, batch, size, ctx) for batch, size in batches]
-    assert len(logged) == 24 and all(m is not None for m in logged)  # log_interval=1: every step
-    for name in ("train/lm_loss", "train/q_halt_loss", "train/q_continue_loss"):
-        values = [m[name] for m in logged if name in m]
-        assert all(math.isfinite(v) for v in values), f"{arch}: non-finite {name}: {values}"
-    assert ("train/q_continue_loss" in logged[0]) == (arch == "hrm")
-    losses = [m["train/lm_loss"] for m in logged]
-    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    assert last < 0.8 * first, f"{arch}: lm_loss {first:.3f} -> {last:.3f}"
-
-    head = state.raw_model
-    bf16 = torch.bfloat16
-    carry = state.carry
-    for name, value in vars(carry.inner_carry).items():
-        assert value.dtype == bf16, f"{arch}: carry {name} is {value.dtype}"
-    assert carry.steps.dtype == torch.int32 and carry.halted.dtype == torch.bool
-    # One more step: the outputs of a trained model.
-    keys = ["logits", "q_halt_logits", "q_continue_logits", "target_q_continue", "preds"]
-    _, loss, metrics, outputs, _ = head(carry=carry, batch=batches[0][0], return_keys=keys)
-    assert outputs["logits"].dtype == bf16  # lm_head(y) in the forward dtype, as published
-    assert outputs["q_halt_logits"].dtype == outputs["q_continue_logits"].dtype == torch.float32
-    if arch == "hrm":
-        assert outputs["target_q_continue"].dtype == torch.float32
-    assert outputs["preds"].dtype == torch.int64
-    assert metrics["lm_loss"].dtype == torch.float64  # stablemax log-probs in float64 (models/losses.py)
-    assert torch.isfinite(loss)
-    # Master weights stay float32; the init vectors (and so the carries they reset to) are bfloat16.
-    assert {p.dtype for p in head.parameters()} == {torch.float32}
-    inits = {name: b.dtype for name, b in head.named_buffers() if name.endswith("_init")}
-    assert inits and set(inits.values()) == {bf16}, inits
-    assert head.model.inner.puzzle_emb.weights.dtype == torch.float32
-
-
-# ---------------------------------------------------------------------------------------------
-# 2. A simulated accelerator
+# A simulated accelerator
 # ---------------------------------------------------------------------------------------------
 SIM_DEVICE = torch.device("lazy", 0)
 CPU = torch.device("cpu")
@@ -407,12 +356,6 @@ def run_on_simulated_device(data: str, arch: str, steps: int = 3) -> None:
     assert_same_metrics(logged, cpu_logged, arch)
 
 
-@pytest.mark.integration  # trains a few steps per architecture
-@pytest.mark.parametrize("arch", DEVICE_ARCHS)
-def test_every_architecture_on_a_simulated_accelerator(arch, copy_task, one_thread):
-    run_on_simulated_device(copy_task, arch)
-
-
 def test_training_evaluation_and_resume_on_a_simulated_accelerator(copy_task, tmp_path, one_thread):
     """A run on the device with EMA: steps, evaluation (of the EMA copy) with saved outputs, checkpoint, resume.
 
@@ -463,7 +406,7 @@ def test_training_evaluation_and_resume_on_a_simulated_accelerator(copy_task, tm
 
 
 # ---------------------------------------------------------------------------------------------
-# 2b. The meta device: PyTorch's own device check, forward and backward
+# The meta device: PyTorch's own device check, forward and backward
 # ---------------------------------------------------------------------------------------------
 def meta_batch(batch_size: int = 4) -> dict[str, torch.Tensor]:
     return {"inputs": torch.empty(batch_size, 8, dtype=torch.int32, device="meta"),
@@ -489,12 +432,6 @@ def run_on_meta(data: str, arch: str) -> None:
         for _ in range(config.arch.model_keys["halt_max_steps"]):  # all_finish needs values: a fixed count
             carry, loss, metrics, outputs, _ = head(carry=carry, batch=batch, return_keys=["logits", "preds"])
     assert off_device([carry, loss, metrics, outputs], device=torch.device("meta")) == []
-
-
-@pytest.mark.integration  # trains a few steps per architecture
-@pytest.mark.parametrize("arch", DEVICE_ARCHS)
-def test_every_architecture_on_the_meta_device(arch, copy_task):
-    run_on_meta(copy_task, arch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,3 +476,73 @@ def test_a_stray_cpu_tensor_is_caught(breakage, simulated, meta, monkeypatch, co
     if meta is not None:  # (meta, like CUDA, accepts a CPU 0-dim tensor: that stray only the watch reports)
         with pytest.raises(RuntimeError, match=meta):
             run_on_meta(copy_task, "trm")
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a device (utils/device.py)
+# ---------------------------------------------------------------------------------------------
+NO_CUDA = not torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not NO_CUDA or torch.backends.mps.is_available(), reason="expects a CPU-only machine")
+@pytest.mark.parametrize("request_", [None, "auto", "cpu"])
+def test_select_device_cpu_only(request_):
+    assert select_device(request_) == torch.device("cpu")
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="CUDA is available here")
+@pytest.mark.parametrize("request_", ["cuda", "cuda:1"])
+def test_select_device_rejects_missing_cuda(request_):
+    with pytest.raises(ValueError, match=r"CUDA is not available; available: \['cpu'"):
+        select_device(request_)
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is available here")
+def test_select_device_rejects_missing_mps():
+    with pytest.raises(ValueError, match="MPS is not available"):
+        select_device("mps")
+
+
+@pytest.mark.parametrize("request_", ["tpu", "not-a-device"])
+def test_select_device_rejects_unknown(request_):
+    with pytest.raises(ValueError, match=f"{request_!r}"):
+        select_device(request_)
+
+
+def test_select_device_with_faked_cuda(monkeypatch):
+    """The CUDA branches, checked without a GPU: only availability and count are consulted."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert select_device(None, local_rank=1) == torch.device("cuda", 1)
+    assert select_device("auto") == torch.device("cuda", 0)
+    assert select_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    assert select_device("cuda:0", local_rank=1) == torch.device("cuda", 0)
+    assert select_device("cpu", local_rank=1) == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"only 2 CUDA device\(s\) exist; available: \['cpu', 'cuda:0', 'cuda:1'"):
+        select_device("cuda:2")
+    with pytest.raises(ValueError, match="only 2 CUDA"):
+        select_device(None, local_rank=2)
+
+
+def test_wide_float_dtype():
+    assert wide_float_dtype(torch.device("cpu")) is torch.float64
+    assert wide_float_dtype(torch.device("cuda", 0)) is torch.float64
+    assert wide_float_dtype(torch.device("mps")) is torch.float32
+
+
+def test_should_compile_defaults_and_flag(monkeypatch):
+    monkeypatch.delenv("DISABLE_COMPILE", raising=False)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert should_compile(cuda, None) is True
+    assert should_compile(cpu, None) is False
+    assert should_compile(torch.device("mps"), None) is False
+    assert should_compile(cpu, True) is True
+    assert should_compile(cuda, False) is False
+
+
+@pytest.mark.parametrize("value", ["1", "0", ""])
+def test_should_compile_env_disables_everything(monkeypatch, value):
+    monkeypatch.setenv("DISABLE_COMPILE", value)
+    cuda = torch.device("cuda", 0)
+    assert should_compile(cuda, None) is False
+    assert should_compile(cuda, True) is False

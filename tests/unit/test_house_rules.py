@@ -1,11 +1,13 @@
 """House rules a file scan can check (the project's house rules): no non-test module over 400 lines, no sys.path
-manipulation, every entry module and package shipped by pyproject.toml, and no module importing a face
-(pretrain, evaluate, predict, visualize). Pure scans of the files git tracks: fast, no subprocess."""
+manipulation, every entry module and package shipped by pyproject.toml, no module importing a face
+(pretrain, evaluate, predict, visualize), and no utils module named like a standard-library one. Scans of the files
+git tracks (and of the utils package): fast, no subprocess."""
 import ast
 import fnmatch
 import os
 import re
 import struct
+import sys
 
 import pytest
 
@@ -215,6 +217,14 @@ def test_no_module_imports_a_face():
     importers = {path: sorted(faces) for path in project_python_files() if (faces := faces_imported(path))}
     assert importers == {}, f"modules importing an entry point {FACES} (move what they need below the faces): " \
                             f"{importers}"
+
+
+def test_no_module_shadows_the_standard_library():
+    import pkgutil
+
+    import utils
+    names = {module.name for module in pkgutil.iter_modules(utils.__path__)}
+    assert not names & set(sys.stdlib_module_names), names & set(sys.stdlib_module_names)
 
 
 # ----------------------------------------------------------------------------- the scanners can fail

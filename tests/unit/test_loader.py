@@ -1,8 +1,7 @@
-"""Exact-behaviour tests for the on-disk format (dataset/common.py) and PuzzleDataset."""
+"""Exact-behaviour tests for the on-disk format (dataset/common.py) and PuzzleDataset. (An exit with a loader still
+open: tests/integration/test_datasets.py.)"""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from dataset.common import (
     write_split,
 )
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
-from tests.helpers import REPO_ROOT
 
 SEQ_LEN = 6
 VOCAB = 9
@@ -388,48 +386,6 @@ def test_write_identifiers_streams_json_dump_bytes(tmp_path):
     with open(tmp_path / "identifiers.json") as f:
         assert json.load(f) == names  # a rejected write leaves the earlier file
     assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
-
-
-def test_atomic_output_dir_replaces_only_its_own_kind(tmp_path):
-    from dataset.common import DATASET_ENTRIES, atomic_output_dir
-    from utils.errors import DatasetError
-
-    out = tmp_path / "data"
-    for content in ("first", "second"):
-        with atomic_output_dir(str(out), DATASET_ENTRIES) as tmp:
-            with open(os.path.join(tmp, "identifiers.json"), "w") as f:
-                f.write(content)
-        assert (out / "identifiers.json").read_text() == content
-    assert oct(os.stat(out).st_mode & 0o777) == oct(0o755)
-    with pytest.raises(ZeroDivisionError):
-        with atomic_output_dir(str(out), DATASET_ENTRIES):
-            raise ZeroDivisionError("inside the build")
-    (out / "notes.txt").write_text("mine")
-    with pytest.raises(DatasetError, match="notes.txt"):
-        with atomic_output_dir(str(out), DATASET_ENTRIES):
-            pass
-    assert sorted(os.listdir(tmp_path)) == ["data"]  # no temporaries left behind
-    assert (out / "identifiers.json").read_text() == "second"
-
-
-EXIT_WITH_AN_OPEN_LOADER = """
-import sys
-from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
-loader = make_dataloader(PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=[sys.argv[1]], rank=0, num_replicas=1,
-                         test_set_mode=False, global_batch_size=4, epochs_per_iter=1)), "cpu")
-next(iter(loader))
-cycle = {"loader": loader}
-cycle["self"] = cycle  # only the cyclic collector would free the loader, and it does not run before exit
-"""
-
-
-@pytest.mark.integration
-def test_exit_with_a_loader_still_open_does_not_hang(copy_dir):
-    """The worker ignores SIGTERM (so a signalled job can finish its step); at interpreter exit multiprocessing
-    stops daemonic children with SIGTERM and waits: the loader must be shut down first, or exit waits forever."""
-    result = subprocess.run([sys.executable, "-c", EXIT_WITH_AN_OPEN_LOADER, copy_dir], cwd=REPO_ROOT,
-                            env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("batch, replicas", [(4, 1), (5, 1), (6, 2), (21, 3)])

@@ -1,21 +1,17 @@
-"""Adam-atan2 (docs/training.md) against a per-element float64 reference, and sign-SGD on the
-sparse puzzle embedding, including the cross-rank gradient sum over a real 2-process gloo group."""
-import datetime
+"""Adam-atan2 (docs/training.md) against a per-element float64 reference, sign-SGD on the sparse puzzle
+embedding, and the learning-rate schedule. (Sign-SGD across two gloo ranks: tests/integration/test_distributed.py.)"""
 import io
 import math
-import os
-import socket
 import sys
 import types
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from models import optimizers
 from models.optimizers import AdamAtan2, build_adam_atan2
 from models.sparse_embedding import CastedSparseEmbedding, SparseEmbeddingSignSGD, sparse_sign_sgd_step
+from training.state import cosine_schedule_with_warmup_lr
 
 SHAPES = [(5,), (2, 3), (2, 2, 3), ()]
 BETAS = (0.9, 0.99)
@@ -290,55 +286,13 @@ def test_sparse_embedding_sign_sgd_optimizer_single_process():
     assert not torch.equal(emb.weights[1], original[1])
 
 
-# Global batch of the gloo test: id 3 appears on both ranks with gradients whose per-rank signs
-# disagree with the sign of their sum, so skipping the cross-rank sum cannot pass.
-_GLOBAL_IDS = [3, 0, 5, 3, 3, 2, 5, 7]
-_NUM_ROWS, _DIM, _LR, _WD = 9, 3, 0.25, 0.2
+# ----------------------------------------------------------------------------- learning-rate schedule
 
-
-def _gloo_problem():
-    gen = torch.Generator().manual_seed(7)
-    weights = torch.randn(_NUM_ROWS, _DIM, generator=gen)
-    grads = torch.randn(len(_GLOBAL_IDS), _DIM, generator=gen)
-    grads[0] = torch.tensor([1.0, 1.0, -1.0])
-    grads[3] = torch.tensor([-0.75, -0.75, 0.75])
-    grads[4] = torch.tensor([-0.5, -0.5, 0.5])
-    return weights, torch.tensor(_GLOBAL_IDS, dtype=torch.int32), grads
-
-
-def _gloo_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=30))
-    try:
-        weights, ids, grads = _gloo_problem()
-        local = slice(rank * len(_GLOBAL_IDS) // world_size, (rank + 1) * len(_GLOBAL_IDS) // world_size)
-        emb = CastedSparseEmbedding(_NUM_ROWS, _DIM, batch_size=local.stop - local.start, init_std=1.0,
-                                    cast_to=torch.float32)
-        emb.weights.copy_(weights)
-        _embedding_step(emb, ids[local], grads[local], _LR, _WD, world_size)
-        torch.save(emb.weights, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.integration
-def test_sparse_sign_sgd_two_gloo_ranks_equal_one_process(tmp_path):
-    world_size = 2
-    mp.spawn(_gloo_worker, args=(world_size, _free_port(), str(tmp_path)), nprocs=world_size, join=True)
-
-    weights, ids, grads = _gloo_problem()
-    single = CastedSparseEmbedding(_NUM_ROWS, _DIM, batch_size=len(_GLOBAL_IDS), init_std=1.0, cast_to=torch.float32)
-    single.weights.copy_(weights)
-    _embedding_step(single, ids, grads, _LR, _WD, world_size=1)
-    assert torch.equal(single.weights, _expected_sign_sgd(weights, ids, grads, _LR, _WD))
-    # Row 3's summed gradient is (-0.25, -0.25, 0.25): the sign rank 0 alone would see is flipped.
-    torch.testing.assert_close(single.weights[3], weights[3] * (1 - _LR * _WD) - _LR * torch.tensor([-1.0, -1.0, 1.0]),
-                               rtol=0, atol=1e-7)
-    for rank in range(world_size):
-        assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), single.weights)
+def test_lr_schedule():
+    assert cosine_schedule_with_warmup_lr(0, 1.0, 10, 110) == 0.0
+    assert cosine_schedule_with_warmup_lr(5, 1.0, 10, 110) == pytest.approx(0.5)
+    assert cosine_schedule_with_warmup_lr(10, 1.0, 10, 110) == pytest.approx(1.0)
+    assert cosine_schedule_with_warmup_lr(60, 1.0, 10, 110, min_ratio=0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert cosine_schedule_with_warmup_lr(110, 1.0, 10, 110, min_ratio=0.1) == pytest.approx(0.1)
+    # lr_min_ratio 1.0 (the default) keeps the lr constant after warm-up
+    assert cosine_schedule_with_warmup_lr(77, 2.0, 10, 110, min_ratio=1.0) == pytest.approx(2.0)

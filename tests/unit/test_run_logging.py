@@ -1,107 +1,19 @@
-"""Tests for utils/: device choice, compile switch, wandb mode, RunLogger, and a 2-rank gloo job."""
+"""rundir/metrics.py: the wandb mode (asked for, from the environment, from credentials), metrics.jsonl written one
+JSON line per log, truncated back to a resumed step, and the wandb run id kept across resumes."""
 import json
-import os
-import socket
-import sys
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from torch import nn
 
-from rundir.metrics import RunLogger, resolve_wandb_mode
-from utils.device import select_device, should_compile, wide_float_dtype
-from utils.distributed import (
-    DistContext,
-    all_reduce_grads,
-    broadcast_module_state,
-    broadcast_object,
-    destroy_distributed,
-    init_distributed,
-    reduce_to_main,
-)
-
-NO_CUDA = not torch.cuda.is_available()
+from rundir.layout import WANDB_ID_FILE
+from rundir.metrics import RunLogger, resolve_wandb_mode, truncate_metrics
+from tests.helpers import read_metrics
 
 
-# ---------------------------------------------------------------- device.py
-
-@pytest.mark.skipif(not NO_CUDA or torch.backends.mps.is_available(), reason="expects a CPU-only machine")
-@pytest.mark.parametrize("request_", [None, "auto", "cpu"])
-def test_select_device_cpu_only(request_):
-    assert select_device(request_) == torch.device("cpu")
-
-
-@pytest.mark.skipif(not NO_CUDA, reason="CUDA is available here")
-@pytest.mark.parametrize("request_", ["cuda", "cuda:1"])
-def test_select_device_rejects_missing_cuda(request_):
-    with pytest.raises(ValueError, match=r"CUDA is not available; available: \['cpu'"):
-        select_device(request_)
-
-
-@pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is available here")
-def test_select_device_rejects_missing_mps():
-    with pytest.raises(ValueError, match="MPS is not available"):
-        select_device("mps")
-
-
-@pytest.mark.parametrize("request_", ["tpu", "not-a-device"])
-def test_select_device_rejects_unknown(request_):
-    with pytest.raises(ValueError, match=f"{request_!r}"):
-        select_device(request_)
-
-
-def test_select_device_with_faked_cuda(monkeypatch):
-    """The CUDA branches, checked without a GPU: only availability and count are consulted."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert select_device(None, local_rank=1) == torch.device("cuda", 1)
-    assert select_device("auto") == torch.device("cuda", 0)
-    assert select_device("cuda", local_rank=1) == torch.device("cuda", 1)
-    assert select_device("cuda:0", local_rank=1) == torch.device("cuda", 0)
-    assert select_device("cpu", local_rank=1) == torch.device("cpu")
-    with pytest.raises(ValueError, match=r"only 2 CUDA device\(s\) exist; available: \['cpu', 'cuda:0', 'cuda:1'"):
-        select_device("cuda:2")
-    with pytest.raises(ValueError, match="only 2 CUDA"):
-        select_device(None, local_rank=2)
-
-
-def test_wide_float_dtype():
-    assert wide_float_dtype(torch.device("cpu")) is torch.float64
-    assert wide_float_dtype(torch.device("cuda", 0)) is torch.float64
-    assert wide_float_dtype(torch.device("mps")) is torch.float32
-
-
-def test_should_compile_defaults_and_flag(monkeypatch):
-    monkeypatch.delenv("DISABLE_COMPILE", raising=False)
-    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert should_compile(cuda, None) is True
-    assert should_compile(cpu, None) is False
-    assert should_compile(torch.device("mps"), None) is False
-    assert should_compile(cpu, True) is True
-    assert should_compile(cuda, False) is False
-
-
-@pytest.mark.parametrize("value", ["1", "0", ""])
-def test_should_compile_env_disables_everything(monkeypatch, value):
-    monkeypatch.setenv("DISABLE_COMPILE", value)
-    cuda = torch.device("cuda", 0)
-    assert should_compile(cuda, None) is False
-    assert should_compile(cuda, True) is False
-
-
-# ---------------------------------------------------------------- rundir/metrics.py
-
-def test_no_module_shadows_the_standard_library():
-    import pkgutil
-
-    import utils
-    names = {module.name for module in pkgutil.iter_modules(utils.__path__)}
-    assert not names & set(sys.stdlib_module_names), names & set(sys.stdlib_module_names)
-
-
+# ---------------------------------------------------------------------------------------------
+# The wandb mode
+# ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def clean_wandb_env(monkeypatch, tmp_path):
     """A HOME without credentials and no wandb variables, so the host machine cannot leak in."""
@@ -172,6 +84,9 @@ def test_wandb_settings_disable_stats():
     assert _wandb_settings().x_disable_stats is True
 
 
+# ---------------------------------------------------------------------------------------------
+# metrics.jsonl, and the wandb run across resumes
+# ---------------------------------------------------------------------------------------------
 def test_run_logger_writes_jsonl(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
     run_dir = tmp_path / "run"
@@ -195,111 +110,50 @@ def test_run_logger_writes_jsonl(tmp_path, monkeypatch):
     assert list(first) == ["step", "loss", "count", "acc", "lr"]
 
 
-# ---------------------------------------------------------------- distributed.py
-
-def test_single_process_context(monkeypatch):
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    ctx = init_distributed("cpu")
-    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.device, ctx.cpu_group) == (0, 1, 0, torch.device("cpu"), None)
-    assert ctx.is_main and not ctx.is_distributed
-    assert not dist.is_initialized()
-    # Every helper is an identity / no-op without a process group.
-    param = nn.Parameter(torch.ones(3))
-    param.grad = torch.full((3,), 2.0)
-    all_reduce_grads([param], ctx)
-    assert torch.equal(param.grad, torch.full((3,), 2.0))
-    assert broadcast_object({"a": 1}, ctx) == {"a": 1}
-    value = torch.tensor([5.0])
-    assert reduce_to_main(value, ctx) is value and value.item() == 5.0
-    destroy_distributed(ctx)
+def test_truncate_metrics(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps({"step": s, "x": s}) + "\n" for s in (0, 1, 2, 3, 2, 5)]
+    path.write_text("".join(lines) + '{"step": 6, "x"')
+    assert truncate_metrics(str(path), 2) == 3  # steps 3 and 5, and the line cut short
+    assert path.read_text() == lines[0] + lines[1] + lines[2] + lines[4]
+    assert truncate_metrics(str(path), 2) == 0 and truncate_metrics(str(tmp_path / "none"), 2) == 0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class FakeWandbRun:
+    def __init__(self, starting_step: int):
+        self.starting_step, self.logged = starting_step, []
+
+    def log(self, metrics, step):
+        self.logged.append(step)
+
+    def finish(self):
+        pass
 
 
-def _make_model(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2, bias=False), nn.Linear(2, 2).double())
-    model.register_buffer("counter", torch.tensor([seed, seed + 1], dtype=torch.int64))
-    return model
+def test_wandb_run_id_is_persisted_and_reused(tmp_path, monkeypatch):
+    import rundir.metrics
+    calls, runs = [], []
 
+    def fake_init(**kwargs):  # a resumed wandb run already has steps 0..7 (the same values: a resume is exact)
+        calls.append(kwargs)
+        runs.append(FakeWandbRun(starting_step=8 if len(calls) == 2 else 0))
+        return runs[-1]
 
-def _set_rank_grads(params: list[nn.Parameter], rank: int) -> None:
-    """Distinct per-rank grads; the last parameter gets none (it must be skipped)."""
-    generator = torch.Generator().manual_seed(100 + rank)
-    for param in params[:-1]:
-        param.grad = torch.randn(param.shape, generator=generator).to(param.dtype)
-    params[-1].grad = None
+    monkeypatch.setattr(rundir.metrics.wandb, "init", fake_init)
 
+    def logger(resume_step=None, mode="offline"):
+        return RunLogger(str(tmp_path), "p", "r", {}, mode, resume_step=resume_step)
 
-def _dist_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    ctx = init_distributed(None if NO_CUDA else "cpu")
-    try:
-        assert isinstance(ctx, DistContext)
-        assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.device) == (rank, 2, rank, torch.device("cpu"))
-        assert ctx.is_main == (rank == 0) and ctx.is_distributed
-        assert ctx.cpu_group is not None and dist.get_backend(ctx.cpu_group) == "gloo"
-
-        # broadcast_object: rank 0's object wins everywhere.
-        assert broadcast_object({"from": rank, "list": [rank] * 3}, ctx) == {"from": 0, "list": [0, 0, 0]}
-
-        # broadcast_module_state: every rank ends with rank 0's params and buffers (seed 0).
-        model = _make_model(seed=rank)
-        broadcast_module_state(model, ctx)
-        reference = _make_model(seed=0)
-        for name, tensor in reference.state_dict().items():
-            assert torch.equal(model.state_dict()[name], tensor), name
-
-        # all_reduce_grads: coalesced result equals a plain per-tensor all_reduce, bit for bit,
-        # and equals the sum of both ranks' grads.
-        params = list(model.parameters())
-        _set_rank_grads(params, rank)
-        expected = [None if p.grad is None else p.grad.clone() for p in params]
-        for grad in expected:
-            if grad is not None:
-                dist.all_reduce(grad)
-        all_reduce_grads(params, ctx)
-        for param, want in zip(params, expected):
-            if want is None:
-                assert param.grad is None
-            else:
-                assert param.grad.dtype == want.dtype and torch.equal(param.grad, want)
-        shadow = [nn.Parameter(p.detach().clone()) for p in params]
-        total = [torch.zeros_like(p) for p in params]
-        for other in range(world_size):
-            _set_rank_grads(shadow, other)
-            for acc, p in zip(total, shadow):
-                if p.grad is not None:
-                    acc += p.grad
-        for param, acc in zip(params[:-1], total[:-1]):
-            assert torch.equal(param.grad, acc)  # a + b is exact-order for two ranks
-
-        # A parameter listed twice (tied weights) is still reduced once.
-        tied = nn.Parameter(torch.zeros(2))
-        tied.grad = torch.full((2,), float(rank + 1))
-        all_reduce_grads([tied, tied], ctx)
-        assert torch.equal(tied.grad, torch.full((2,), 3.0))
-
-        # reduce_to_main: rank 0 gets the sum.
-        value = reduce_to_main(torch.tensor([rank + 1.0, 10.0]), ctx)
-        if ctx.is_main:
-            assert torch.equal(value, torch.tensor([3.0, 20.0]))
-
-        with open(os.path.join(out_dir, f"rank{rank}.ok"), "w") as marker:
-            marker.write("ok")
-    finally:
-        destroy_distributed(ctx)
-
-
-@pytest.mark.integration
-def test_two_process_gloo(tmp_path, monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(name, raising=False)
-    mp.spawn(_dist_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    # The markers prove both workers reached the end of their checks.
-    assert sorted(os.listdir(tmp_path)) == ["rank0.ok", "rank1.ok"]
+    logger().finish()
+    first_id = (tmp_path / WANDB_ID_FILE).read_text().strip()
+    assert first_id and calls[-1]["id"] == first_id and calls[-1]["resume"] == "allow"
+    resumed = logger(resume_step=4)  # resume=auto: the same wandb run continues
+    assert calls[-1]["id"] == first_id and calls[-1]["resume"] == "allow"
+    for step in (5, 7, 8, 9):
+        resumed.log({"x": step}, step=step)
+    resumed.finish()
+    assert runs[-1].logged == [8, 9] and [m["step"] for m in read_metrics(str(tmp_path))] == [5, 7, 8, 9]
+    logger().finish()  # a new run in the directory: a new wandb run
+    assert calls[-1]["id"] not in (None, first_id)
+    logger(resume_step=4, mode="disabled").finish()
+    assert calls[-1]["id"] is None

@@ -1,13 +1,12 @@
 """Sudoku-Extreme and Maze-Hard builders, their shared CSV plumbing, and the offline generators.
 
 No test touches the network: sources are CSVs written here or by the (seeded) generators, and the
-hub download is monkeypatched. Solutions and paths are checked with small independent solvers.
+hub download is monkeypatched. Solutions and paths are checked with small independent solvers. (The builders as
+commands: tests/integration/test_datasets.py.)
 """
 import csv
 import json
 import os
-import subprocess
-import sys
 from collections import deque
 
 import numpy as np
@@ -17,7 +16,6 @@ from dataset import build_maze_dataset, build_sudoku_dataset, generate_maze, gen
 from dataset.common import load_metadata
 from dataset.tasks import sudoku
 from dataset.tasks.dihedral import dihedral_transform
-from tests.helpers import REPO_ROOT
 
 FIELDS = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 NUM_SUDOKU = 50
@@ -506,43 +504,6 @@ def test_maze_malformed_rows(maze_csv, tmp_path, kind, expected):
     message = run_main(build_maze_dataset.main, ["--source-dir", source, "--output-dir", str(out)])
     assert "test.csv, line 4" in message and expected in message, message
     assert not out.exists() and os.listdir(tmp_path) == ["src"]
-
-
-# ----------------------------------------------------------------------------------------------
-# Command lines as users type them
-
-
-@pytest.mark.integration
-def test_script_path_and_module_invocation(sudoku_csv, maze_csv, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = tmp_path / "script"
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "dataset", "build_sudoku_dataset.py"),
-         "--source-dir", sudoku_csv, "--output-dir", str(out), "--num-aug", "1"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert load_metadata(str(out), "train").total_puzzles == 2 * NUM_SUDOKU
-
-    result = subprocess.run(
-        [sys.executable, "-m", "dataset.build_maze_dataset", "--source-dir", maze_csv,
-         "--output-dir", str(tmp_path / "m")],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert load_metadata(str(tmp_path / "m"), "test").total_puzzles == 5
-
-    # A bad row from the command line: non-zero exit, the line named on stderr, no output.
-    bad = tmp_path / "bad"
-    write_csv(str(bad / "train.csv"), [("x", GOOD_Q, GOOD_A, "0"), ("x", GOOD_Q, _swap(GOOD_A, 0, 1), "0")])
-    write_csv(str(bad / "test.csv"), [("x", GOOD_Q, GOOD_A, "0")])
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "dataset", "build_sudoku_dataset.py"),
-         "--source-dir", str(bad), "--output-dir", str(tmp_path / "never")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode != 0 and "train.csv, line 3" in result.stderr and "Fix or remove" in result.stderr
-    assert not (tmp_path / "never").exists()
 
 
 # ----------------------------------------------------------------------------------------------
