@@ -3,6 +3,8 @@ import importlib
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,8 +111,22 @@ def assert_kaggle_submission(submission: dict, test_puzzles: dict, attempts: int
                 assert all(type(x) is int and 0 <= x <= 9 for row in grid for x in row)
 
 
+
+def run_pretrain(args: list[str], nproc: int = 1, env: dict | None = None, wait: bool = True, cwd: str = REPO_ROOT):
+    """`python pretrain.py ARGS` from `cwd` (under torchrun for nproc > 1): its CompletedProcess, or with
+    wait=False the running Popen, in its own session, so that a signal reaches the DataLoader worker too, as a
+    scheduler's would."""
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT, **(env or {}))
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "pretrain.py")]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), cmd[1]]
+    if not wait:
+        return subprocess.Popen(cmd + args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+    return subprocess.run(cmd + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
 # ---------------------------------------------------------------------------------------------
-# The parity harness: replaying fixtures computed by the published code (tests/test_parity.py)
+# The parity harness: replaying fixtures computed by the published code (tests/unit/test_parity.py)
 # ---------------------------------------------------------------------------------------------
 ATOL = 1e-4  # logits, Q logits, losses (the fixtures' README)
 # The recursion amplifies float32 round-off (about 5x per ACT step for mlp_t, whose norm runs over

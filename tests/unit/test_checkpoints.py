@@ -1,0 +1,168 @@
+"""Training states and weights read back (rundir/states.py, models/weights.py, utils/atomic.py).
+
+A state saved by one number of processes resumes on another: the loader's position counts global batches, and the
+ACT carry is re-sliced to the new ranks. Every bad file or path is a clear error that gives no unsafe advice, and a
+full disk is one line naming the path and the bytes. (Whole runs that resume: tests/integration/test_resume.py.)"""
+import os
+
+import pytest
+import torch
+
+from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
+from rundir.states import load_rank_state, save_file_synced
+from tests.helpers import TINY_ARCH, compose_config
+from training.config import parse_config
+from utils.errors import CheckpointError
+
+# ---------------------------------------------------------------------------------------------
+# Resuming on another number of processes
+# ---------------------------------------------------------------------------------------------
+STEPS_PER_EPOCH = 4  # copy_task: 64 puzzles (one example each) / global batch 16
+
+
+def global_dataset(data: str, rank: int = 0, num_replicas: int = 1) -> PuzzleDataset:
+    return PuzzleDataset(PuzzleDatasetConfig(seed=0, dataset_paths=[data], rank=rank, num_replicas=num_replicas,
+                                             test_set_mode=False, global_batch_size=16, epochs_per_iter=2),
+                         split="train")
+
+
+def ids_of(batches) -> list[list[int]]:
+    return [batch["puzzle_identifiers"].tolist() for _, batch, _ in batches]
+
+
+def test_global_batches_do_not_depend_on_the_number_of_processes(copy_task):
+    """The loader position counts global batches: 2 ranks for 3 batches, then 1 rank, is the 1-rank sequence."""
+    straight = ids_of(global_dataset(copy_task))
+    first = [ids_of(global_dataset(copy_task, rank, 2))[:3] for rank in range(2)]
+    rest = global_dataset(copy_task)
+    rest.load_state_dict({"iters": 0, "skip_batches": 3})
+    resumed = [first[0][k] + first[1][k] for k in range(3)] + ids_of(rest)
+    assert resumed == straight and len(straight) == 2 * STEPS_PER_EPOCH
+
+
+def write_rank_files(state_dir, world_size: int, local: int) -> torch.Tensor:
+    """Carries whose rows are their global slot numbers: rank r holds slots r*local .. (r+1)*local-1."""
+    os.makedirs(state_dir, exist_ok=True)
+    slots = torch.arange(world_size * local)
+    for rank in range(world_size):
+        part = slots[rank * local:(rank + 1) * local]
+        carry = {"inner_carry": {"z_H": part.float().view(-1, 1, 1).expand(-1, 3, 2).clone()},
+                 "steps": part.int(), "halted": part % 3 == 0,
+                 "current_data": {"inputs": part.view(-1, 1).repeat(1, 4)}}
+        save_file_synced({"rng": {"rank": rank}, "carry": carry}, os.path.join(state_dir, f"rank{rank}.pt"))
+    return slots
+
+
+@pytest.mark.parametrize("saved, now", [(2, 1), (1, 2), (2, 4), (4, 2), (3, 2), (2, 3)])
+def test_carry_is_re_sliced_to_the_new_ranks(tmp_path, saved, now):
+    slots = write_rank_files(tmp_path, saved, local=12 // saved)
+    pieces = [load_rank_state(str(tmp_path), rank, now, saved) for rank in range(now)]
+    for rank, piece in enumerate(pieces):
+        own = slots[rank * (12 // now):(rank + 1) * (12 // now)]
+        assert torch.equal(piece["carry"]["steps"], own.int())
+        assert torch.equal(piece["carry"]["halted"], own % 3 == 0)
+        assert torch.equal(piece["carry"]["inner_carry"]["z_H"][:, 0, 0], own.float())
+        assert torch.equal(piece["carry"]["current_data"]["inputs"][:, 0], own)
+        # RNG streams are per process: a rank that was saved keeps its own, a new rank gets none (seeded anew).
+        assert piece["rng"] == ({"rank": rank} if rank < saved else None)
+
+
+def test_a_global_batch_the_new_ranks_cannot_share_is_refused(tmp_path):
+    write_rank_files(tmp_path, 2, local=3)
+    with pytest.raises(CheckpointError, match="global batch of 6, which 4 processes cannot share"):
+        load_rank_state(str(tmp_path), 0, 4, 2)
+
+
+def test_a_missing_rank_file_is_named(tmp_path):
+    write_rank_files(tmp_path, 2, local=3)
+    os.remove(tmp_path / "rank1.pt")
+    with pytest.raises(CheckpointError, match="incomplete: rank1.pt is missing"):
+        load_rank_state(str(tmp_path), 0, 1, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad files and paths: messages that say what is wrong, never unsafe advice
+# ---------------------------------------------------------------------------------------------
+def test_resume_from_a_run_directory_says_to_name_a_state(tmp_path):
+    from rundir.states import load_train_state
+    from utils.errors import CheckpointError
+    (tmp_path / "train_state_step_4").mkdir()
+    (tmp_path / "step_4").write_bytes(b"")
+    with pytest.raises(CheckpointError) as err:
+        load_train_state(str(tmp_path))
+    message = str(err.value)
+    assert "fewer processes" not in message
+    assert "is a run directory" in message and "train_state_step_4" in message and "resume=auto" in message
+
+
+def test_random_file_as_checkpoint_gives_no_unsafe_advice(tmp_path):
+    from rundir.states import safe_load
+    from utils.errors import CheckpointError
+    path = tmp_path / "notes.txt"
+    path.write_text("these are not weights\n")
+    with pytest.raises(CheckpointError) as err:
+        safe_load(str(path))
+    message = str(err.value)
+    assert str(path) in message and "not a PyTorch checkpoint" in message
+    assert "weights_only" not in message and "earlier one" not in message
+
+
+def _tiny_config(copy_task, tmp_path, *overrides, arch=None):
+    arch = TINY_ARCH if arch is None else arch
+    return parse_config(compose_config([f"data_paths=[{copy_task}]", "evaluators=[]", *arch, "global_batch_size=16",
+                                        "epochs=1", "eval_interval=1", "wandb_mode=disabled", "num_workers=0",
+                                        f"+checkpoint_path={tmp_path / 'run'}", *overrides]))
+
+
+def _saved_head(copy_task, tmp_path, *overrides) -> str:
+    import torch
+
+    from tests.helpers import build_head, train_metadata
+    config = _tiny_config(copy_task, tmp_path, *overrides)
+    path = tmp_path / f"weights{len(overrides)}.pt"
+    torch.save(build_head(config, train_metadata(config)).state_dict(), path)
+    return str(path)
+
+
+def test_load_checkpoint_of_another_width_is_named_not_crashed(copy_task, tmp_path):
+    from tests.helpers import cpu_context, train_metadata
+    from training.state import init_train_state
+    from utils.errors import CheckpointError
+    narrow = _saved_head(copy_task, tmp_path)  # hidden 32
+    config = _tiny_config(copy_task, tmp_path, "arch.hidden_size=64", f"+load_checkpoint={narrow}")
+    with pytest.raises(CheckpointError, match=r"does not fit this model.*puzzle_emb.weights.*\(65, 32\).*\(65, 64\)"):
+        init_train_state(config, train_metadata(config), cpu_context())
+
+
+def test_load_checkpoint_of_another_variant_is_named(copy_task, tmp_path):
+    from tests.helpers import cpu_context, train_metadata
+    from training.state import init_train_state
+    from utils.errors import CheckpointError
+    trm = _saved_head(copy_task, tmp_path)
+    hrm = ["arch=hrm", "arch.hidden_size=32", "arch.num_heads=2", "arch.H_layers=1", "arch.L_layers=1",
+           "arch.forward_dtype=float32"]
+    config = _tiny_config(copy_task, tmp_path, f"+load_checkpoint={trm}", arch=hrm)
+    with pytest.raises(CheckpointError, match=r"load_checkpoint .* does not fit this model.*H_level"):
+        init_train_state(config, train_metadata(config), cpu_context())
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk
+# ---------------------------------------------------------------------------------------------
+def test_disk_full_is_one_clear_line_and_leaves_nothing_behind(tmp_path):
+    import errno
+
+    from utils.atomic import write_atomically
+    from utils.errors import DiskFullError, UserFacingError
+    target = tmp_path / "step_7"
+
+    def write_until_full(f):
+        f.write(b"x" * 4096)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFullError) as err:
+        write_atomically(str(target), write_until_full)
+    message = str(err.value)
+    assert isinstance(err.value, UserFacingError) and "\n" not in message
+    assert str(target) in message and "No space left" in message and "4096 bytes" in message
+    assert list(tmp_path.iterdir()) == []  # no partial file, no temporary
