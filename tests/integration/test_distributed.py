@@ -152,6 +152,9 @@ def _gloo_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         emb.weights.copy_(weights)
         _embedding_step(emb, ids[local], grads[local], _LR, _WD, world_size)
         torch.save(emb.weights, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks done before either tears down: rank 0 hosts the store the other's teardown still uses
+        # (without this, rank 1 aborted once under load with "terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
