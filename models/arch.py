@@ -10,6 +10,10 @@ from utils.errors import ConfigError
 
 # Model config fields the trainer fills in from the dataset and the process count.
 DERIVED_MODEL_KEYS = ("batch_size", "seq_len", "vocab_size", "num_puzzle_identifiers", "causal")
+# The published loss head's keyword arguments and its loss types (models/losses.py LOSS_FUNCTIONS; a unit test
+# keeps the two equal), known here without importing torch.
+ACT_LOSS_HEAD = "losses@ACTLossHead"
+LOSS_TYPES = ("stablemax_cross_entropy", "softmax_cross_entropy")
 LOSS_KEY_HELP = {"loss_type": "stablemax_cross_entropy (published) | softmax_cross_entropy"}
 UNKNOWN_ARCH_KEY_HINT = "misspelt? `python pretrain.py arch=... --help` lists the architecture's keys"
 
@@ -31,6 +35,21 @@ class ArchConfig(BaseModel):
         return dict(self.__pydantic_extra__ or {})
 
 
+def _loss_key_problems(loss: LossConfig) -> list[str]:
+    """The published loss head's keys; a loss head of the user's own checks its own when built."""
+    if loss.name != ACT_LOSS_HEAD:
+        return []
+    keys = dict(loss.__pydantic_extra__ or {})
+    problems = [f"  arch.loss.{key}: unknown key of {ACT_LOSS_HEAD} (its one key is loss_type)"
+                for key in keys if key not in LOSS_KEY_HELP]
+    if "loss_type" not in keys:
+        problems.append(f"  arch.loss.loss_type: missing; choose one of {', '.join(LOSS_TYPES)}")
+    elif keys["loss_type"] not in LOSS_TYPES:
+        problems.append(f"  arch.loss.loss_type: unknown loss type {keys['loss_type']!r}; choose one of "
+                        f"{', '.join(LOSS_TYPES)}")
+    return problems
+
+
 def check_arch_keys(arch: ArchConfig) -> None:
     """Each `arch.` key against the model's own config class: known, not another member's, of the right type.
 
@@ -43,7 +62,7 @@ def check_arch_keys(arch: ArchConfig) -> None:
             config_cls = load_model_class(arch.name).config_cls
         except (ValueError, AttributeError) as err:
             raise ConfigError(f"Invalid training configuration:\n  arch.name: {err}") from None
-    problems = []
+    problems = _loss_key_problems(arch.loss)
     for key, value in arch.model_keys.items():
         if key in DERIVED_MODEL_KEYS:
             problems.append(f"  arch.{key}: set by the trainer from the dataset; remove it")

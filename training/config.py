@@ -5,6 +5,7 @@ then rejects unknown or mistyped keys and impossible combinations, and the model
 config (e.g. `TRMConfig`) checks the `arch` keys (`models.arch.check_arch_keys`), before any data is
 read or weights are built. Nothing here imports torch.
 """
+import math
 import os
 import textwrap
 from typing import Literal
@@ -38,6 +39,10 @@ class GeneratedDataConfig(BaseModel):
     @model_validator(mode="after")
     def _augmentation_of_the_kind(self) -> "GeneratedDataConfig":
         """Each kind has its own augmentation key, named as its builder's option."""
+        for key in ("num_train", "num_test"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"generate_if_missing.{key} must be >= 1 (a dataset needs both splits), "
+                                 f"got {getattr(self, key)}")
         if self.num_aug < 0:
             raise ValueError(f"generate_if_missing.num_aug must be >= 0, got {self.num_aug}")
         if self.kind == "maze" and self.num_aug:
@@ -140,7 +145,29 @@ class PretrainConfig(BaseModel):
         return paths
 
     @model_validator(mode="after")
+    def _finite(self) -> "PretrainConfig":
+        """Every float key is a finite number: nan or inf would only surface as a non-finite loss, after the
+        run directory exists."""
+        for key, value in self:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value}")
+        return self
+
+    @model_validator(mode="after")
+    def _names_stay_in_checkpoints(self) -> "PretrainConfig":
+        """project_name and run_name are one directory level each under checkpoints/ (use checkpoint_path for
+        a directory elsewhere)."""
+        for key in ("project_name", "run_name"):
+            name = getattr(self, key)
+            if name is not None and ("/" in name or os.sep in name or name in ("", ".", "..")):
+                raise ValueError(f"{key}={name!r} must be one directory name (no '/', not '.' or '..'): it "
+                                 "names a folder under checkpoints/; give +checkpoint_path=DIR for another place")
+        return self
+
+    @model_validator(mode="after")
     def _check(self) -> "PretrainConfig":
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.global_batch_size < 1 or self.epochs < 1:
             raise ValueError("global_batch_size and epochs must be >= 1")
         if self.eval_tta_sudoku_check and not self.eval_tta:

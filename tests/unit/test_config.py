@@ -29,3 +29,33 @@ def test_freeze_weights_without_a_puzzle_embedding_is_rejected():
     raw = compose_config(["data_paths=[unused]", "freeze_weights=true", "arch.puzzle_emb_ndim=0"])
     with pytest.raises(ConfigError, match="freeze_weights=True trains only the puzzle embedding"):
         parse_config(raw)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=-1", "seed must be >= 0"),
+    ("lr=nan", "lr must be a finite number"),
+    ("lr=inf", "lr must be a finite number"),
+    ("beta2=nan", "beta2 must be a finite number"),
+    ("ema_rate=nan", "ema_rate must be a finite number"),
+    ("+run_name=../../../x", "run_name"),
+    ("+run_name=a/b", "run_name"),
+    ("+project_name=..", "project_name"),
+    ("+generate_if_missing={kind: sudoku, num_train: 0, num_test: 4}", "generate_if_missing.num_train must be >= 1"),
+    ("+generate_if_missing={kind: maze, num_train: 4, num_test: 0}", "generate_if_missing.num_test must be >= 1"),
+])
+def test_issue23_d_invalid_values_are_one_message(override, message):
+    """Issue 23 D: each stops at the config, naming the key, before any run directory exists."""
+    with pytest.raises(ConfigError, match=message):
+        parse_config(compose_config(["data_paths=[unused]", override]))
+
+
+@pytest.mark.parametrize("override", ["arch.loss.loss_type=mse", "+arch.loss.bogus=1"])
+def test_issue23_d_bad_loss_keys_are_named_without_a_traceback(override):
+    with pytest.raises(ConfigError, match="arch.loss."):
+        parse_config(compose_config(["data_paths=[unused]", override]))
+
+
+def test_the_torch_free_loss_types_are_the_loss_heads():
+    from models.arch import LOSS_TYPES
+    from models.losses import LOSS_FUNCTIONS
+    assert sorted(LOSS_TYPES) == sorted(LOSS_FUNCTIONS)
