@@ -20,11 +20,12 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dataset.common import PuzzleDatasetMetadata
 from evaluators.arc import SUBMISSION_FILE
 from evaluators.base import EvaluatorConfig
+from models.arch import check_output_names
 from rundir.hub import is_hub_path, parse_hub_path
 from rundir.layout import (
     BEST_WEIGHTS,
@@ -65,7 +66,7 @@ class EvaluateConfig(BaseModel):
     output_dir: str | None = Field(None,
         description=f"where the outputs go; null = {EVAL_DIR_PREFIX}<checkpoint name> beside the checkpoint")
     device: str = Field("auto", description=DEVICE_HELP)
-    global_batch_size: int | None = Field(None,
+    global_batch_size: int | None = Field(None, ge=1,
         description="examples per evaluation batch, over all processes; null = the training batch size")
     halt_early: bool = Field(False,
         description="stop each sequence when its Q head says halt (default: all halt_max_steps, as published)")
@@ -78,6 +79,11 @@ class EvaluateConfig(BaseModel):
     compile: bool | None = Field(None, description="torch.compile; null = on CUDA only (as in training)")
     overwrite: bool = Field(False, description="replace the outputs of an earlier evaluation in output_dir")
     num_workers: Literal[0, 1] = Field(1, description="data loader worker processes (0 = load in the main process)")
+
+    @field_validator("save_outputs")
+    @classmethod
+    def _known_outputs(cls, names: list[str]) -> list[str]:
+        return check_output_names(names, "save_outputs")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,10 @@ DERIVED_MODEL_KEYS = ("batch_size", "seq_len", "vocab_size", "num_puzzle_identif
 ACT_LOSS_HEAD = "losses@ACTLossHead"
 LOSS_TYPES = ("stablemax_cross_entropy", "softmax_cross_entropy")
 LOSS_KEY_HELP = {"loss_type": "stablemax_cross_entropy (published) | softmax_cross_entropy"}
+# What an evaluation can save (`save_outputs`, `eval_save_outputs`): the batch fields (dataset/puzzle_dataset.py
+# _collate), the loss head's and the models' outputs, and training/evaluation.py's HALT_STEPS with halt_early.
+SAVABLE_OUTPUTS = ("inputs", "labels", "puzzle_identifiers", "logits", "preds", "q_halt_logits", "q_continue_logits",
+                   "target_q_continue", "actual_steps", "halt_steps")
 UNKNOWN_ARCH_KEY_HINT = "misspelt? `python pretrain.py arch=... --help` lists the architecture's keys"
 
 
@@ -33,6 +37,14 @@ class ArchConfig(BaseModel):
     @property
     def model_keys(self) -> dict:
         return dict(self.__pydantic_extra__ or {})
+
+
+def check_output_names(names: list[str], key: str) -> list[str]:
+    """`names` if each is an output an evaluation can save, else a ValueError naming `key` and the choices."""
+    unknown = [name for name in names if name not in SAVABLE_OUTPUTS]
+    if unknown:
+        raise ValueError(f"{key}: unknown output(s) {', '.join(unknown)}; choose from {', '.join(SAVABLE_OUTPUTS)}")
+    return names
 
 
 def _loss_key_problems(loss: LossConfig) -> list[str]:

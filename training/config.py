@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evaluators.base import EvaluatorConfig
-from models.arch import DERIVED_MODEL_KEYS, LOSS_KEY_HELP, ArchConfig, LossConfig, check_arch_keys
+from models.arch import DERIVED_MODEL_KEYS, LOSS_KEY_HELP, ArchConfig, LossConfig, check_arch_keys, check_output_names
 from models.recursive_reasoning.config import CONFIG_CLASSES
 from rundir.layout import BEST_FILE, BEST_WEIGHTS, OUTPUTS_PATTERN, WEIGHTS_PATTERN
 from utils.cli import DEVICE_HELP, format_validation_error, keys_help, unknown_key_hint
@@ -143,6 +143,11 @@ class PretrainConfig(BaseModel):
             raise ValueError("data_paths is empty; give at least one built dataset directory, "
                              "e.g. data_paths=[data/sudoku]")
         return paths
+
+    @field_validator("eval_save_outputs")
+    @classmethod
+    def _known_outputs(cls, names: list[str]) -> list[str]:
+        return check_output_names(names, "eval_save_outputs")
 
     @model_validator(mode="after")
     def _finite(self) -> "PretrainConfig":

@@ -23,6 +23,7 @@ from models.recursive_reasoning.config import CONFIG_CLASSES
 from tests.helpers import REPO_ROOT
 from training.config import GeneratedDataConfig, PretrainConfig
 from utils.cli import command_line, undescribed_fields, undescribed_options
+from utils.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
 # argparse commands
@@ -272,3 +273,11 @@ def test_command_line_quotes_what_the_shell_would_split(tmp_path, monkeypatch):
     words = shlex.split(line)
     assert words[0] == "python" and os.path.samefile(tmp_path / words[1], os.path.join(REPO_ROOT, "evaluate.py"))
     assert words[2:] == ["checkpoint=checkpoints/P/TRM happy-cat/step_8", "tta=8"]
+
+
+@pytest.mark.parametrize("arg, message", [("global_batch_size=0", "global_batch_size"),
+                                          ("save_outputs=[inputs,bogus]", "save_outputs: unknown output.*bogus")])
+def test_issue23_d_evaluate_rejects_bad_keys(arg, message):
+    """Issue 23 D: a batch of 0 was silently the training batch; an unknown output name was silently not saved."""
+    with pytest.raises(ConfigError, match=message):
+        evaluate.parse_args(["checkpoint=x", arg])

@@ -59,3 +59,9 @@ def test_the_torch_free_loss_types_are_the_loss_heads():
     from models.arch import LOSS_TYPES
     from models.losses import LOSS_FUNCTIONS
     assert sorted(LOSS_TYPES) == sorted(LOSS_FUNCTIONS)
+
+
+def test_issue23_d_unknown_eval_save_outputs_are_named():
+    with pytest.raises(ConfigError, match="eval_save_outputs: unknown output.*predz"):
+        parse_config(compose_config(["data_paths=[unused]", "eval_save_outputs=[preds,predz]"]))
+    assert parse_config(compose_config(["data_paths=[unused]", "eval_save_outputs=[inputs,preds]"]))
