@@ -92,7 +92,14 @@ def read_training_config(path: str) -> PretrainConfig:
         raise ConfigError(f"No training config at {path}. The trainer writes {CONFIG_FILE} into the run directory; "
                           f"point at it with config=PATH/{CONFIG_FILE}.")
     with open(path) as f:
-        raw = yaml.safe_load(f)
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as err:  # a syntax error, or a tag safe_load refuses (e.g. !!python/object)
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}, line {mark.line + 1}" if mark is not None else path
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ConfigError(f"{where}: not a readable training config ({problem}); give the {CONFIG_FILE} a "
+                              "run wrote (plain YAML, no Python tags) with config=PATH") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} is not a training config (expected a YAML mapping).")
     raw.pop("generate_if_missing", None)

@@ -12,7 +12,7 @@ from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from rundir.states import load_rank_state, save_file_synced
 from tests.helpers import TINY_ARCH, compose_config
 from training.config import parse_config
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, ConfigError
 
 # ---------------------------------------------------------------------------------------------
 # Resuming on another number of processes
@@ -166,3 +166,18 @@ def test_disk_full_is_one_clear_line_and_leaves_nothing_behind(tmp_path):
     assert isinstance(err.value, UserFacingError) and "\n" not in message
     assert str(target) in message and "No space left" in message and "4096 bytes" in message
     assert list(tmp_path.iterdir()) == []  # no partial file, no temporary
+
+
+@pytest.mark.parametrize("text, line", [("lr: 1\narch: [unclosed\nseed: 0\n", None),
+                                        ("lr: 1\narch: !!python/object:os.system {}\n", 2)])
+def test_issue23_d_unreadable_training_config_is_one_line_naming_file_and_line(tmp_path, text, line):
+    """Issue 23 D: a YAML syntax error or a tag safe_load refuses was a long yaml traceback."""
+    from training.trained import read_training_config
+    path = tmp_path / "all_config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        read_training_config(str(path))
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and ", line " in message
+    if line is not None:
+        assert f", line {line}:" in message
