@@ -111,6 +111,15 @@ def load_train_state(state_dir: str, mmap: bool = False) -> dict:
     return safe_load(shared_state_path(state_dir), mmap=mmap)
 
 
+def missing_state_files(state_dir: str) -> list[str]:
+    """Names of the files a training state lacks: `state.pt`, or a rank file of the processes it names."""
+    if not os.path.exists(shared_state_path(state_dir)):
+        return [os.path.basename(shared_state_path(state_dir))]
+    world_size = safe_load(shared_state_path(state_dir), mmap=True)["world_size"]
+    return [os.path.basename(rank_state_path(state_dir, rank)) for rank in range(world_size)
+            if not os.path.exists(rank_state_path(state_dir, rank))]
+
+
 def _rank_file(state_dir: str, rank: int) -> str:
     path = rank_state_path(state_dir, rank)
     if not os.path.exists(path):

@@ -17,7 +17,14 @@ from rundir.layout import (
     train_state_dir,
     weights_path,
 )
-from rundir.states import commit_train_state, load_rank_state, load_train_state, prune_checkpoints, write_rank_state
+from rundir.states import (
+    commit_train_state,
+    load_rank_state,
+    load_train_state,
+    missing_state_files,
+    prune_checkpoints,
+    write_rank_state,
+)
 from training.carry import carry_to_state
 from training.config import PretrainConfig
 from training.state import TrainState, evaluation_model
@@ -90,12 +97,22 @@ def save_checkpoint(config: PretrainConfig, state: TrainState, metadata: PuzzleD
     return final_dir
 
 
-def find_resume_dir(config: PretrainConfig) -> str | None:
+def find_resume_dir(config: PretrainConfig, announce: bool = True) -> str | None:
+    """resume=PATH as given; resume=auto: the newest complete training state (one with `state.pt` and every rank
+    file it names), passing over newer incomplete ones with a note. When none is complete, the newest, so that
+    loading it names what is missing."""
     if config.resume is None:
         return None
     if config.resume != "auto":
         return config.resume
     states = list_train_states(config.checkpoint_path)
+    for _, path in reversed(states):
+        missing = missing_state_files(path)
+        if not missing:
+            return path
+        if announce:
+            print(f"note: resume=auto passes over the incomplete training state {path} (missing "
+                  f"{', '.join(missing)})", flush=True)
     return states[-1][1] if states else None
 
 

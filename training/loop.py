@@ -212,7 +212,7 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
                                                      num_workers=config.num_workers)
     eval_setup = EvalSetup(config, ctx)
     state = init_train_state(config, train_metadata, ctx)
-    resume_dir = find_resume_dir(config)
+    resume_dir = find_resume_dir(config, announce=ctx.is_main)
     rank_state = restore_training_state(config, state, train_metadata, resume_dir, ctx) if resume_dir else None
     # The loader replays the same batch order from the saved position (its own seeded generators).
     train_loader.dataset.load_state_dict({"iters": state.iter_id * len(train_metadata.sets),

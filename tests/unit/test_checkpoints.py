@@ -181,3 +181,19 @@ def test_issue23_d_unreadable_training_config_is_one_line_naming_file_and_line(t
     assert "\n" not in message and str(path) in message and ", line " in message
     if line is not None:
         assert f", line {line}:" in message
+
+
+def test_issue23_d_resume_auto_falls_back_to_the_newest_complete_state(tmp_path, capsys):
+    """Issue 23 D: the newest state lacking rank0.pt stopped resume=auto; it continues the newest complete one."""
+    from training.checkpointing import find_resume_dir
+    for step, ranks in ((2, (0, 1)), (4, (0, 1)), (6, (1,))):
+        state_dir = tmp_path / f"train_state_step_{step}"
+        state_dir.mkdir()
+        save_file_synced({"world_size": 2}, str(state_dir / "state.pt"))
+        for rank in ranks:
+            save_file_synced({"rng": None}, str(state_dir / f"rank{rank}.pt"))
+    (tmp_path / "train_state_step_8").mkdir()  # no state.pt at all
+    config = parse_config(compose_config(["data_paths=[unused]", "+resume=auto", f"+checkpoint_path={tmp_path}"]))
+    assert find_resume_dir(config) == str(tmp_path / "train_state_step_4")
+    out = capsys.readouterr().out
+    assert "train_state_step_6 (missing rank0.pt)" in out and "train_state_step_8 (missing state.pt)" in out
