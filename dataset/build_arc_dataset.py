@@ -121,7 +121,8 @@ def grid_to_array(grid, where: str) -> np.ndarray:
         raise ArcDataError(f"{where}: grid rows must be non-empty and of equal length "
                            f"(got lengths {[len(r) for r in grid][:10]}).")
     arr = np.array(grid)
-    if arr.ndim != 2 or arr.dtype.kind not in "iu":  # floats, strings, nested lists, huge ints
+    # A JSON true/false is a Python bool, an int subclass: numpy turns [1, true] into integers.
+    if arr.ndim != 2 or arr.dtype.kind not in "iu" or any(isinstance(v, bool) for row in grid for v in row):
         raise ArcDataError(f"{where}: grid values must be integer colours 0..9.")
     rows, cols = arr.shape
     if rows > GRID_SIZE or cols > GRID_SIZE:

@@ -271,3 +271,10 @@ def test_concept_corpus_is_converted_in_sorted_order(tmp_path):
     (corpus / "A" / "B1.json").write_text("{}")
     with pytest.raises(assemble_arc_data.AssembleError, match="appears twice"):
         assemble_arc_data.convert_concept_corpus(str(corpus))
+
+
+@pytest.mark.parametrize("grid", [[[1, True], [0, 2]], [[False]], [[1.0, 2]]])
+def test_issue23_d_a_json_true_is_not_an_arc_colour(grid):
+    """Issue 23 D: bool is an int in Python and numpy; [[1, true]] was read as colour 1."""
+    with pytest.raises(arc.ArcDataError, match="integer colours 0..9"):
+        arc.grid_to_array(grid, "task x train 0 input")
