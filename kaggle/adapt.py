@@ -162,6 +162,15 @@ def check_tasks(args: argparse.Namespace) -> None:
             for kind, path in (("challenges", args.tasks), ("solutions", args.solutions)):
                 message = message.replace(f"{prefix}_{SUBSET}_{kind}.json", str(path))
             raise ConfigError(message.replace(f"ARC subset {SUBSET!r} ", "")) from None
+    if args.solutions:
+        with open(args.tasks) as f:
+            task_ids = set(json.load(f))
+        with open(args.solutions) as f:
+            stray = sorted(set(json.load(f)) - task_ids)
+        if stray:
+            raise ConfigError(f"{args.solutions} has solutions of tasks not in --tasks {args.tasks}: "
+                              f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}; give the solutions "
+                              "file of these tasks")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +256,10 @@ def prepare(args: argparse.Namespace, keys: list[str]) -> tuple[dict, tuple[str,
     check_tasks(args)
     pretrained = pretrained_checkpoint(args.checkpoint)  # an ARC model with its config, before OUT is written to
     out = args.output_dir
+    try:  # every training key, before OUT is written to either
+        adaptation_config(args, keys, pretrained, os.path.join(out, "data"))
+    except ConfigError as err:
+        raise ConfigError(" ".join(line.strip() for line in str(err).splitlines())) from None
     os.makedirs(out, exist_ok=True)
     write_manifest(out, manifest)
     print(f"[1/3] Building the tasks' dataset in {quoted(os.path.join(out, 'data'))}")

@@ -88,9 +88,9 @@ def test_without_solutions_and_with_frozen_weights(pretrained, new_tasks, tmp_pa
         assert "pass@k not computed" in json.load(f)["note"]
 
 
-def bad_input_message(capsys, tasks: str, checkpoint, out) -> str:
+def bad_input_message(capsys, tasks: str, checkpoint, out, *extra: str) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        run_adapt(tasks, checkpoint, out)
+        run_adapt(tasks, checkpoint, out, *extra)
     assert exit_info.value.code not in (0, None)
     message = str(exit_info.value.code) if isinstance(exit_info.value.code, str) else capsys.readouterr().err
     assert len(message.strip().splitlines()) == 1, message
@@ -110,6 +110,19 @@ def test_bad_input_is_one_message_and_writes_nothing(pretrained, new_tasks, tmp_
                                        "eval_interval=1", "evaluators=[]", f"+checkpoint_path={copy_run}"])),
           cpu_context())
     assert "not an ARC model" in bad_input_message(capsys, tasks_file, copy_run, tmp_path / "o3")
+
+
+def test_issue23_d_bad_training_keys_and_stray_solutions_write_nothing(pretrained, new_tasks, tmp_path, capsys):
+    """Issue 23 D: lr=abc failed only after data/, source/ and adapt.json were written (and the corrected rerun
+    was then refused); solutions of tasks not in --tasks were silently ignored."""
+    tasks_file, solutions_file, _ = new_tasks
+    assert "lr" in bad_input_message(capsys, tasks_file, pretrained, tmp_path / "o1", "lr=abc")
+    assert "seed must be >= 0" in bad_input_message(capsys, tasks_file, pretrained, tmp_path / "o2", "seed=-1")
+    with open(solutions_file) as f:
+        stray = dict(json.load(f), NotATask=[[[0]]])
+    message = bad_input_message(capsys, tasks_file, pretrained, tmp_path / "o3", "--solutions",
+                                write_json(tmp_path / "stray.json", stray))
+    assert "NotATask" in message and "--tasks" in message
 
 
 def test_scores_survive_an_interruption_after_the_final_evaluation(pretrained, new_tasks, tmp_path):
