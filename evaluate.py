@@ -35,6 +35,7 @@ from rundir.layout import (
     WEIGHTS_PATTERN,
     default_eval_dir,
 )
+from rundir.lock import hold_run_lock
 from training.data import create_dataloader, has_split, split_paths
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.trained import Checkpoint, load_trained, open_checkpoint, recorded_metadata
@@ -161,6 +162,14 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
                                               global_batch_size=plan.global_batch_size, num_workers=args.num_workers)
     check_dataset_fits(plan, test_metadata)
     output_dir = args.output_dir or default_output_dir(args, checkpoint)
+    # Held for the whole evaluation: a second evaluate.py into the same output_dir refuses instead of mixing outputs.
+    with hold_run_lock(output_dir, ctx):
+        return _evaluate_into(args, ctx, plan, loader, test_metadata, output_dir)
+
+
+def _evaluate_into(args: EvaluateConfig, ctx: DistContext, plan, loader, test_metadata,
+                   output_dir: str) -> dict | None:
+    checkpoint, seed = plan.checkpoint, plan.checkpoint.config.seed
     check_output_dir(output_dir, args.overwrite)
     model = load_trained(checkpoint, ctx.device, local_batch_size=plan.global_batch_size // ctx.world_size,
                          data_paths=plan.train_paths, fallback_metadata=test_metadata, compile_model=args.compile)

@@ -203,3 +203,17 @@ def test_evaluate_never_overwrites_an_earlier_evaluation_unless_asked(tiny_run, 
         _evaluate(tiny_run, output_dir=str(out))
     assert (out / "metrics.json").read_text() == '{"mine": 1}'
     assert _evaluate(tiny_run, output_dir=str(out), overwrite=True) == first
+
+
+def test_a_second_evaluation_into_the_same_output_dir_refuses(tiny_run, tmp_path):
+    """Issue 23 A4: while one evaluate.py writes into output_dir, a second one into it refuses."""
+    from rundir.lock import RunLock
+    from utils.errors import RunLockedError
+    out = tmp_path / "out"
+    held = RunLock(str(out)).acquire()  # the first evaluation, still running
+    try:
+        with pytest.raises(RunLockedError, match=r"in use"):
+            _evaluate(tiny_run, output_dir=str(out), overwrite=True)
+        assert not (out / "metrics.json").exists()
+    finally:
+        held.release()
