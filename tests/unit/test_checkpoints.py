@@ -11,6 +11,7 @@ import torch
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from rundir.states import load_rank_state, save_file_synced
 from tests.helpers import TINY_ARCH, compose_config
+from training.checkpointing import batch_sequence
 from training.config import parse_config
 from utils.errors import CheckpointError
 
@@ -166,3 +167,10 @@ def test_disk_full_is_one_clear_line_and_leaves_nothing_behind(tmp_path):
     assert isinstance(err.value, UserFacingError) and "\n" not in message
     assert str(target) in message and "No space left" in message and "4096 bytes" in message
     assert list(tmp_path.iterdir()) == []  # no partial file, no temporary
+
+
+def test_a_changed_eval_interval_is_named_by_its_config_key():
+    saved = batch_sequence({"seed": 0, "global_batch_size": 16, "eval_interval": 2, "epochs": 4})
+    now = batch_sequence({"seed": 0, "global_batch_size": 16, "eval_interval": 1, "epochs": 4})
+    changed = [k for k in saved if saved[k] != now[k]]
+    assert changed == ["eval_interval"]
