@@ -117,9 +117,11 @@ def find_resume_dir(config: PretrainConfig, announce: bool = True) -> str | None
 
 
 def batch_sequence(config: dict) -> dict:
-    """What fixes the sequence of training batches: the saved loader position means nothing under other values."""
+    """What fixes the sequence of training batches: the saved loader position means nothing under other values.
+
+    Keyed by the config names a user can change (an unset eval_interval means one evaluation after all epochs)."""
     return {"seed": config.get("seed"), "global_batch_size": config.get("global_batch_size"),
-            "epochs_per_iter": config.get("eval_interval") or config.get("epochs")}
+            "eval_interval": config.get("eval_interval") or config.get("epochs")}
 
 
 def restore_training_state(config: PretrainConfig, state: TrainState, metadata: PuzzleDatasetMetadata,

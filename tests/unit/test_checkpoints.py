@@ -11,6 +11,7 @@ import torch
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig
 from rundir.states import load_rank_state, save_file_synced
 from tests.helpers import TINY_ARCH, compose_config
+from training.checkpointing import batch_sequence
 from training.config import parse_config
 from utils.errors import CheckpointError, ConfigError
 
@@ -197,3 +198,10 @@ def test_issue23_d_resume_auto_falls_back_to_the_newest_complete_state(tmp_path,
     assert find_resume_dir(config) == str(tmp_path / "train_state_step_4")
     out = capsys.readouterr().out
     assert "train_state_step_6 (missing rank0.pt)" in out and "train_state_step_8 (missing state.pt)" in out
+
+
+def test_a_changed_eval_interval_is_named_by_its_config_key():
+    saved = batch_sequence({"seed": 0, "global_batch_size": 16, "eval_interval": 2, "epochs": 4})
+    now = batch_sequence({"seed": 0, "global_batch_size": 16, "eval_interval": 1, "epochs": 4})
+    changed = [k for k in saved if saved[k] != now[k]]
+    assert changed == ["eval_interval"]
