@@ -14,6 +14,13 @@
     evaluator_<NAME>_step_N/   what an evaluator wrote (e.g. the ARC submission.json)
     run.lock                   held by the run using the directory (rundir/lock.py)
     wandb_id                   the wandb run id, reused when the run resumes
+    wandb/                     wandb's own files (offline runs)
+    *.py                       the model's source files, copied when the run starts
+    eval_<NAME>/               what evaluate.py wrote for a checkpoint of the run (its default output directory)
+    abandoned_after_step_N[-k]/  what a resume from the older state N moved aside: the later attempt's states,
+                               weights, outputs, best and metrics (docs/running.md, "Reliability")
+
+Nothing else: `foreign_entries` names what a run did not write (a new run refuses such a directory).
 
 evaluate.py writes into an output directory (by default `eval_<checkpoint name>` beside the checkpoint):
 metrics.json, and evaluator directories and outputs files named as in a run directory.
@@ -33,6 +40,7 @@ SHARED_STATE_FILE = "state.pt"  # inside a training state directory
 TMP_SUFFIX = ".tmp"  # a training state directory being written
 EVAL_METRICS_FILE = "metrics.json"  # what evaluate.py writes into its output directory
 EVAL_DIR_PREFIX = "eval_"  # evaluate.py's default output directory: eval_<checkpoint name>
+WANDB_DIR = "wandb"
 
 # Names with numbers in them: one template each, which both builds and parses them.
 _WEIGHTS = "step_{step}"
@@ -40,6 +48,7 @@ _TRAIN_STATE = "train_state_step_{step}"
 _RANK_STATE = "rank{rank}.pt"
 _OUTPUTS = "step_{step}_all_preds.{rank}"
 _EVALUATOR_DIR = "evaluator_{name}_step_{step}"
+_ABANDONED = "abandoned_after_step_{step}"
 
 # How messages and help name them.
 WEIGHTS_PATTERN = _WEIGHTS.format(step="N")
@@ -60,6 +69,12 @@ _WEIGHTS_NAME = _matcher(_WEIGHTS)
 _TRAIN_STATE_NAME = _matcher(_TRAIN_STATE)
 _TRAIN_STATE_TMP_NAME = _matcher(_TRAIN_STATE + TMP_SUFFIX)
 _OUTPUTS_NAME = _matcher(_OUTPUTS)
+_EVALUATOR_DIR_NAME = re.compile(re.escape(_EVALUATOR_DIR).replace(re.escape("{name}"), ".+")
+                                 .replace(re.escape("{step}"), r"\d+"))
+_ABANDONED_NAME = re.compile(_matcher(_ABANDONED).pattern + r"(-\d+)?")
+_MODEL_SOURCE_NAME = re.compile(r"[A-Za-z_]\w*\.py")
+# utils/atomic.temporary_path: `<final name>.tmp-<PID>-<8 hex digits>` while a file is written
+_TEMPORARY_NAME = re.compile(r"(?P<final>.+)\.tmp-\d+-[0-9a-f]{8}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,3 +173,67 @@ def config_beside(weights_file: str) -> str:
 def default_eval_dir(weights_file: str) -> str:
     """evaluate.py's output directory for a local weights file: `eval_<its name>` beside it."""
     return os.path.join(run_dir_of(weights_file), EVAL_DIR_PREFIX + os.path.basename(weights_file))
+
+
+# ---------------------------------------------------------------------------------------------
+# Abandoned attempts, and what a run did not write
+# ---------------------------------------------------------------------------------------------
+def abandoned_dir(run_dir: str, step: int) -> str:
+    """A new `abandoned_after_step_N` (`-2`, `-3`, ... when one of that name exists)."""
+    base = os.path.join(run_dir, _ABANDONED.format(step=step))
+    path, k = base, 1
+    while os.path.lexists(path):
+        k += 1
+        path = f"{base}-{k}"
+    return path
+
+
+_RUN_FILES = {CONFIG_FILE, METRICS_FILE, CURVES_FILE, PREDICTIONS_PICTURE, BEST_WEIGHTS, BEST_FILE, LOCK_FILE,
+              WANDB_ID_FILE}
+
+
+def _own_file(name: str) -> bool:
+    temporary = _TEMPORARY_NAME.fullmatch(name)
+    if temporary:
+        name = temporary["final"]
+    return (name in _RUN_FILES or _WEIGHTS_NAME.fullmatch(name) is not None
+            or _OUTPUTS_NAME.fullmatch(name) is not None or _MODEL_SOURCE_NAME.fullmatch(name) is not None)
+
+
+def _own_state_file(name: str) -> bool:
+    temporary = _TEMPORARY_NAME.fullmatch(name)
+    name = temporary["final"] if temporary else name
+    return name == SHARED_STATE_FILE or _matcher(_RANK_STATE).fullmatch(name) is not None
+
+
+def foreign_state_files(state_dir: str) -> list[str]:
+    """Entries of a training state directory that are not state files (relative to its run directory)."""
+    base = os.path.basename(state_dir)
+    with os.scandir(state_dir) as entries:
+        return sorted(f"{base}/{e.name}" for e in entries
+                      if e.is_symlink() or not e.is_file() or not _own_state_file(e.name))
+
+
+def foreign_entries(run_dir: str) -> list[str]:
+    """What in `run_dir` a run (or evaluate.py) does not write, sorted; directories end in "/".
+
+    A symbolic link is never ours; inside a training state only its state files are; evaluator, evaluation,
+    wandb and abandoned-attempt directories are ours with all they hold."""
+    foreign = []
+    with os.scandir(run_dir) as scan:
+        entries = sorted(scan, key=lambda e: e.name)
+    for entry in entries:
+        name = entry.name
+        if entry.is_symlink():
+            foreign.append(name)
+        elif entry.is_file():
+            if not _own_file(name):
+                foreign.append(name)
+        elif not entry.is_dir():
+            foreign.append(name)
+        elif _TRAIN_STATE_NAME.fullmatch(name) or _TRAIN_STATE_TMP_NAME.fullmatch(name):
+            foreign += foreign_state_files(entry.path)
+        elif not (_EVALUATOR_DIR_NAME.fullmatch(name) or _ABANDONED_NAME.fullmatch(name) or name == WANDB_DIR
+                  or name.startswith(EVAL_DIR_PREFIX) or name == LOCK_FILE + ".takeover"):
+            foreign.append(name + "/")
+    return foreign

@@ -17,6 +17,7 @@ from rundir.layout import (
     BEST_FILE,
     TRAIN_STATE_PATTERN,
     WEIGHTS_PATTERN,
+    foreign_state_files,
     list_train_states,
     rank_state_path,
     shared_state_path,
@@ -82,11 +83,17 @@ def commit_train_state(tmp_dir: str, final_dir: str, shared_state: dict) -> None
     fsync_dir(os.path.dirname(final_dir) or ".")
 
 
-def prune_checkpoints(run_dir: str, keep_last: int) -> None:
-    """Keep the `keep_last` newest training states and weight files; remove older ones."""
-    for _, path in list_train_states(run_dir)[:-keep_last]:
-        shutil.rmtree(path)
-    for step in weight_steps(run_dir)[:-keep_last]:
+def prune_checkpoints(run_dir: str, keep_last: int, newest: int) -> None:
+    """Keep the `keep_last` newest training states and weight files up to step `newest` (the one just saved);
+    remove older ones. Only the run's own: none past `newest`, no state holding a file that is not a state file."""
+    for _, path in [(s, p) for s, p in list_train_states(run_dir) if s <= newest][:-keep_last]:
+        foreign = foreign_state_files(path)
+        if foreign:
+            print(f"note: checkpoint_keep_last leaves {path} in place: it holds {', '.join(foreign[:5])}, which no "
+                  "run wrote", flush=True)
+        else:
+            shutil.rmtree(path)
+    for step in [s for s in weight_steps(run_dir) if s <= newest][:-keep_last]:
         os.remove(weights_path(run_dir, step))
 
 

@@ -91,7 +91,7 @@ def save_checkpoint(config: PretrainConfig, state: TrainState, metadata: PuzzleD
                      state.step)
         commit_train_state(tmp_dir, final_dir, shared_training_state(config, state, metadata, ctx.world_size))
         if config.checkpoint_keep_last:
-            prune_checkpoints(config.checkpoint_path, config.checkpoint_keep_last)
+            prune_checkpoints(config.checkpoint_path, config.checkpoint_keep_last, newest=state.step)
     barrier(ctx)
     state.last_checkpoint = final_dir
     return final_dir

@@ -14,6 +14,7 @@ from models.losses import COUNT, LOSS_METRICS
 from rundir.layout import METRICS_FILE
 from rundir.lock import hold_run_lock
 from rundir.metrics import RunLogger
+from rundir.ownership import check_run_dir
 from rundir.states import remove_stale_temporaries
 from training.best import best_on_resume, update_best
 from training.carry import carry_from_state
@@ -198,6 +199,7 @@ def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
     """Train as configured (resuming if asked); returns the last evaluation's metrics on rank 0."""
     config = prepare_config(config, ctx)
     with hold_run_lock(config.checkpoint_path, ctx):  # one run per run directory, for the whole run
+        check_run_dir(config.checkpoint_path, config.resume, ctx)  # before anything is written (the lock aside)
         return train_locked(config, ctx)
 
 

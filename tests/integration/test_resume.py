@@ -4,6 +4,7 @@ line per step after a resume; crash-safe checkpoints, clean stops, and the bad-i
 pieces without runs: tests/unit/test_checkpoints.py.)"""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -337,6 +338,6 @@ def test_metrics_after_resume_auto_found_no_state(copy_task, tmp_path):
     run_dir = tmp_path / "run"
     train_in_process(copy_task, run_dir, "stop_at_step=3", run=METRICS_RUN)
     for _, path in list_train_states(str(run_dir)):
-        os.rename(path, str(path).replace("train_state_step_", "removed_"))  # as if killed before any save
+        shutil.rmtree(path)  # as if killed before any save
     train_in_process(copy_task, run_dir, "resume=auto", run=METRICS_RUN)
     one_line_per_step(read_metrics(str(run_dir)))

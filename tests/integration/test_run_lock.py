@@ -113,7 +113,7 @@ def test_lock_is_released_after_an_error(copy_task, tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match="boom"):
             train_in_process(copy_task, tmp_path / "run")
     assert not os.path.exists(tmp_path / "run" / LOCK_FILE)
-    train_in_process(copy_task, tmp_path / "run", "stop_at_step=1")  # the directory is free again
+    train_in_process(copy_task, tmp_path / "run", "stop_at_step=1", "resume=auto")  # the directory is free again
     # An error before anything was written leaves no run directory behind (the lock made it).
     with pytest.raises((FileNotFoundError, UserFacingError), match="does not exist"):
         train_in_process(str(tmp_path / "missing-data"), tmp_path / "never" / "run")

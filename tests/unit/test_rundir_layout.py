@@ -150,9 +150,46 @@ def test_prune_keeps_the_newest_by_number_and_the_best(tmp_path):
         os.makedirs(layout.train_state_dir(run_dir, step))
     open(os.path.join(run_dir, layout.BEST_WEIGHTS), "wb").close()
     os.makedirs(layout.temporary_train_state_dir(layout.train_state_dir(run_dir, 12)))
-    prune_checkpoints(run_dir, keep_last=2)
+    prune_checkpoints(run_dir, keep_last=2, newest=11)
     assert layout.weight_steps(run_dir) == [10, 11]
     assert [step for step, _ in layout.list_train_states(run_dir)] == [10, 11]
     assert os.path.exists(os.path.join(run_dir, layout.BEST_WEIGHTS))
     remove_stale_temporaries(run_dir)
     assert layout.temporary_train_states(run_dir) == []
+
+
+def test_prune_removes_only_the_runs_own_checkpoints_and_never_its_newest(tmp_path, capsys):
+    """Steps past the one just saved are not this run's; a state holding a user's file is not pruned."""
+    run_dir = str(tmp_path)
+    for step in (3, 5, 8, 3200):
+        open(layout.weights_path(run_dir, step), "wb").close()
+        os.makedirs(layout.train_state_dir(run_dir, step))
+        open(layout.shared_state_path(layout.train_state_dir(run_dir, step)), "wb").close()
+    open(os.path.join(layout.train_state_dir(run_dir, 3), "notes.txt"), "w").close()
+    prune_checkpoints(run_dir, keep_last=1, newest=8)
+    assert layout.weight_steps(run_dir) == [8, 3200]
+    assert [step for step, _ in layout.list_train_states(run_dir)] == [3, 8, 3200]
+    assert "leaves" in capsys.readouterr().out and os.path.exists(os.path.join(layout.train_state_dir(run_dir, 3),
+                                                                              "notes.txt"))
+
+
+def test_foreign_entries_name_what_no_run_wrote(tmp_path):
+    run_dir = str(tmp_path)
+    state = layout.train_state_dir(run_dir, 4)
+    os.makedirs(state)
+    for name in (layout.shared_state_path(state), layout.rank_state_path(state, 0), layout.weights_path(run_dir, 4),
+                 layout.outputs_path(run_dir, 4, 1), os.path.join(run_dir, layout.CONFIG_FILE),
+                 os.path.join(run_dir, layout.METRICS_FILE), os.path.join(run_dir, layout.BEST_WEIGHTS),
+                 os.path.join(run_dir, layout.BEST_FILE), os.path.join(run_dir, "trm.py"),
+                 os.path.join(run_dir, layout.CONFIG_FILE) + ".tmp-123-0123abcd"):
+        open(name, "wb").close()
+    for directory in (layout.evaluator_dir(run_dir, "ARC", 4), layout.default_eval_dir(layout.weights_path(run_dir, 4)),
+                      os.path.join(run_dir, layout.WANDB_DIR), layout.abandoned_dir(run_dir, 2)):
+        os.makedirs(os.path.join(directory, "anything"))
+    assert layout.foreign_entries(run_dir) == []
+    open(os.path.join(state, "notes.txt"), "w").close()
+    open(os.path.join(run_dir, "thesis.tex"), "w").close()
+    os.makedirs(os.path.join(run_dir, "my_runs"))
+    os.symlink(run_dir, os.path.join(run_dir, "step_9"))
+    assert layout.foreign_entries(run_dir) == ["my_runs/", "step_9", "thesis.tex",
+                                               f"{os.path.basename(state)}/notes.txt"]
