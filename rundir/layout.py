@@ -71,6 +71,7 @@ _TRAIN_STATE_TMP_NAME = _matcher(_TRAIN_STATE + TMP_SUFFIX)
 _OUTPUTS_NAME = _matcher(_OUTPUTS)
 _EVALUATOR_DIR_NAME = re.compile(re.escape(_EVALUATOR_DIR).replace(re.escape("{name}"), ".+")
                                  .replace(re.escape("{step}"), r"\d+"))
+_EVALUATOR_STEP = re.compile(_EVALUATOR_DIR_NAME.pattern.replace(r"\d+", r"(?P<step>\d+)"))
 _ABANDONED_NAME = re.compile(_matcher(_ABANDONED).pattern + r"(-\d+)?")
 _MODEL_SOURCE_NAME = re.compile(r"[A-Za-z_]\w*\.py")
 # utils/atomic.temporary_path: `<final name>.tmp-<PID>-<8 hex digits>` while a file is written
@@ -186,6 +187,20 @@ def abandoned_dir(run_dir: str, step: int) -> str:
         k += 1
         path = f"{base}-{k}"
     return path
+
+
+def entries_after(run_dir: str, step: int) -> list[str]:
+    """Names of what `run_dir` holds of steps after `step`: training states (complete or not), weights, saved
+    outputs, evaluator directories and evaluate.py's default output directories of those weights, sorted."""
+    found = []
+    for name in os.listdir(run_dir):
+        weights = name.removeprefix(EVAL_DIR_PREFIX)
+        match = (_TRAIN_STATE_NAME.fullmatch(name) or _TRAIN_STATE_TMP_NAME.fullmatch(name)
+                 or _WEIGHTS_NAME.fullmatch(name) or _OUTPUTS_NAME.fullmatch(name) or _EVALUATOR_STEP.fullmatch(name)
+                 or (name != weights and _WEIGHTS_NAME.fullmatch(weights)))
+        if match and int(match["step"]) > step:
+            found.append(name)
+    return sorted(found)
 
 
 _RUN_FILES = {CONFIG_FILE, METRICS_FILE, CURVES_FILE, PREDICTIONS_PICTURE, BEST_WEIGHTS, BEST_FILE, LOCK_FILE,

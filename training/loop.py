@@ -12,6 +12,7 @@ from tqdm import tqdm
 from dataset.puzzle_dataset import shutdown_loader
 from models.losses import COUNT, LOSS_METRICS
 from rundir.layout import METRICS_FILE
+from rundir.lineage import abandon_later_attempt
 from rundir.lock import hold_run_lock
 from rundir.metrics import RunLogger
 from rundir.ownership import check_run_dir
@@ -166,6 +167,8 @@ def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | N
     if not ctx.is_main:
         return None
     remove_stale_temporaries(config.checkpoint_path)
+    if resume_dir:  # an older state starts a new lineage: what came after it is moved aside
+        abandon_later_attempt(config.checkpoint_path, state.step)
     save_code_and_config(config)
     # Resumed: the log keeps the steps up to the resumed one (later lines were an earlier attempt's).
     # resume=auto that found no state starts again from step 0: all earlier lines are superseded.

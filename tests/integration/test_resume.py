@@ -341,3 +341,25 @@ def test_metrics_after_resume_auto_found_no_state(copy_task, tmp_path):
         shutil.rmtree(path)  # as if killed before any save
     train_in_process(copy_task, run_dir, "resume=auto", run=METRICS_RUN)
     one_line_per_step(read_metrics(str(run_dir)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume lineage: a resume from an older state abandons what came after it
+# ---------------------------------------------------------------------------------------------
+def test_resume_from_an_older_state_starts_a_new_lineage(copy_task, tmp_path, capsys):
+    from training.trained import resolve_weights
+    run_dir = tmp_path / "run"
+    train_in_process(copy_task, run_dir, "checkpoint_interval=4", "stop_at_step=12", run=METRICS_RUN)
+    assert [s for s, _ in list_train_states(str(run_dir))] == [4, 8, 12]
+    capsys.readouterr()
+    train_in_process(copy_task, run_dir, f"resume={run_dir / 'train_state_step_4'}", "stop_at_step=6",
+                     run=METRICS_RUN)
+    abandoned = run_dir / "abandoned_after_step_4"
+    assert "moved what the abandoned attempt saved after step 4" in capsys.readouterr().out
+    assert {"train_state_step_8", "train_state_step_12", "step_8", "step_12", "metrics.jsonl"} <= set(
+        os.listdir(abandoned))
+    assert [s for s, _ in list_train_states(str(run_dir))] == [4, 6]
+    assert resolve_weights(str(run_dir)) == str(run_dir / "step_6")  # which=last follows the lineage
+    train_in_process(copy_task, run_dir, "resume=auto", run=METRICS_RUN)  # continues from 6, not 12
+    one_line_per_step(read_metrics(str(run_dir)))
+    assert [s for s, _ in list_train_states(str(run_dir))][-1] == 16

@@ -193,3 +193,34 @@ def test_foreign_entries_name_what_no_run_wrote(tmp_path):
     os.symlink(run_dir, os.path.join(run_dir, "step_9"))
     assert layout.foreign_entries(run_dir) == ["my_runs/", "step_9", "thesis.tex",
                                                f"{os.path.basename(state)}/notes.txt"]
+
+
+def test_a_resume_from_an_older_state_moves_the_later_attempt_aside(tmp_path, capsys):
+    import json
+
+    from rundir.lineage import abandon_later_attempt
+    run_dir = str(tmp_path)
+    for step in (4, 8, 12):
+        open(layout.weights_path(run_dir, step), "wb").close()
+        os.makedirs(layout.train_state_dir(run_dir, step))
+        open(layout.outputs_path(run_dir, step), "wb").close()
+        os.makedirs(layout.evaluator_dir(run_dir, "ARC", step))
+    os.makedirs(layout.default_eval_dir(layout.weights_path(run_dir, 12)))
+    open(os.path.join(run_dir, layout.BEST_WEIGHTS), "wb").close()
+    with open(os.path.join(run_dir, layout.BEST_FILE), "w") as f:
+        json.dump({"step": 8, "metric": "m", "value": 1.0, "mode": "max"}, f)
+    with open(os.path.join(run_dir, layout.METRICS_FILE), "w") as f:
+        f.write('{"step": 12}\n')
+    moved = abandon_later_attempt(run_dir, 4)
+    assert moved == os.path.join(run_dir, "abandoned_after_step_4")
+    assert "moved what the abandoned attempt saved after step 4" in capsys.readouterr().out
+    assert sorted(os.listdir(moved)) == sorted([
+        layout.BEST_FILE, layout.BEST_WEIGHTS, layout.METRICS_FILE, *(os.path.basename(p) for p in (
+            layout.default_eval_dir(layout.weights_path(run_dir, 12)),
+            *(f(run_dir, s) for s in (8, 12) for f in (layout.weights_path, layout.train_state_dir,
+                                                        layout.outputs_path)),
+            *(layout.evaluator_dir(run_dir, "ARC", s) for s in (8, 12))))])
+    assert layout.weight_steps(run_dir) == [4] and os.path.isfile(os.path.join(run_dir, layout.METRICS_FILE))
+    assert abandon_later_attempt(run_dir, 4) is None  # nothing after step 4 any more
+    open(layout.weights_path(run_dir, 6), "wb").close()
+    assert abandon_later_attempt(run_dir, 4) == moved + "-2"  # a second abandoned attempt after the same step
