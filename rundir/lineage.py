@@ -8,8 +8,8 @@ resume=auto, which=last and pruning follow the current lineage and nothing of th
 import os
 import shutil
 
+from rundir.best import read_best
 from rundir.layout import BEST_FILE, BEST_WEIGHTS, METRICS_FILE, abandoned_dir, entries_after
-from rundir.states import read_best
 from utils.atomic import fsync_dir
 from utils.cli import quoted
 

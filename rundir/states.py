@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from rundir.layout import (
-    BEST_FILE,
     TRAIN_STATE_PATTERN,
     WEIGHTS_PATTERN,
     foreign_state_files,
@@ -25,7 +24,7 @@ from rundir.layout import (
     weight_steps,
     weights_path,
 )
-from utils.atomic import fsync_dir, read_json_if_present, write_synced
+from utils.atomic import fsync_dir, write_synced
 from utils.errors import CheckpointError
 
 WRITE_DELAY_ENV = "TRM_CHECKPOINT_WRITE_DELAY"  # fault-injection for tests: seconds to pause mid-save
@@ -51,11 +50,6 @@ def safe_load(path: str, map_location="cpu", mmap: bool = False) -> Any:
         raise CheckpointError(f"Cannot read checkpoint {path}: it is not a PyTorch checkpoint, or it is truncated "
                               f"or corrupt ({reason}). Give a {WEIGHTS_PATTERN} weights file or a "
                               f"{TRAIN_STATE_PATTERN} directory written by training.") from None
-
-
-def read_best(run_dir: str) -> dict | None:
-    """`{"step", "metric", "value", "mode"}` of the run's best evaluation (training/best.py writes it), or None."""
-    return read_json_if_present(os.path.join(run_dir, BEST_FILE))
 
 
 def save_file_synced(obj: Any, path: str) -> None:

@@ -1,19 +1,17 @@
 """The best checkpoint of a run: after each evaluation, `checkpoint_best_metric` decides (README "The best
 checkpoint"). The last step is often not the best one (on ARC-AGI-2 an earlier step can score several
 times the last one), so the run keeps the evaluated weights of its best evaluation as `step_best` and
-says which step that was in `best.json`; both are written atomically, and pruning never touches them.
+says which step that was in `best.json`; both are written as one unit (rundir/best.py), and pruning never
+touches them.
 """
-import json
 import math
-import os
 
+import torch
 from torch import nn
 
-from rundir.layout import BEST_FILE, BEST_WEIGHTS
-from rundir.states import read_best
-from training.checkpointing import save_model_weights
+from models.weights import uncompiled
+from rundir.best import commit_best, read_best
 from training.config import PretrainConfig
-from utils.atomic import write_atomically
 from utils.errors import ConfigError
 
 
@@ -45,8 +43,6 @@ def update_best(config: PretrainConfig, flat_metrics: dict, step: int, eval_mode
     value = metric_value(flat_metrics, metric)
     if not improves(value, best, mode):
         return best
-    run_dir = config.checkpoint_path
-    save_model_weights(os.path.join(run_dir, BEST_WEIGHTS), eval_model)
-    best = {"step": step, "metric": metric, "value": value, "mode": mode}
-    write_atomically(os.path.join(run_dir, BEST_FILE), lambda f: json.dump(best, f, indent=1), mode="w")
-    return best
+    state_dict = uncompiled(eval_model).state_dict()  # published key names, as save_model_weights writes them
+    return commit_best(config.checkpoint_path, {"step": step, "metric": metric, "value": value, "mode": mode},
+                       lambda f: torch.save(state_dict, f), previous=best)

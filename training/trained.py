@@ -24,6 +24,7 @@ from models.weights import (
     strip_compiled_prefix,
     weights_vocab_size,
 )
+from rundir.best import read_best
 from rundir.hub import is_hub_path, resolve_hub_checkpoint
 from rundir.layout import (
     BEST_WEIGHTS,
@@ -36,7 +37,7 @@ from rundir.layout import (
     weights_path,
     weights_step,
 )
-from rundir.states import load_train_state, read_best, safe_load
+from rundir.states import load_train_state, safe_load
 from training.config import PretrainConfig, parse_config
 from training.data import has_split
 from utils.device import should_compile

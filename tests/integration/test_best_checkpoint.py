@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import evaluate as evaluate_cli
+from rundir.best import file_sha256
 from rundir.layout import BEST_FILE, BEST_WEIGHTS, CONFIG_FILE
 from tests.helpers import TINY_EVAL_ARCH, compose_config, cpu_context, offline_hub_folder, read_metrics
 from training.best import best_on_resume, improves
@@ -42,8 +43,9 @@ def test_best_checkpoint_is_the_best_evaluation_and_survives_pruning(best_run, c
     best_step = min(evals, key=lambda s: evals[s]["all/lm_loss"])
     with open(best_run / BEST_FILE) as f:
         best = json.load(f)
-    assert best == {"step": best_step, "metric": "all/lm_loss", "value": evals[best_step]["all/lm_loss"],
-                    "mode": "min"}
+    assert {k: best[k] for k in ("step", "metric", "value", "mode")} == {
+        "step": best_step, "metric": "all/lm_loss", "value": evals[best_step]["all/lm_loss"], "mode": "min"}
+    assert best["sha256"] == file_sha256(best_run / BEST_WEIGHTS)  # the record names the weights it goes with
     assert os.path.isfile(best_run / BEST_WEIGHTS)
     assert sorted(n for n in os.listdir(best_run) if n.startswith("step_")) == ["step_24", BEST_WEIGHTS]
     # evaluate.py which=best scores step_best as the run scored that step.

@@ -205,3 +205,66 @@ def test_a_changed_eval_interval_is_named_by_its_config_key():
     now = batch_sequence({"seed": 0, "global_batch_size": 16, "eval_interval": 1, "epochs": 4})
     changed = [k for k in saved if saved[k] != now[k]]
     assert changed == ["eval_interval"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The best checkpoint: weights and record as one unit
+# ---------------------------------------------------------------------------------------------
+class Killed(BaseException):
+    """A SIGKILL at a rename: nothing after it runs."""
+
+
+def weights_at(step: int) -> torch.nn.Module:
+    model = torch.nn.Linear(1, 1, bias=False)
+    model.weight.data.fill_(step)
+    return model
+
+
+def test_a_kill_while_saving_the_best_never_pairs_a_record_with_other_weights(tmp_path, monkeypatch):
+    """Killed before each rename of a new best in turn: the record read names the step of the weights there."""
+    from types import SimpleNamespace
+
+    from rundir.layout import BEST_WEIGHTS
+    from training.best import best_on_resume, update_best
+    from training.trained import checkpoint_step
+    real_replace = os.replace
+    for kill_at in range(10):
+        run_dir = tmp_path / str(kill_at)
+        run_dir.mkdir()
+        config = SimpleNamespace(checkpoint_path=str(run_dir), checkpoint_best_metric="m", checkpoint_best_mode="max")
+        best = update_best(config, {"m": 0.5}, 6, weights_at(6), None)
+        renames = []
+
+        def replace(src, dst, renames=renames, kill_at=kill_at):
+            renames.append(dst)
+            if len(renames) > kill_at:
+                raise Killed
+            real_replace(src, dst)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "replace", replace)
+            try:
+                update_best(config, {"m": 0.9}, 12, weights_at(12), best)
+                completed = True
+            except Killed:
+                completed = False
+        weights = torch.load(run_dir / BEST_WEIGHTS, weights_only=True)["weight"].item()
+        assert checkpoint_step(str(run_dir / BEST_WEIGHTS)) == weights, f"killed at rename {kill_at}"
+        assert best_on_resume(str(run_dir), 100)["step"] == weights, f"killed at rename {kill_at}"
+        if completed:
+            assert weights == 12
+            break
+
+
+def test_a_step_best_changed_by_hand_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from rundir.best import read_best
+    from rundir.layout import BEST_WEIGHTS
+    from training.best import update_best
+    config = SimpleNamespace(checkpoint_path=str(tmp_path), checkpoint_best_metric="m", checkpoint_best_mode="max")
+    update_best(config, {"m": 0.5}, 6, weights_at(6), None)
+    assert read_best(str(tmp_path))["step"] == 6
+    torch.save(weights_at(99).state_dict(), tmp_path / BEST_WEIGHTS)
+    with pytest.raises(CheckpointError, match=r"step_best is not the weights that .*best\.json records \(step 6\)"):
+        read_best(str(tmp_path))
