@@ -7,7 +7,7 @@ config it was trained with (`all_config.yaml` beside it, or the one given), vali
 it; `load_trained` builds the model as training built it and loads the weights into it.
 """
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import yaml
@@ -52,6 +52,12 @@ class Checkpoint:
     config_path: str
     config: PretrainConfig  # all_config.yaml as the run wrote it, validated (generate_if_missing dropped)
     step: int  # N of step_N, the best step for step_best, else 0: names the outputs, as in training
+    # The weights, read (memory-mapped) when opened from a run directory: a training there that prunes
+    # (checkpoint_keep_last) or replaces step_best can no longer take them away before they are loaded.
+    state_dict: dict | None = field(default=None, repr=False, compare=False)
+
+
+PRUNED_RETRIES = 3  # listings of a run directory whose newest weights vanished before they were read
 
 
 def resolve_weights(path: str, which: str = "last", need_config: bool = True) -> str:
@@ -113,10 +119,29 @@ def read_training_config(path: str) -> PretrainConfig:
 def open_checkpoint(path: str, which: str = "last", config: str | None = None) -> Checkpoint:
     """Resolve `path` (local file, run directory or hf://) and read its training config (`config`, else the
     all_config.yaml beside the weights)."""
-    weights = resolve_weights(path, which, need_config=config is None)
+    state_dict = None
+    if not is_hub_path(path) and os.path.isdir(path):
+        weights, state_dict = _read_from_run_dir(path, which)
+    else:
+        weights = resolve_weights(path, which, need_config=config is None)
     config_path = config or config_beside(weights)
     return Checkpoint(weights=weights, config_path=config_path, config=read_training_config(config_path),
-                      step=checkpoint_step(weights))
+                      step=checkpoint_step(weights), state_dict=state_dict)
+
+
+def _read_from_run_dir(run_dir: str, which: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """A run directory's weights file (`resolve_weights`) and its weights, read at once. A training running
+    there may prune the newest between the listing and the read: then the directory is listed again."""
+    for _ in range(PRUNED_RETRIES):
+        weights = resolve_weights(run_dir, which)
+        try:
+            return weights, read_weights(weights)
+        except CheckpointError:
+            if os.path.exists(weights):
+                raise  # unreadable, not pruned
+    raise CheckpointError(f"The newest weights of {run_dir} were pruned before they could be read, "
+                          f"{PRUNED_RETRIES} times: the run training there removes them (checkpoint_keep_last) as "
+                          f"it saves; give checkpoint=PATH/{WEIGHTS_PATTERN} of a step it keeps, or evaluate later.")
 
 
 def read_weights(path: str) -> dict[str, torch.Tensor]:
@@ -136,9 +161,16 @@ def recorded_metadata(checkpoint: Checkpoint) -> tuple[PuzzleDatasetMetadata | N
 
     The run's newest training state records it; else the training config's own dataset, if it is here.
     """
-    states = list_train_states(run_dir_of(checkpoint.weights))
-    if states:
-        saved = load_train_state(states[-1][1], mmap=True)["train_metadata"]
+    for _ in range(PRUNED_RETRIES):  # a training running there may prune the newest state as it is read
+        states = list_train_states(run_dir_of(checkpoint.weights))
+        if not states:
+            break
+        try:
+            saved = load_train_state(states[-1][1], mmap=True)["train_metadata"]
+        except CheckpointError:
+            if os.path.isdir(states[-1][1]):
+                raise
+            continue
         return PuzzleDatasetMetadata(**saved), states[-1][1]
     original = checkpoint.config.data_paths
     if has_split(original, "train"):
@@ -146,11 +178,11 @@ def recorded_metadata(checkpoint: Checkpoint) -> tuple[PuzzleDatasetMetadata | N
     return None, None
 
 
-def metadata_from_weights(weights_file: str) -> PuzzleDatasetMetadata:
+def metadata_from_weights(weights_file: str, weights: dict[str, torch.Tensor] | None = None) -> PuzzleDatasetMetadata:
     """The metadata of the data a checkpoint was trained on, when neither its dataset nor its training state is
     here: the task from the vocabulary of its token embedding (each task's differs), the rest as the builders
     write it (`write_grouped_split`: PAD and ignored label 0, every puzzle the blank identifier 0)."""
-    weights = read_weights(weights_file)
+    weights = weights if weights is not None else read_weights(weights_file)
     vocab_size = weights_vocab_size(weights)
     if vocab_size is None:
         raise ConfigError(f"Cannot tell the task of {weights_file}: its training data is not here and it has no "
@@ -169,7 +201,7 @@ def metadata_from_weights(weights_file: str) -> PuzzleDatasetMetadata:
 def trained_metadata(checkpoint: Checkpoint) -> PuzzleDatasetMetadata:
     """What the run recorded (its training state, or its dataset if here), else what the weights tell."""
     metadata, _ = recorded_metadata(checkpoint)
-    return metadata if metadata is not None else metadata_from_weights(checkpoint.weights)
+    return metadata if metadata is not None else metadata_from_weights(checkpoint.weights, checkpoint.state_dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,8 +224,9 @@ def load_trained(checkpoint: str | Checkpoint, device: torch.device, *, local_ba
         metadata = fallback_metadata if fallback_metadata is not None else trained_metadata(checkpoint)
     head = build_model(checkpoint.config.arch, metadata, local_batch_size or checkpoint.config.global_batch_size,
                        device)
+    weights = checkpoint.state_dict if checkpoint.state_dict is not None else read_weights(checkpoint.weights)
     try:
-        load_weights(head, read_weights(checkpoint.weights))
+        load_weights(head, weights)
     except (ValueError, RuntimeError) as err:
         raise CheckpointError(f"{checkpoint.weights} does not fit the model of this config and dataset: {err}") \
             from None

@@ -268,3 +268,62 @@ def test_a_step_best_changed_by_hand_is_refused(tmp_path):
     torch.save(weights_at(99).state_dict(), tmp_path / BEST_WEIGHTS)
     with pytest.raises(CheckpointError, match=r"step_best is not the weights that .*best\.json records \(step 6\)"):
         read_best(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate.py on a run directory while its training prunes (checkpoint_keep_last=1)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def pruned_run(copy_task, tmp_path):
+    """A run directory with step_3, and `prune()`: training saves step_4 and removes step_3, as keep_last=1 does."""
+    import yaml
+
+    from rundir.layout import CONFIG_FILE, weights_path
+    from tests.helpers import build_head, train_metadata
+    config = parse_config(compose_config([f"data_paths=[{copy_task}]", *TINY_ARCH, "global_batch_size=16"]))
+    with open(tmp_path / CONFIG_FILE, "w") as f:
+        yaml.safe_dump(config.model_dump(), f)
+    weights = build_head(config, train_metadata(config)).state_dict()
+    torch.save(weights, weights_path(str(tmp_path), 3))
+
+    def prune():
+        torch.save(weights, weights_path(str(tmp_path), 4))
+        os.remove(weights_path(str(tmp_path), 3))
+
+    return str(tmp_path), prune
+
+
+def test_the_newest_weights_pruned_after_the_listing_are_listed_again(pruned_run, monkeypatch):
+    import training.trained
+    from training.trained import load_trained, open_checkpoint
+    run_dir, prune = pruned_run
+    real_listing = training.trained.weight_steps
+
+    def listing_then_prune(path):
+        steps = real_listing(path)
+        if steps == [3]:
+            prune()  # between the listing and the read
+        return steps
+
+    monkeypatch.setattr(training.trained, "weight_steps", listing_then_prune)
+    checkpoint = open_checkpoint(run_dir)
+    assert (os.path.basename(checkpoint.weights), checkpoint.step) == ("step_4", 4)
+    load_trained(checkpoint, torch.device("cpu"))
+
+
+def test_weights_pruned_after_opening_the_checkpoint_still_load(pruned_run):
+    from training.trained import load_trained, open_checkpoint
+    run_dir, prune = pruned_run
+    checkpoint = open_checkpoint(run_dir)
+    prune()  # while evaluate.py builds its data
+    load_trained(checkpoint, torch.device("cpu"))
+
+
+def test_weights_pruned_at_every_listing_are_said_to_be_pruned(pruned_run, monkeypatch):
+    import training.trained
+    from training.trained import open_checkpoint
+    run_dir, prune = pruned_run
+    prune()
+    monkeypatch.setattr(training.trained, "weight_steps", lambda path: [3])  # always a listing from before
+    with pytest.raises(CheckpointError, match=r"newest weights of .* were pruned before they could be read, 3 times"):
+        open_checkpoint(run_dir)
