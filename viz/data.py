@@ -106,13 +106,11 @@ def _to_numpy(value: Any) -> Any:
 
 def load_outputs(path: str) -> dict[str, np.ndarray]:
     """Read a torch.save'd dict of tensors (a rank's outputs file) as numpy arrays."""
-    import torch  # here, not at the top: only reading a saved file needs torch (slow to import)
+    from rundir.states import safe_load  # here, not at the top: only reading a saved file needs torch (slow to import)
 
     file_path = find_outputs_file(path)
-    try:
-        raw = torch.load(file_path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ValueError(f"Cannot read saved outputs {file_path!r}: {err}") from None
+    raw = safe_load(file_path, what="saved outputs",
+                    fix=f"Give a {outputs_name('N', 0)} file written by evaluate.py or training ({OUTPUTS_HINT}).")
     if not isinstance(raw, dict):
         raise ValueError(f"Saved outputs {file_path!r} hold a {type(raw).__name__}, expected a dict of tensors.")
     return {key: _to_numpy(value) for key, value in raw.items()}

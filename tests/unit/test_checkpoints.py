@@ -4,7 +4,9 @@ A state saved by one number of processes resumes on another: the loader's positi
 ACT carry is re-sliced to the new ranks. Every bad file or path is a clear error that gives no unsafe advice, and a
 full disk is one line naming the path and the bytes. (Whole runs that resume: tests/integration/test_resume.py.)"""
 import os
+import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -205,3 +207,53 @@ def test_a_changed_eval_interval_is_named_by_its_config_key():
     now = batch_sequence({"seed": 0, "global_batch_size": 16, "eval_interval": 1, "epochs": 4})
     changed = [k for k in saved if saved[k] != now[k]]
     assert changed == ["eval_interval"]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this-must-never-run",))
+
+
+def _unreadable_files(tmp_path):
+    """Random bytes, a plain pickle that would run code, a torch.save'd zip holding such an object, a truncated one."""
+    files = {"random": tmp_path / "random.bin", "pickle": tmp_path / "evil.pkl", "zip": tmp_path / "evil.pt",
+             "truncated": tmp_path / "step_3"}
+    files["random"].write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    with open(files["pickle"], "wb") as f:
+        pickle.dump(_RunsCode(), f)
+    torch.save({"x": _RunsCode()}, files["zip"])
+    torch.save({"w": torch.zeros(64)}, files["truncated"])
+    files["truncated"].write_bytes(files["truncated"].read_bytes()[:300])
+    return files
+
+
+TORCH_ADVICE = ("weights_only", "_use_new_zipfile_serialization", "torch.serialization", "torch.save", "torch.load",
+                "file an issue", "Re-running", "pytorch.org")
+
+
+@pytest.mark.parametrize("kind", ["random", "pickle", "zip", "truncated"])
+@pytest.mark.parametrize("mmap", [False, True])
+def test_issue23_e_unreadable_checkpoint_passes_no_torch_advice(tmp_path, kind, mmap, recwarn):
+    from rundir.states import safe_load
+    from utils.errors import CheckpointError
+    path = _unreadable_files(tmp_path)[kind]
+    with pytest.raises(CheckpointError) as err:
+        safe_load(str(path), mmap=mmap)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message and len(message) < 300 + len(str(path))
+    assert not [advice for advice in TORCH_ADVICE if advice in message], message
+    assert not [str(w.message) for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+def test_issue23_e_every_torch_load_goes_through_safe_load():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    offenders = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "tests"]
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.endswith(".py") and path != os.path.join(root, "rundir", "states.py"):
+                with open(path) as f:
+                    if "torch.load(" in f.read():
+                        offenders.append(os.path.relpath(path, root))
+    assert not offenders, f"torch.load outside rundir/states.safe_load: {offenders}"

@@ -475,3 +475,20 @@ def test_curves_errors(tmp_path):
     bad.write_text('{"step": 1, "train/lm_loss": 1.0}\n{"step": 2, "train/l')  # a line being written
     with pytest.warns(UserWarning, match="incomplete last line"):
         assert len(curves.read_metrics(str(bad))) == 1
+
+
+@pytest.mark.parametrize("content", ["random", "pickle"])
+def test_issue23_e_unreadable_outputs_file_passes_no_torch_advice(sudoku_dir, tmp_path, content, capsys):
+    import pickle
+    outputs_file = tmp_path / "step_1_all_preds.0"
+    if content == "random":
+        outputs_file.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8)))
+    else:
+        with open(outputs_file, "wb") as f:
+            pickle.dump(argparse.Namespace(x=1), f)  # a class torch's safe unpickler refuses
+    with pytest.raises(SystemExit) as err:
+        visualize.main(["puzzles", "--data", sudoku_dir, "--outputs", str(outputs_file), "--out",
+                        str(tmp_path / "p.html")])
+    message = str(err.value)
+    assert message.startswith("error: ") and str(outputs_file) in message and "\n" not in message
+    assert "weights_only" not in message and "torch.load" not in message and "Re-running" not in message
