@@ -257,3 +257,24 @@ def test_issue23_e_every_torch_load_goes_through_safe_load():
                     if "torch.load(" in f.read():
                         offenders.append(os.path.relpath(path, root))
     assert not offenders, f"torch.load outside rundir/states.safe_load: {offenders}"
+
+
+@pytest.mark.parametrize("overrides, named", [(["arch.hidden_size=64"], ["arch.hidden_size: checkpoint 32, now 64"]),
+                                              (["arch.expansion=4", "arch.L_layers=2"],
+                                               ["arch.L_layers: checkpoint 1, now 2", "arch.expansion: checkpoint 2, "
+                                                "now 4"])])
+def test_issue23_e_resume_with_another_arch_key_names_the_key(copy_task, tmp_path, overrides, named):
+    """Issue 23 E: resuming with arch.hidden_size changed dumped a 15-line state-dict diff."""
+    from tests.helpers import cpu_context, train_metadata
+    from training.checkpointing import restore_training_state, save_checkpoint
+    from training.state import init_train_state
+    config = _tiny_config(copy_task, tmp_path)
+    metadata = train_metadata(config)
+    state_dir = save_checkpoint(config, init_train_state(config, metadata, cpu_context()), metadata, cpu_context())
+    changed = _tiny_config(copy_task, tmp_path, *overrides, f"+resume={state_dir}")
+    with pytest.raises(CheckpointError) as err:
+        restore_training_state(changed, init_train_state(changed, metadata, cpu_context()), metadata, state_dir,
+                               cpu_context())
+    message = str(err.value)
+    assert "\n" not in message and state_dir in message and all(n in message for n in named), message
+    assert "size mismatch" not in message, message
