@@ -492,3 +492,18 @@ def test_issue23_e_unreadable_outputs_file_passes_no_torch_advice(sudoku_dir, tm
     message = str(err.value)
     assert message.startswith("error: ") and str(outputs_file) in message and "\n" not in message
     assert "weights_only" not in message and "torch.load" not in message and "Re-running" not in message
+
+
+@pytest.mark.parametrize("field, keep", [("inputs", 0.5), ("puzzle_identifiers", 0.9), ("puzzle_indices", 0.9)])
+def test_issue23_e_truncated_array_is_named_with_how_to_rebuild(sudoku_dir, tmp_path, field, keep):
+    """Issue 23 E: visualize --data <dir with a truncated .npy> named no file."""
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(sudoku_dir, data)
+    path = data / "test" / f"all__{field}.npy"
+    os.truncate(path, int(os.path.getsize(path) * keep))
+    with pytest.raises(SystemExit) as err:
+        visualize.main(["puzzles", "--data", str(data), "--out", str(tmp_path / "p.html")])
+    message = str(err.value)
+    assert message.startswith("error: ") and "\n" not in message, message
+    assert str(path) in message and "truncated" in message and "rebuild" in message, message
