@@ -40,6 +40,7 @@ from dataset.build_arc_dataset import (
 )
 from dataset.tasks import arc
 from evaluators.arc import SUBMISSION_FILE
+from rundir.json_values import json_metrics
 from rundir.layout import (
     CONFIG_FILE,
     EVAL_METRICS_FILE,
@@ -247,7 +248,8 @@ def write_outputs(out: str, run_dir: str, last_eval: dict | None, has_solutions:
     metrics = {"step": step, **scores}
     if not has_solutions:
         metrics = {"step": step, "note": "no --solutions: pass@k not computed"}
-    write_atomically(os.path.join(out, EVAL_METRICS_FILE), lambda f: json.dump(metrics, f, indent=1), mode="w")
+    write_atomically(os.path.join(out, EVAL_METRICS_FILE),
+                     lambda f: json.dump(json_metrics(metrics)[0], f, indent=1, allow_nan=False), mode="w")
 
 
 def prepare(args: argparse.Namespace, keys: list[str]) -> tuple[dict, tuple[str, str]]:
