@@ -27,6 +27,7 @@ from evaluators.arc import SUBMISSION_FILE
 from evaluators.base import EvaluatorConfig
 from models.arch import check_output_names
 from rundir.hub import is_hub_path, parse_hub_path
+from rundir.json_values import json_metrics
 from rundir.layout import (
     BEST_WEIGHTS,
     CONFIG_FILE,
@@ -44,6 +45,7 @@ from utils.atomic import write_atomically
 from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
 from utils.distributed import DistContext, destroy_distributed, init_distributed
 from utils.errors import ConfigError
+from utils.finite import non_finite_names
 from utils.random_state import seed_everything
 
 PATH_KEYS = ("checkpoint", "config", "output_dir", "device")  # taken as written (no YAML parsing of paths)
@@ -186,10 +188,23 @@ def _evaluate_into(args: EvaluateConfig, ctx: DistContext, plan, loader, test_me
     if not ctx.is_main:
         return None
     flat = flatten_metrics(results)
-    write_atomically(os.path.join(output_dir, EVAL_METRICS_FILE),
-                     lambda f: json.dump({"step": checkpoint.step, **flat}, f, indent=1), mode="w")
+    values, non_finite = json_metrics(flat)
+    path = os.path.join(output_dir, EVAL_METRICS_FILE)
+    write_atomically(path, lambda f: json.dump({"step": checkpoint.step, **values}, f, indent=1, allow_nan=False),
+                     mode="w")
     print_report(results, output_dir, checkpoint.step, evaluators)
+    if non_finite:
+        print(non_finite_warning(non_finite, path, checkpoint.weights, model))
     return flat
+
+
+def non_finite_warning(keys: list[str], path: str, weights: str, model) -> str:
+    """One line: which metrics are NaN/inf (null in metrics.json) and, when that is why, that the weights are."""
+    shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    bad = non_finite_names(dict(model.named_parameters()))
+    why = (f": {weights} holds weights that are not finite (NaN or inf, in {len(bad)} tensors); evaluate a "
+           "checkpoint saved before training diverged" if bad else "")
+    return f"warning: metrics {shown} are not finite, written as null in {path}{why}."
 
 
 def print_report(results: dict, output_dir: str, step: int, evaluators: list) -> None:

@@ -262,7 +262,11 @@ def summary_line(task: Task, puzzle: Puzzle, answer: Answer, candidates: int) ->
     parts = [f"steps: {answer.steps}", f"confidence: {answer.confidence:.3f}"]
     if candidates > 1:
         parts.append(f"votes: {answer.votes}/{candidates}")
-    parts.append(task.text.verdicts[task.is_solved(puzzle.tokens, answer.tokens)])
+    solved = task.is_solved(puzzle.tokens, answer.tokens)
+    parts.append(task.text.verdicts[solved])
+    why = task.text.why_not(puzzle.tokens, answer.tokens) if task.text.why_not and not solved else None
+    if why:
+        parts.append(f"why: {why}")
     return "   ".join(parts)
 
 

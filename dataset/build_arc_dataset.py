@@ -97,6 +97,7 @@ class ArcSubset:
     path: str
     is_test_set: bool
     tasks: list[tuple[str, dict]]  # (task id, task dict with test outputs filled), in file order
+    missing_solutions: str | None = None  # the solutions file that was absent (test outputs set to [[0]])
 
 
 def _read_json(path: str, what: str):
@@ -182,8 +183,8 @@ def load_subset(prefix: str, name: str, is_test_set: bool) -> ArcSubset:
     if os.path.isfile(sols_path):
         _fill_solutions(challenges, _read_json(sols_path, f"ARC subset {name!r} solutions"), sols_path)
     else:
-        # Published behaviour: test pairs without an output get a 1x1 grid of colour 0.
-        print(f"{sols_path} not found: test outputs of subset {name!r} are set to [[0]].")
+        # Published behaviour: test pairs without an output get a 1x1 grid of colour 0 (the builder says so once
+        # every input is checked: a note before an input error is noise).
         for task in challenges.values():
             for pair in task["test"]:
                 pair.setdefault("output", [[0]])
@@ -191,7 +192,8 @@ def load_subset(prefix: str, name: str, is_test_set: bool) -> ArcSubset:
         for kind in EXAMPLE_KINDS:
             if not all("output" in p for p in task[kind]):
                 raise ArcDataError(f"{path!r}: task {task_id!r} has {kind!r} pairs without an 'output' grid.")
-    return ArcSubset(name, path, is_test_set, list(challenges.items()))
+    return ArcSubset(name, path, is_test_set, list(challenges.items()),
+                     None if os.path.isfile(sols_path) else sols_path)
 
 
 def convert_task(task_id: str, task: dict, is_test_set: bool, path: str) -> ArcTask:
@@ -278,13 +280,19 @@ def write_split_streamed(
 # ---------------------------------------------------------------------------------------------
 
 
-def build_arc_dataset(config: ArcBuildConfig, progress: bool = True) -> dict[str, PuzzleDatasetMetadata]:
-    """Build the dataset into `config.output_dir` (all or nothing); returns the split metadata."""
+def build_arc_dataset(config: ArcBuildConfig, progress: bool = True,
+                      note_missing_solutions: bool = True) -> dict[str, PuzzleDatasetMetadata]:
+    """Build the dataset into `config.output_dir` (all or nothing); returns the split metadata.
+
+    `note_missing_solutions=False` for a caller whose test outputs are unknown by design (kaggle.adapt)."""
     validate_config(config)
     test_sets = {config.test_set_name, config.test_set_name2}
     # Read and check every subset before drawing anything or creating any directory.
     subsets = [load_subset(config.input_file_prefix, name, name in test_sets) for name in config.subsets]
     converted = [[convert_task(tid, task, s.is_test_set, s.path) for tid, task in s.tasks] for s in subsets]
+    for subset in subsets:
+        if subset.missing_solutions and note_missing_solutions:
+            print(f"{subset.missing_solutions} not found: test outputs of subset {subset.name!r} are set to [[0]].")
 
     rng = LegacyRandom(config.seed)
     split_tasks: dict[str, list[ArcTask]] = {TRAIN: [], TEST: []}

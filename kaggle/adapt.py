@@ -40,6 +40,7 @@ from dataset.build_arc_dataset import (
 )
 from dataset.tasks import arc
 from evaluators.arc import SUBMISSION_FILE
+from rundir.json_values import json_metrics
 from rundir.layout import (
     CONFIG_FILE,
     EVAL_METRICS_FILE,
@@ -179,7 +180,8 @@ def check_tasks(args: argparse.Namespace) -> None:
 def build_data(prefix: str, out: str, args: argparse.Namespace) -> str:
     data_dir = os.path.join(out, "data")
     build_arc_dataset(ArcBuildConfig(input_file_prefix=prefix, output_dir=data_dir, subsets=[SUBSET],
-                                     test_set_name=SUBSET, num_aug=args.num_aug, seed=args.seed))
+                                     test_set_name=SUBSET, num_aug=args.num_aug, seed=args.seed),
+                      note_missing_solutions=False)  # no --solutions: unknown test outputs are the point
     return data_dir
 
 
@@ -246,7 +248,8 @@ def write_outputs(out: str, run_dir: str, last_eval: dict | None, has_solutions:
     metrics = {"step": step, **scores}
     if not has_solutions:
         metrics = {"step": step, "note": "no --solutions: pass@k not computed"}
-    write_atomically(os.path.join(out, EVAL_METRICS_FILE), lambda f: json.dump(metrics, f, indent=1), mode="w")
+    write_atomically(os.path.join(out, EVAL_METRICS_FILE),
+                     lambda f: json.dump(json_metrics(metrics)[0], f, indent=1, allow_nan=False), mode="w")
 
 
 def prepare(args: argparse.Namespace, keys: list[str]) -> tuple[dict, tuple[str, str]]:

@@ -89,3 +89,15 @@ def check_arch_keys(arch: ArchConfig) -> None:
                 problems.append(f"  arch.{key}: {err.errors()[0]['msg']} (got {value!r})")
     if problems:
         raise ConfigError(f"Invalid arch configuration ({arch.name}):\n" + "\n".join(problems))
+
+
+def arch_differences(saved: dict, now: dict, prefix: str = "arch") -> list[str]:
+    """`arch.KEY: checkpoint A, now B` for each key (loss keys too) that differs between two dumped arch configs."""
+    differences = []
+    for key in [*saved, *(k for k in now if k not in saved)]:
+        old, new = saved.get(key, "unset"), now.get(key, "unset")
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += arch_differences(old, new, f"{prefix}.{key}")
+        elif old != new:
+            differences.append(f"{prefix}.{key}: checkpoint {old}, now {new}")
+    return differences

@@ -7,10 +7,9 @@ import warnings
 from typing import Any
 from urllib.parse import urlparse
 
-import numpy as np
-import torch
 import wandb
 
+from rundir.json_values import json_metrics, to_json_value
 from rundir.layout import METRICS_FILE, WANDB_ID_FILE
 from utils.atomic import write_atomically
 
@@ -68,23 +67,6 @@ def resolve_wandb_mode(requested: str | None = None) -> str:
     if requested not in WANDB_MODES:
         raise ValueError(f"Invalid wandb mode {requested!r} ({source}); valid modes: {', '.join(WANDB_MODES)}")
     return requested
-
-
-def _to_json_value(key: str, value: Any) -> Any:
-    """Turn numpy/torch scalars into Python numbers so json (and wandb) can store them."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"Metric {key!r} is a tensor of shape {tuple(value.shape)}; only scalars can be logged")
-        return value.item()
-    if isinstance(value, np.ndarray):
-        if value.size != 1:
-            raise ValueError(f"Metric {key!r} is an array of shape {value.shape}; only scalars can be logged")
-        return value.item()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    raise TypeError(f"Metric {key!r} has unsupported type {type(value).__name__}")
 
 
 def _wandb_settings() -> "wandb.Settings":
@@ -170,10 +152,10 @@ class RunLogger:
         """Write `{"step": step, **metrics}` as one flushed line and forward it to wandb."""
         if "step" in metrics:
             raise ValueError("Metric name 'step' is reserved for the step number")
-        clean = {key: _to_json_value(key, value) for key, value in metrics.items()}
+        clean = {key: to_json_value(key, value) for key, value in metrics.items()}
         step = int(step)
-        # Flush per line so a crash or a `tail -f` never sees a partial history.
-        self._metrics_file.write(json.dumps({"step": step, **clean}) + "\n")
+        # Flush per line so a crash or a `tail -f` never sees a partial history; NaN and inf as null (valid JSON).
+        self._metrics_file.write(json.dumps({"step": step, **json_metrics(clean)[0]}, allow_nan=False) + "\n")
         self._metrics_file.flush()
         if step >= self._wandb_first_step:
             self._run.log(clean, step=step)

@@ -9,6 +9,7 @@ import os
 import pickle
 import shutil
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -34,22 +35,44 @@ UNREADABLE_CHECKPOINT_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pic
                                 KeyError, TypeError, AttributeError)
 
 
-def safe_load(path: str, map_location="cpu", mmap: bool = False) -> Any:
+# torch's messages go on to advise weights_only=False (which would run the file's code), saving with other options,
+# or filing an issue: none of that helps the user, so a sentence naming any of these is never passed through.
+_TORCH_ADVICE = ("weights_only", "_use_new_zipfile_serialization", "torch.serialization", "torch.save", "torch.load",
+                 "file an issue", "Re-running", "pytorch.org", "add_safe_globals", "safe_globals")
+
+
+def unreadable_reason(err: BaseException) -> str:
+    """Why torch could not read a file, in a few words of its own or of ours, with none of torch's advice."""
+    text = str(err)
+    if "mmap can only be used" in text:
+        return "it is not in PyTorch's zip format"
+    if "GLOBAL" in text or "Unsupported global" in text:
+        return "it holds objects other than tensors and plain containers"
+    if "Weights only load failed" in text:
+        return "it is not a pickle of tensors"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    # Its first sentence says what failed; the rest guesses at causes and gives advice.
+    sentences = [s for s in first.split(". ") if s and not any(a in s for a in _TORCH_ADVICE)]
+    return sentences[0].rstrip(".") if sentences else type(err).__name__
+
+
+def safe_load(path: str, map_location="cpu", mmap: bool = False, what: str = "checkpoint",
+              fix: str = f"Give a {WEIGHTS_PATTERN} weights file or a {TRAIN_STATE_PATTERN} directory written by "
+                         "training.") -> Any:
     """torch.load with weights_only=True (checkpoints may come from the internet), with readable errors.
 
-    `mmap=True` maps the file instead of reading it (large files: no second copy in memory)."""
+    The one place the code calls torch.load. `mmap=True` maps the file instead of reading it (large files: no second
+    copy in memory); `what` names the file in messages and `fix` says what to give instead."""
     if not os.path.exists(path):
-        raise CheckpointError(f"Checkpoint file {path} does not exist.")
+        raise CheckpointError(f"{what[0].upper()}{what[1:]} file {path} does not exist.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():
+            # Advice to file an issue about the pickle protocol: the load either works or fails below.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except UNREADABLE_CHECKPOINT_ERRORS as err:
-        # Only torch's first line: the rest suggests weights_only=False, which would run the file's code.
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in reason:
-            reason = "it holds objects other than tensors and plain containers"
-        raise CheckpointError(f"Cannot read checkpoint {path}: it is not a PyTorch checkpoint, or it is truncated "
-                              f"or corrupt ({reason}). Give a {WEIGHTS_PATTERN} weights file or a "
-                              f"{TRAIN_STATE_PATTERN} directory written by training.") from None
+        raise CheckpointError(f"Cannot read {what} {path}: it is not a PyTorch checkpoint, or it is truncated "
+                              f"or corrupt ({unreadable_reason(err)}). {fix}") from None
 
 
 def save_file_synced(obj: Any, path: str) -> None:

@@ -7,6 +7,7 @@ import yaml
 from torch import nn
 
 from dataset.common import PuzzleDatasetMetadata
+from models.arch import arch_differences
 from models.registry import model_source_path
 from models.weights import uncompiled
 from rundir.layout import (
@@ -149,7 +150,13 @@ def restore_training_state(config: PretrainConfig, state: TrainState, metadata: 
     try:
         state.load_state_dict(shared)
     except (ValueError, RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{state_dir} does not match this model/optimizer configuration: {err}") from None
+        # torch lists every tensor that differs; the arch keys that differ say why, in one line.
+        why = "; ".join(arch_differences(shared["config"].get("arch", {}), config.arch.model_dump()))
+        if not why:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [repr(err)]
+            why = lines[min(1, len(lines) - 1)] + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
+        raise CheckpointError(f"{state_dir} does not match this model/optimizer configuration ({why}); resume with "
+                              "the arch keys it was trained with.") from None
     for optimizer in state.optimizers:  # the saved groups hold the saving job's number of processes
         for group in optimizer.param_groups:
             if "world_size" in group:

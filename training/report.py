@@ -1,9 +1,8 @@
 """What a finished run prints and draws: where everything is, the pictures, the test exact accuracy."""
 import os
 
-import torch
-
 from rundir.layout import BEST_WEIGHTS, CURVES_FILE, METRICS_FILE, PREDICTIONS_PICTURE, outputs_path, weights_path
+from rundir.states import safe_load
 from training.config import PretrainConfig
 from training.state import TrainState
 from training.tta import TTA_METRIC, TTA_VALID_METRIC
@@ -69,7 +68,8 @@ def draw_pictures(config: PretrainConfig, step: int) -> list[str]:
     lines = [f"curves: {quoted(curves)}"]
     outputs_file = outputs_path(run_dir, step)
     if os.path.exists(outputs_file):
-        outputs = torch.load(outputs_file, weights_only=True)
+        outputs = safe_load(outputs_file, what="saved outputs",
+                            fix="Write it again with evaluate.py and eval_save_outputs set.")
         data_dir = (config.data_paths_test or config.data_paths)[0]
         picture = render_predictions(data_dir, outputs, os.path.join(run_dir, PREDICTIONS_PICTURE))
         lines.append(f"pictures: {quoted(picture)}")

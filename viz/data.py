@@ -13,8 +13,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata, array_path, load_metadata
+from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata, load_metadata
 from dataset.tasks import task_of
+from dataset.validation import open_set
 from rundir.layout import OUTPUTS_PATTERN, outputs_name, outputs_path, outputs_steps
 
 OUTPUTS_HINT = "save them with eval_save_outputs=[inputs,labels,puzzle_identifiers,preds]"
@@ -42,19 +43,13 @@ class SplitData:
     names: Optional[list[str]]  # identifiers.json (None when absent)
 
 
-def _example_identifiers(dataset_dir: str, split: str, set_name: str) -> np.ndarray:
-    """Per-example identifiers: each puzzle's identifier repeated over its examples."""
-    identifiers = np.load(array_path(dataset_dir, split, set_name, "puzzle_identifiers"))
-    offsets = np.load(array_path(dataset_dir, split, set_name, "puzzle_indices"))
-    return np.repeat(identifiers, np.diff(offsets))
-
-
-def _load_set_array(dataset_dir: str, split: str, set_name: str, field_name: str) -> np.ndarray:
-    path = array_path(dataset_dir, split, set_name, field_name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path!r} is missing: {dataset_dir!r} is an incomplete dataset; rebuild it.")
-    # Memory-mapped: an ARC split holds hundreds of thousands of rows and we show a handful.
-    return np.load(path, mmap_mode="r")
+def _open_set(dataset_dir: str, split: str, set_name: str, metadata: PuzzleDatasetMetadata) -> dict[str, np.ndarray]:
+    """The set's arrays as the loader opens them (token arrays memory-mapped: an ARC split holds hundreds of
+    thousands of rows and we show a handful), so a missing, truncated or mismatched file is named the same way."""
+    arrays = open_set(dataset_dir, split, set_name, metadata, scan_values=False)
+    # Per-example identifiers: each puzzle's identifier repeated over its examples.
+    arrays["example_identifiers"] = np.repeat(arrays["puzzle_identifiers"], np.diff(arrays["puzzle_indices"]))
+    return arrays
 
 
 def _load_names(dataset_dir: str) -> Optional[list[str]]:
@@ -70,9 +65,10 @@ def load_split(dataset_dir: str, split: str = "test") -> SplitData:
     metadata = load_metadata(dataset_dir, split)
     inputs, labels, identifiers = [], [], []
     for set_name in metadata.sets:
-        inputs.append(_load_set_array(dataset_dir, split, set_name, "inputs"))
-        labels.append(_load_set_array(dataset_dir, split, set_name, "labels"))
-        identifiers.append(_example_identifiers(dataset_dir, split, set_name))
+        arrays = _open_set(dataset_dir, split, set_name, metadata)
+        inputs.append(arrays["inputs"])
+        labels.append(arrays["labels"])
+        identifiers.append(arrays["example_identifiers"])
     if len(metadata.sets) == 1:  # keep the memory map
         inputs, labels, identifiers = inputs[0], labels[0], identifiers[0]
     else:
@@ -106,13 +102,11 @@ def _to_numpy(value: Any) -> Any:
 
 def load_outputs(path: str) -> dict[str, np.ndarray]:
     """Read a torch.save'd dict of tensors (a rank's outputs file) as numpy arrays."""
-    import torch  # here, not at the top: only reading a saved file needs torch (slow to import)
+    from rundir.states import safe_load  # here, not at the top: only reading a saved file needs torch (slow to import)
 
     file_path = find_outputs_file(path)
-    try:
-        raw = torch.load(file_path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise ValueError(f"Cannot read saved outputs {file_path!r}: {err}") from None
+    raw = safe_load(file_path, what="saved outputs",
+                    fix=f"Give a {outputs_name('N', 0)} file written by evaluate.py or training ({OUTPUTS_HINT}).")
     if not isinstance(raw, dict):
         raise ValueError(f"Saved outputs {file_path!r} hold a {type(raw).__name__}, expected a dict of tensors.")
     return {key: _to_numpy(value) for key, value in raw.items()}

@@ -96,6 +96,48 @@ def is_solved(puzzle: np.ndarray, answer: np.ndarray) -> bool:
     return bool(valid_completions(np.asarray(answer)[None, None], np.asarray(puzzle)[None])[0, 0])
 
 
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _cell(index: int) -> str:
+    return f"row {index // SIDE + 1}, column {index % SIDE + 1}"
+
+
+def repeated_digits(tokens: np.ndarray) -> list[str]:
+    """Each digit that a row, column or box of one (81,) grid holds more than once, e.g.
+    `row 3 has two 5s (columns 2 and 7)`; blanks are ignored."""
+    digits = token_digits(tokens).reshape(SIDE, SIDE)
+    index = np.arange(SEQ_LEN).reshape(SIDE, SIDE)
+    units = [(f"row {r + 1}", index[r], "columns", lambda i: str(i % SIDE + 1)) for r in range(SIDE)]
+    units += [(f"column {c + 1}", index[:, c], "rows", lambda i: str(i // SIDE + 1)) for c in range(SIDE)]
+    for b in range(SIDE):
+        r0, c0 = BLOCK * (b // BLOCK), BLOCK * (b % BLOCK)
+        units.append((f"box {b + 1} (rows {r0 + 1}-{r0 + BLOCK}, columns {c0 + 1}-{c0 + BLOCK})",
+                      index[r0:r0 + BLOCK, c0:c0 + BLOCK].ravel(), "at", _cell))
+    counts = {2: "two", 3: "three"}
+    found = []
+    for unit, cells, where, name in units:
+        values = digits.ravel()[cells]
+        for digit in range(1, SIDE + 1):
+            at = cells[values == digit]
+            if len(at) > 1:
+                found.append(f"{unit} has {counts.get(len(at), len(at))} {digit}s "
+                             f"({where} {_listed([name(int(i)) for i in at])})")
+    return found
+
+
+def why_not_solved(puzzle: np.ndarray, answer: np.ndarray) -> str | None:
+    """The first reason `answer` is not a valid completion of `puzzle`'s clues; None when it is one."""
+    clues, answered = token_digits(puzzle).ravel(), token_digits(answer).ravel()
+    for i in np.flatnonzero((clues > 0) & (answered != clues)):
+        return f"{_cell(int(i))}: the clue {clues[i]} is answered {answered[i] or 'blank'}"
+    for i in np.flatnonzero(answered == 0):
+        return f"{_cell(int(i))} is left blank"
+    repeated = repeated_digits(answer)
+    return repeated[0] if repeated else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Text form
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +151,13 @@ def parse_cells(text: str, where: str) -> np.ndarray:
     if len(cells) != SEQ_LEN:
         raise ConfigError(f"{where} has {len(cells)} cells, expected {SEQ_LEN} (9 rows of 9: digits 1-9, "
                           ". or 0 for blanks).")
-    return np.array([DIGIT_OF[c] for c in cells], dtype=np.int64) + DIGIT_OFFSET
+    tokens = np.array([DIGIT_OF[c] for c in cells], dtype=np.int64) + DIGIT_OFFSET
+    conflicts = repeated_digits(tokens)  # then no completion is valid: say so before any model runs
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise ConfigError(f"{where}: the clues conflict: {conflicts[0]}{more}, so no completion is valid; fix the "
+                          "puzzle.")
+    return tokens
 
 
 def format_board(tokens: np.ndarray) -> str:
@@ -130,4 +178,5 @@ TASK = Task(
     valid_completions=valid_completions, is_solved=is_solved,
     text=TextForm(placeholder='"<81 cells>"', from_file=False, parse=parse_cells, parse_csv=parse_cells,
                   format=format_board, verdicts=("valid: no (not a valid completion of the clues)",
-                                                 "valid: yes (a valid completion of the clues)")))
+                                                 "valid: yes (a valid completion of the clues)"),
+                  why_not=why_not_solved))

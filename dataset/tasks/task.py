@@ -26,6 +26,8 @@ class TextForm:
     parse_csv: Callable[[str, str], np.ndarray]  # (a CSV field, where) -> tokens: the one-line form
     format: Callable[[np.ndarray], str]  # answer tokens -> text
     verdicts: tuple[str, str]  # what is printed of an answer that is not / is solved (`is_solved`)
+    # (puzzle, answer) tokens -> why the answer is not solved, in a few words (None when it is): printed with it.
+    why_not: Optional[Callable[[np.ndarray, np.ndarray], Optional[str]]] = None
 
 
 @dataclass(frozen=True)

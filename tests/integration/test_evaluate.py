@@ -217,3 +217,23 @@ def test_a_second_evaluation_into_the_same_output_dir_refuses(tiny_run, tmp_path
         assert not (out / "metrics.json").exists()
     finally:
         held.release()
+
+
+def test_issue23_e_non_finite_weights_warn_and_write_null(tiny_run, tmp_path, capsys):
+    """Issue 23 E: evaluate.py of all-NaN weights exited 0 silently and wrote bare NaN (not JSON) to metrics.json."""
+    run = tmp_path / "nan_run"
+    shutil.copytree(tiny_run, run)
+    weights = sorted(run.glob("step_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+    state = torch.load(weights, weights_only=True)
+    torch.save({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()},
+               weights)
+    capsys.readouterr()
+    _evaluate(str(run), output_dir=str(tmp_path / "out"))
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "not finite" in warnings[0] and str(weights) in warnings[0], out
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text(), parse_constant=refuse)
+    assert None in metrics.values()

@@ -92,8 +92,10 @@ def bad_input_message(capsys, tasks: str, checkpoint, out, *extra: str) -> str:
     with pytest.raises(SystemExit) as exit_info:
         run_adapt(tasks, checkpoint, out, *extra)
     assert exit_info.value.code not in (0, None)
-    message = str(exit_info.value.code) if isinstance(exit_info.value.code, str) else capsys.readouterr().err
+    printed = capsys.readouterr()
+    message = str(exit_info.value.code) if isinstance(exit_info.value.code, str) else printed.err
     assert len(message.strip().splitlines()) == 1, message
+    assert printed.out == "", f"printed before the error: {printed.out}"  # issue 23 E: no irrelevant note first
     assert not os.path.exists(out), "nothing written for bad input"
     return message
 
@@ -109,6 +111,7 @@ def test_bad_input_is_one_message_and_writes_nothing(pretrained, new_tasks, tmp_
     train(parse_config(compose_config([f"data_paths=[{copy_task}]", *TINY_EVAL_ARCH, *TINY, "epochs=1",
                                        "eval_interval=1", "evaluators=[]", f"+checkpoint_path={copy_run}"])),
           cpu_context())
+    capsys.readouterr()  # the training's own report
     assert "not an ARC model" in bad_input_message(capsys, tasks_file, copy_run, tmp_path / "o3")
 
 

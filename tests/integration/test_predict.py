@@ -225,12 +225,13 @@ def maze_file_with(tmp_path, edit) -> str:
     (["maze={maze}"], "maze= gives a Maze puzzle, but"),
     (["sudoku={puzzle}", "input"], "Arguments must be key=value"),
     (["sudoku={puzzle}", "--out"], "--out needs a file name"),
+    (["sudoku={conflict}"], "sudoku=: the clues conflict: row 1 has two 5s (columns 1 and 9)"),
 ], ids=["80_cells", "bad_char", "two_inputs", "picture_format", "negative_tta", "unknown_key", "maze_to_sudoku",
-        "not_key_value", "flag_without_value"])
+        "not_key_value", "flag_without_value", "conflicting_clues"])
 def test_bad_sudoku_requests(sudoku_run, tmp_path, args, message):
     text = sudoku_text(sudoku_run["inputs"][0])
     values = dict(short=text[:80], bad_char=text[:4] + "x" + text[5:], puzzle=text,
-                  maze=maze_file_with(tmp_path, lambda lines: lines))
+                  maze=maze_file_with(tmp_path, lambda lines: lines), conflict="5" + "." * 7 + "5" + "." * 72)
     key_error = "tta" in args[-1]  # a key's wrong value or name: listed as evaluate.py lists them
     assert message in error_line([f"checkpoint={sudoku_run['run_dir']}", *(a.format(**values) for a in args)],
                                  one_line=not key_error)

@@ -278,3 +278,18 @@ def test_issue23_d_a_json_true_is_not_an_arc_colour(grid):
     """Issue 23 D: bool is an int in Python and numpy; [[1, true]] was read as colour 1."""
     with pytest.raises(arc.ArcDataError, match="integer colours 0..9"):
         arc.grid_to_array(grid, "task x train 0 input")
+
+
+def test_issue23_e_missing_solutions_note_comes_after_the_checks(tmp_path, capsys):
+    """Issue 23 E: a '..._solutions.json not found' note came before every input error (kaggle.adapt's too)."""
+    _write_subset(tmp_path, "new", {"big": _task_with([[1] * 31] * 31)})
+    os.remove(tmp_path / "arc-agi_new_solutions.json")
+    with pytest.raises(SystemExit):
+        arc.main(["--input-file-prefix", str(tmp_path / "arc-agi"), "--output-dir", str(tmp_path / "out"),
+                  "--subsets", "new", "--test-set-name", "new", "--num-aug", "0"])
+    assert capsys.readouterr().out == ""
+    _write_subset(tmp_path, "new", {"small": GOOD_TASK})
+    os.remove(tmp_path / "arc-agi_new_solutions.json")
+    arc.main(["--input-file-prefix", str(tmp_path / "arc-agi"), "--output-dir", str(tmp_path / "out"),
+              "--subsets", "new", "--test-set-name", "new", "--num-aug", "0"])
+    assert "arc-agi_new_solutions.json not found" in capsys.readouterr().out  # where it matters, it is still said

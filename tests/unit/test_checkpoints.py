@@ -4,7 +4,9 @@ A state saved by one number of processes resumes on another: the loader's positi
 ACT carry is re-sliced to the new ranks. Every bad file or path is a clear error that gives no unsafe advice, and a
 full disk is one line naming the path and the bytes. (Whole runs that resume: tests/integration/test_resume.py.)"""
 import os
+import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -327,3 +329,74 @@ def test_weights_pruned_at_every_listing_are_said_to_be_pruned(pruned_run, monke
     monkeypatch.setattr(training.trained, "weight_steps", lambda path: [3])  # always a listing from before
     with pytest.raises(CheckpointError, match=r"newest weights of .* were pruned before they could be read, 3 times"):
         open_checkpoint(run_dir)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this-must-never-run",))
+
+
+def _unreadable_files(tmp_path):
+    """Random bytes, a plain pickle that would run code, a torch.save'd zip holding such an object, a truncated one."""
+    files = {"random": tmp_path / "random.bin", "pickle": tmp_path / "evil.pkl", "zip": tmp_path / "evil.pt",
+             "truncated": tmp_path / "step_3"}
+    files["random"].write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    with open(files["pickle"], "wb") as f:
+        pickle.dump(_RunsCode(), f)
+    torch.save({"x": _RunsCode()}, files["zip"])
+    torch.save({"w": torch.zeros(64)}, files["truncated"])
+    files["truncated"].write_bytes(files["truncated"].read_bytes()[:300])
+    return files
+
+
+TORCH_ADVICE = ("weights_only", "_use_new_zipfile_serialization", "torch.serialization", "torch.save", "torch.load",
+                "file an issue", "Re-running", "pytorch.org")
+
+
+@pytest.mark.parametrize("kind", ["random", "pickle", "zip", "truncated"])
+@pytest.mark.parametrize("mmap", [False, True])
+def test_issue23_e_unreadable_checkpoint_passes_no_torch_advice(tmp_path, kind, mmap, recwarn):
+    from rundir.states import safe_load
+    from utils.errors import CheckpointError
+    path = _unreadable_files(tmp_path)[kind]
+    with pytest.raises(CheckpointError) as err:
+        safe_load(str(path), mmap=mmap)
+    message = str(err.value)
+    assert str(path) in message and "\n" not in message and len(message) < 300 + len(str(path))
+    assert not [advice for advice in TORCH_ADVICE if advice in message], message
+    assert not [str(w.message) for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+def test_issue23_e_every_torch_load_goes_through_safe_load():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    offenders = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "tests"]
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.endswith(".py") and path != os.path.join(root, "rundir", "states.py"):
+                with open(path) as f:
+                    if "torch.load(" in f.read():
+                        offenders.append(os.path.relpath(path, root))
+    assert not offenders, f"torch.load outside rundir/states.safe_load: {offenders}"
+
+
+@pytest.mark.parametrize("overrides, named", [(["arch.hidden_size=64"], ["arch.hidden_size: checkpoint 32, now 64"]),
+                                              (["arch.expansion=4", "arch.L_layers=2"],
+                                               ["arch.L_layers: checkpoint 1, now 2", "arch.expansion: checkpoint 2, "
+                                                "now 4"])])
+def test_issue23_e_resume_with_another_arch_key_names_the_key(copy_task, tmp_path, overrides, named):
+    """Issue 23 E: resuming with arch.hidden_size changed dumped a 15-line state-dict diff."""
+    from tests.helpers import cpu_context, train_metadata
+    from training.checkpointing import restore_training_state, save_checkpoint
+    from training.state import init_train_state
+    config = _tiny_config(copy_task, tmp_path)
+    metadata = train_metadata(config)
+    state_dir = save_checkpoint(config, init_train_state(config, metadata, cpu_context()), metadata, cpu_context())
+    changed = _tiny_config(copy_task, tmp_path, *overrides, f"+resume={state_dir}")
+    with pytest.raises(CheckpointError) as err:
+        restore_training_state(changed, init_train_state(changed, metadata, cpu_context()), metadata, state_dir,
+                               cpu_context())
+    message = str(err.value)
+    assert "\n" not in message and state_dir in message and all(n in message for n in named), message
+    assert "size mismatch" not in message, message

@@ -475,3 +475,35 @@ def test_curves_errors(tmp_path):
     bad.write_text('{"step": 1, "train/lm_loss": 1.0}\n{"step": 2, "train/l')  # a line being written
     with pytest.warns(UserWarning, match="incomplete last line"):
         assert len(curves.read_metrics(str(bad))) == 1
+
+
+@pytest.mark.parametrize("content", ["random", "pickle"])
+def test_issue23_e_unreadable_outputs_file_passes_no_torch_advice(sudoku_dir, tmp_path, content, capsys):
+    import pickle
+    outputs_file = tmp_path / "step_1_all_preds.0"
+    if content == "random":
+        outputs_file.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8)))
+    else:
+        with open(outputs_file, "wb") as f:
+            pickle.dump(argparse.Namespace(x=1), f)  # a class torch's safe unpickler refuses
+    with pytest.raises(SystemExit) as err:
+        visualize.main(["puzzles", "--data", sudoku_dir, "--outputs", str(outputs_file), "--out",
+                        str(tmp_path / "p.html")])
+    message = str(err.value)
+    assert message.startswith("error: ") and str(outputs_file) in message and "\n" not in message
+    assert "weights_only" not in message and "torch.load" not in message and "Re-running" not in message
+
+
+@pytest.mark.parametrize("field, keep", [("inputs", 0.5), ("puzzle_identifiers", 0.9), ("puzzle_indices", 0.9)])
+def test_issue23_e_truncated_array_is_named_with_how_to_rebuild(sudoku_dir, tmp_path, field, keep):
+    """Issue 23 E: visualize --data <dir with a truncated .npy> named no file."""
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(sudoku_dir, data)
+    path = data / "test" / f"all__{field}.npy"
+    os.truncate(path, int(os.path.getsize(path) * keep))
+    with pytest.raises(SystemExit) as err:
+        visualize.main(["puzzles", "--data", str(data), "--out", str(tmp_path / "p.html")])
+    message = str(err.value)
+    assert message.startswith("error: ") and "\n" not in message, message
+    assert str(path) in message and "truncated" in message and "rebuild" in message, message

@@ -66,3 +66,41 @@ def test_maze_path_check():
     assert maze.path_connects(tokens, np.array([maze.TOKEN_OF[c] for c in "".join(lines)]))
     with pytest.raises(ConfigError, match="has 2 'G' \\(goal\\) cells"):
         maze.parse_rows([lines[0], "#S" + " " * 25 + "GG#", *lines[2:]], "maze")
+
+
+SOLUTION = "534678912672195348198342567859761423426853791713924856961537284287419635345286179"
+
+
+def _cells(text: str) -> list[str]:
+    return list(text)
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda c: c.__setitem__(slice(18, 27), list(".5....5..")), "row 3 has two 5s (columns 2 and 7)"),
+    (lambda c: (c.__setitem__(3, "8"), c.__setitem__(48, "8")), "column 4 has two 8s (rows 1 and 6)"),
+    (lambda c: (c.__setitem__(0, "9"), c.__setitem__(20, "9")), "box 1 (rows 1-3, columns 1-3) has two 9s"),
+], ids=["row", "column", "box"])
+def test_issue23_e_conflicting_clues_are_named(edit, named):
+    """Issue 23 E: predict with conflicting clues said only "not a valid completion"; the conflict is named."""
+    cells = _cells("." * 81)
+    edit(cells)
+    with pytest.raises(ConfigError) as err:
+        sudoku.parse_cells("".join(cells), "sudoku=")
+    message = str(err.value)
+    assert message.startswith("sudoku=: ") and named in message and "\n" not in message, message
+
+
+def test_issue23_e_an_invalid_answer_says_why():
+    solution = np.array([int(c) for c in SOLUTION]) + sudoku.DIGIT_OFFSET
+    puzzle = solution.copy()
+    puzzle[1::2] = sudoku.BLANK_TOKEN
+    assert sudoku.why_not_solved(puzzle, solution) is None
+    changed = solution.copy()
+    changed[0] = 9 + sudoku.DIGIT_OFFSET  # a clue (row 1, column 1: 5) answered 9
+    assert "row 1, column 1: the clue 5 is answered 9" in sudoku.why_not_solved(puzzle, changed)
+    swapped = solution.copy()
+    swapped[[1, 3]] = swapped[[3, 1]]  # two blanks of row 1 swapped: columns 2 and 4 break
+    assert "column 2 has two 6s" in sudoku.why_not_solved(puzzle, swapped)
+    blank = solution.copy()
+    blank[5] = sudoku.BLANK_TOKEN
+    assert "row 1, column 6 is left blank" in sudoku.why_not_solved(puzzle, blank)

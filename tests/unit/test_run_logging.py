@@ -157,3 +157,19 @@ def test_wandb_run_id_is_persisted_and_reused(tmp_path, monkeypatch):
     assert calls[-1]["id"] not in (None, first_id)
     logger(resume_step=4, mode="disabled").finish()
     assert calls[-1]["id"] is None
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_issue23_e_non_finite_metrics_are_written_as_null(tmp_path, monkeypatch):
+    """Issue 23 E (the metrics.jsonl twin of evaluate's metrics.json): NaN and inf were written bare, not JSON."""
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    logger = RunLogger(str(tmp_path / "run"), project="p", run_name="r", config_dict={}, wandb_mode="disabled")
+    logger.log({"loss": torch.tensor(float("nan")), "acc": np.float32("inf"), "lr": 1e-4}, step=1)
+    logger.finish()
+    assert _strict_json((tmp_path / "run" / "metrics.jsonl").read_text()) == {"step": 1, "loss": None, "acc": None,
+                                                                              "lr": 1e-4}
