@@ -24,7 +24,7 @@ from rundir.layout import (
     weight_steps,
     weights_path,
 )
-from utils.atomic import fsync_dir, read_json_if_present, write_synced
+from utils.atomic import fsync_dir, make_dirs, read_json_if_present, write_synced
 from utils.errors import CheckpointError
 
 WRITE_DELAY_ENV = "TRM_CHECKPOINT_WRITE_DELAY"  # fault-injection for tests: seconds to pause mid-save
@@ -65,7 +65,7 @@ def save_file_synced(obj: Any, path: str) -> None:
 # Writing a training state
 # ---------------------------------------------------------------------------------------------
 def write_rank_state(tmp_dir: str, rank: int, rank_state: dict) -> None:
-    os.makedirs(tmp_dir, exist_ok=True)
+    make_dirs(tmp_dir)
     save_file_synced(rank_state, rank_state_path(tmp_dir, rank))
 
 
