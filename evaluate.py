@@ -41,7 +41,7 @@ from training.data import create_dataloader, has_split, split_paths
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.trained import Checkpoint, load_trained, open_checkpoint, recorded_metadata
 from training.tta import TTA_METRIC, TTA_VALID_METRIC, tta_transforms
-from utils.atomic import write_atomically
+from utils.atomic import make_dirs, write_atomically
 from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
 from utils.distributed import DistContext, destroy_distributed, init_distributed
 from utils.errors import ConfigError
@@ -160,25 +160,27 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
     seed_everything(seed + ctx.rank)
     if not has_split(plan.test_paths, "test"):
         raise ConfigError(f"{plan.test_paths} has no test split to evaluate.")
-    loader, test_metadata = create_dataloader(plan.test_paths, "test", ctx, seed=seed,
-                                              global_batch_size=plan.global_batch_size, num_workers=args.num_workers)
-    check_dataset_fits(plan, test_metadata)
     output_dir = args.output_dir or default_output_dir(args, checkpoint)
     # Held for the whole evaluation: a second evaluate.py into the same output_dir refuses instead of mixing outputs.
+    # Taken before the data is loaded, so that an output_dir that cannot be written stops at once.
     with hold_run_lock(output_dir, ctx):
+        check_output_dir(output_dir, args.overwrite)
+        loader, test_metadata = create_dataloader(plan.test_paths, "test", ctx, seed=seed,
+                                                  global_batch_size=plan.global_batch_size,
+                                                  num_workers=args.num_workers)
+        check_dataset_fits(plan, test_metadata)
         return _evaluate_into(args, ctx, plan, loader, test_metadata, output_dir)
 
 
 def _evaluate_into(args: EvaluateConfig, ctx: DistContext, plan, loader, test_metadata,
                    output_dir: str) -> dict | None:
     checkpoint, seed = plan.checkpoint, plan.checkpoint.config.seed
-    check_output_dir(output_dir, args.overwrite)
     model = load_trained(checkpoint, ctx.device, local_batch_size=plan.global_batch_size // ctx.world_size,
                          data_paths=plan.train_paths, fallback_metadata=test_metadata, compile_model=args.compile)
     evaluators = create_evaluators(plan.evaluators, plan.test_paths, test_metadata)
     tta = tta_transforms(test_metadata.vocab_size, test_metadata.seq_len, args.tta, seed) if args.tta else []
     if ctx.is_main:
-        os.makedirs(output_dir, exist_ok=True)
+        make_dirs(output_dir)
         print(f"Evaluating {quoted(checkpoint.weights)} ({quoted(checkpoint.config_path)}) on {plan.test_paths}, "
               f"device {ctx.device} x{ctx.world_size}, halt_early={args.halt_early}, tta={args.tta}")
 

@@ -19,11 +19,11 @@ import argparse
 import importlib.resources
 import json
 import os
-import shutil
 from typing import Optional
 
 from dataset.common import write_json
 from dataset.output_dir import REPLACES_ONLY_OWN, OutputLayout, atomic_output_dir
+from utils.atomic import copy_file_atomically
 from utils.cli import new_parser, run_cli
 from utils.errors import DatasetError
 
@@ -164,7 +164,7 @@ def write_concept(directory: str, concept: str) -> None:
                 raise AssembleError(f"{src!r} is missing beside {src_challenges!r}; "
                                     "the concept subset needs both files.")
             _load_json_file(src)  # fail here, naming the file, rather than in the builder
-            shutil.copyfile(src, dst)  # byte copy: keeps the task order the published build shuffled
+            copy_file_atomically(src, dst)  # byte copy: keeps the task order the published build shuffled
         return
     challenges, solutions = convert_concept_corpus(concept)
     write_json(dst_challenges, challenges)

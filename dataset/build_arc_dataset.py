@@ -60,6 +60,7 @@ from dataset.tasks.arc import (
     render_group,
 )
 from utils import cli
+from utils.atomic import make_dirs, writing
 from utils.errors import DatasetError
 
 TRAIN, TEST = "train", "test"
@@ -247,12 +248,14 @@ def write_split_streamed(
 ) -> PuzzleDatasetMetadata:
     """Write one split group by group: token rows go straight to the .npy files."""
     directory = split_dir(out_dir, split)
-    os.makedirs(directory, exist_ok=True)
+    make_dirs(directory)
     puzzle_sizes = [len(t.pairs[split]) for t in tasks for _ in range(t.num_members)]
     num_examples = sum(puzzle_sizes)
     translate = split == TRAIN  # translation augmentation only in train (published)
 
-    with open(array_path(out_dir, split, SET_NAME, "inputs"), "wb") as f_in, \
+    # A failed write (a full disk: numpy and file writes say so without an errno) is one line naming the file.
+    with writing(split_dir(out_dir, split), needed=2 * num_examples * SEQ_LEN), \
+            open(array_path(out_dir, split, SET_NAME, "inputs"), "wb") as f_in, \
             open(array_path(out_dir, split, SET_NAME, "labels"), "wb") as f_lab:
         for f in (f_in, f_lab):
             _write_npy_header(f, np.uint8, (num_examples, SEQ_LEN))

@@ -17,7 +17,7 @@ import pydantic
 
 from dataset.output_dir import OutputLayout, atomic_output_dir
 from dataset.tasks import GENERIC, TASKS, task_of
-from utils.atomic import write_atomically
+from utils.atomic import make_dirs, write_atomically
 from utils.errors import DatasetError
 
 # Label value that the loss ignores (PyTorch's cross-entropy default).
@@ -211,7 +211,7 @@ def write_json(path: str, content: Any) -> None:
 
 def save_array(path: str, array: np.ndarray) -> None:
     """`np.save` atomically (to a file object: np.save would append ".npy" to a temporary name)."""
-    write_atomically(path, lambda f: np.save(f, array))
+    write_atomically(path, lambda f: np.save(f, array), needed=array.nbytes)
 
 
 def write_metadata(out_dir: str, split: str, metadata: PuzzleDatasetMetadata) -> None:
@@ -233,7 +233,7 @@ def write_split(
     and `dataset.json` is written last, so a crash never leaves a readable half dataset.
     """
     _check_split_arrays(set_name, arrays, metadata)
-    os.makedirs(split_dir(out_dir, split), exist_ok=True)
+    make_dirs(split_dir(out_dir, split))
     for field in ARRAY_FIELDS:
         save_array(array_path(out_dir, split, set_name, field), arrays[field])
     write_metadata(out_dir, split, metadata)
@@ -260,7 +260,7 @@ def write_identifiers(out_dir: str, names: Iterable[str]) -> None:
             f.write(", " + json.dumps(name))
         f.write("]")
 
-    os.makedirs(out_dir, exist_ok=True)
+    make_dirs(out_dir)
     write_atomically(os.path.join(out_dir, "identifiers.json"), write, mode="w")
 
 

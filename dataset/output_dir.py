@@ -23,8 +23,8 @@ import socket
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Optional
 
-from utils.atomic import fsync_dir
-from utils.errors import DatasetError
+from utils.atomic import fsync_dir, make_dirs, restated, writing
+from utils.errors import DatasetError, WriteError
 
 OUTPUT_MODE = 0o755
 MAX_NAMED = 5  # foreign entries named in a refusal
@@ -159,13 +159,18 @@ def temporary_dir_beside(output_dir: str) -> Iterator[str]:
     It is removed when the block ends, unless the block has moved it away (renamed it into place).
     """
     parent = os.path.dirname(os.path.abspath(output_dir))
-    os.makedirs(parent, exist_ok=True)
+    make_dirs(parent)
     remove_stale_temporaries(output_dir)
     tmp = os.path.join(parent, temporary_name(output_dir))
-    os.mkdir(tmp, OUTPUT_MODE)
+    with writing(output_dir, is_dir=True):  # e.g. a read-only file system: one line naming the output
+        os.mkdir(tmp, OUTPUT_MODE)
     try:
         os.chmod(tmp, OUTPUT_MODE)  # mkdir's mode is reduced by the umask
         yield tmp
+    except WriteError as err:  # name the output too: the path in the message was inside the removed temporary
+        shutil.rmtree(tmp, ignore_errors=True)  # best effort: the error below is what the user must see
+        raise restated(err, f"The partial build beside {output_dir} was removed and {output_dir} is unchanged",
+                       "free some space and run again") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -190,11 +195,12 @@ def install_dir(new_dir: str, output_dir: str) -> None:
     """Rename `new_dir` to `output_dir` (mode 0755), moving an old build aside first and deleting it afterwards."""
     parent = os.path.dirname(os.path.abspath(output_dir))
     old = None
-    if os.path.lexists(output_dir):
-        old = os.path.join(parent, temporary_name(output_dir, kind="old"))
-        os.replace(output_dir, old)
-    os.chmod(new_dir, OUTPUT_MODE)
-    os.replace(new_dir, output_dir)
-    fsync_dir(parent)
+    with writing(output_dir, is_dir=True):
+        if os.path.lexists(output_dir):
+            old = os.path.join(parent, temporary_name(output_dir, kind="old"))
+            os.replace(output_dir, old)
+        os.chmod(new_dir, OUTPUT_MODE)
+        os.replace(new_dir, output_dir)
+        fsync_dir(parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

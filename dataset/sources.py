@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from dataset.output_dir import REPLACES_ONLY_OWN, OutputLayout, atomic_output_dir, check_replaceable
+from utils.atomic import writing
 from utils.cli import non_negative_int, positive_int, progress
 from utils.errors import DatasetError
 
@@ -314,7 +315,7 @@ def add_generator_arguments(parser: argparse.ArgumentParser, default_output: str
 
 def write_csv(path: str, rows: list[tuple[str, str, str, int]]) -> None:
     """Write `source,question,answer,rating` rows (the layout `read_csv_rows` reads)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with writing(path), open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         writer.writerows(rows)

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from dataset.common import PuzzleDatasetMetadata, write_json
 from dataset.tasks.arc import COLOUR_OFFSET, GRID_SIZE, NAME_SEPARATOR, NUM_COLOURS, SEQ_LEN, parse_augmentation
 from dataset.tasks.dihedral import DIHEDRAL_INVERSE, NUM_DIHEDRAL, TRANSPOSING, dihedral_transform
+from utils.atomic import make_dirs
 from utils.errors import ConfigError
 
 KEY_HEADER = 2  # a grid key starts with the bytes [rows, cols]
@@ -232,7 +233,7 @@ class ARC:
             scores += passed / len(pairs)
 
         if save_path is not None:
-            os.makedirs(save_path, exist_ok=True)
+            make_dirs(save_path)
             write_json(os.path.join(save_path, SUBMISSION_FILE), submission)
         num_tasks = max(len(self.task_names), 1)
         return {f"ARC/pass@{k}": float(score / num_tasks) for k, score in zip(self.pass_Ks, scores)}

@@ -50,7 +50,7 @@ from rundir.layout import (
     weight_steps,
 )
 from training.config import PretrainConfig, parse_config
-from utils.atomic import read_json_if_present, write_atomically
+from utils.atomic import make_dirs, read_json_if_present, write_atomically
 from utils.cli import exit_with_message, new_parser, quoted
 from utils.errors import CheckpointError, ConfigError, DatasetError, UserFacingError
 
@@ -138,7 +138,7 @@ def start_manifest(args: argparse.Namespace, keys: list[str]) -> dict:
 def copy_sources(args: argparse.Namespace, directory: str) -> str:
     """The inputs under the builder's Kaggle names in `directory`; returns its --input-file-prefix."""
     prefix = os.path.join(directory, "arc-agi")
-    os.makedirs(directory, exist_ok=True)
+    make_dirs(directory)
     for kind, path in (("challenges", args.tasks), ("solutions", args.solutions)):
         if path is not None:
             with open(path, "rb") as f:
@@ -263,7 +263,7 @@ def prepare(args: argparse.Namespace, keys: list[str]) -> tuple[dict, tuple[str,
         adaptation_config(args, keys, pretrained, os.path.join(out, "data"))
     except ConfigError as err:
         raise ConfigError(" ".join(line.strip() for line in str(err).splitlines())) from None
-    os.makedirs(out, exist_ok=True)
+    make_dirs(out)
     write_manifest(out, manifest)
     print(f"[1/3] Building the tasks' dataset in {quoted(os.path.join(out, 'data'))}")
     prefix = copy_sources(args, os.path.join(out, "source"))

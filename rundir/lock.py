@@ -21,9 +21,9 @@ import uuid
 from collections.abc import Iterator
 
 from rundir.layout import lock_path
-from utils.atomic import temporary_path, write_synced
+from utils.atomic import make_dirs, temporary_path, write_error, write_synced, writing
 from utils.distributed import DistContext, broadcast_object
-from utils.errors import RunLockedError
+from utils.errors import RunLockedError, WriteError
 
 HEARTBEAT_S = 30.0  # the holder touches its lock this often
 STALE_AFTER_S = 600.0  # a lock of another host without a heartbeat for this long belongs to a dead run
@@ -149,15 +149,27 @@ class RunLock:
 
     def _make_run_dir(self) -> None:
         missing, parent = [], os.path.abspath(self.run_dir)
-        while not os.path.isdir(parent):
+        while not os.path.lexists(parent):
             missing.append(parent)
             parent = os.path.dirname(parent)
-        os.makedirs(self.run_dir, exist_ok=True)
         self._created_dirs = missing  # innermost first
+        try:
+            make_dirs(self.run_dir)
+        except WriteError:
+            self._remove_created_dirs()
+            raise
+        if os.path.lexists(self.path) and (os.path.islink(self.path) or not os.path.isfile(self.path)):
+            self._remove_created_dirs()
+            kind = "a directory" if os.path.isdir(self.path) else "a symbolic link" if os.path.islink(self.path) \
+                else "not a regular file"
+            raise WriteError(f"Cannot write the run lock {self.path}: it is {kind}, where the lock file is expected; "
+                             "remove it (no run of this tool made it) or choose another directory.", self.path)
 
     def _remove_created_dirs(self) -> None:
         """An early error leaves no run directory behind (only directories acquire() made and nothing else used)."""
         for directory in self._created_dirs:
+            if not os.path.lexists(directory):  # never made: a later part of the path failed first
+                continue
             try:
                 os.rmdir(directory)
             except OSError:
@@ -172,10 +184,18 @@ class RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(self._content())
-            f.flush()
-            os.fsync(f.fileno())
+        except OSError as err:  # e.g. a read-only file system
+            self._remove_created_dirs()
+            raise write_error(self.path, err) from None
+        try:
+            with writing(self.path), os.fdopen(fd, "wb") as f:
+                f.write(self._content())
+                f.flush()
+                os.fsync(f.fileno())
+        except WriteError:  # e.g. a full disk: an empty lock would read as another run's
+            os.remove(self.path)
+            self._remove_created_dirs()
+            raise
         return True
 
     def _take_over(self, stale: dict) -> bool:

@@ -11,7 +11,7 @@ import wandb
 
 from rundir.json_values import json_metrics, to_json_value
 from rundir.layout import METRICS_FILE, WANDB_ID_FILE
-from utils.atomic import write_atomically
+from utils.atomic import append_line, make_dirs, write_atomically, writing
 
 WANDB_MODES = ("online", "offline", "disabled")
 _DEFAULT_WANDB_HOST = "api.wandb.ai"
@@ -130,7 +130,7 @@ class RunLogger:
                  resume_step: int | None = None):
         self.run_dir = run_dir
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
-        os.makedirs(run_dir, exist_ok=True)
+        make_dirs(run_dir)
         self.metrics_path = os.path.join(run_dir, METRICS_FILE)
         if resume_step is not None:
             dropped = truncate_metrics(self.metrics_path, resume_step)
@@ -138,8 +138,10 @@ class RunLogger:
                 after = f"after step {resume_step}" if resume_step >= 0 else "(all of them)"
                 print(f"{METRICS_FILE}: dropped {dropped} lines {after} that an earlier attempt wrote; "
                       "this run logs those steps again")
-        # Append: a resumed run keeps the history it already wrote to the same directory.
-        self._metrics_file = open(self.metrics_path, "a", encoding="utf-8")
+        # Append: a resumed run keeps the history it already wrote to the same directory. Unbuffered, so that
+        # each line is written whole or (on a full disk) cut off again by append_line.
+        with writing(self.metrics_path):
+            self._metrics_file = open(self.metrics_path, "ab", buffering=0)
         resuming = resume_step is not None and resume_step >= 0
         run_id = wandb_run_id(run_dir, resuming) if self.wandb_mode != "disabled" else None
         self._run = wandb.init(project=project, name=run_name, config=config_dict, mode=self.wandb_mode,
@@ -154,9 +156,9 @@ class RunLogger:
             raise ValueError("Metric name 'step' is reserved for the step number")
         clean = {key: to_json_value(key, value) for key, value in metrics.items()}
         step = int(step)
-        # Flush per line so a crash or a `tail -f` never sees a partial history; NaN and inf as null (valid JSON).
-        self._metrics_file.write(json.dumps({"step": step, **json_metrics(clean)[0]}, allow_nan=False) + "\n")
-        self._metrics_file.flush()
+        # One write per line so a crash or a `tail -f` never sees a partial history; NaN and inf as null (valid JSON).
+        line = json.dumps({"step": step, **json_metrics(clean)[0]}, allow_nan=False) + "\n"
+        append_line(self._metrics_file, self.metrics_path, line.encode())
         if step >= self._wandb_first_step:
             self._run.log(clean, step=step)
 

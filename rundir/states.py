@@ -25,7 +25,7 @@ from rundir.layout import (
     weight_steps,
     weights_path,
 )
-from utils.atomic import fsync_dir, write_synced
+from utils.atomic import fsync_dir, make_dirs, write_synced
 from utils.errors import CheckpointError
 
 WRITE_DELAY_ENV = "TRM_CHECKPOINT_WRITE_DELAY"  # fault-injection for tests: seconds to pause mid-save
@@ -83,7 +83,7 @@ def save_file_synced(obj: Any, path: str) -> None:
 # Writing a training state
 # ---------------------------------------------------------------------------------------------
 def write_rank_state(tmp_dir: str, rank: int, rank_state: dict) -> None:
-    os.makedirs(tmp_dir, exist_ok=True)
+    make_dirs(tmp_dir)
     save_file_synced(rank_state, rank_state_path(tmp_dir, rank))
 
 

@@ -29,9 +29,9 @@ from rundir.states import (
 from training.carry import carry_to_state
 from training.config import PretrainConfig
 from training.state import TrainState, evaluation_model
-from utils.atomic import write_atomically
+from utils.atomic import copy_file_atomically, make_dirs, restated, write_atomically
 from utils.distributed import DistContext, barrier
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, WriteError
 from utils.finite import check_finite
 from utils.random_state import capture_rng_state
 
@@ -40,7 +40,7 @@ TRAIN_STATE_FORMAT = 1
 
 def save_code_and_config(config: PretrainConfig) -> None:
     """The model's source files (as published) and the resolved config, into the run directory."""
-    os.makedirs(config.checkpoint_path, exist_ok=True)
+    make_dirs(config.checkpoint_path)
     sources = [model_source_path(name) for name in (config.arch.name, config.arch.loss.name)]
     for shared_name in ("common.py", "config.py"):  # the parts and the config every variant is built from
         shared = os.path.join(os.path.dirname(sources[0]), shared_name)
@@ -49,7 +49,7 @@ def save_code_and_config(config: PretrainConfig) -> None:
     if config.arch.model_keys.get("lma_enable"):
         sources.append(model_source_path("lma@"))  # the LMA front-end is part of such a model
     for source in sources:
-        shutil.copy(source, os.path.join(config.checkpoint_path, os.path.basename(source)))
+        copy_file_atomically(source, os.path.join(config.checkpoint_path, os.path.basename(source)))
     write_atomically(os.path.join(config.checkpoint_path, CONFIG_FILE),
                      lambda f: yaml.safe_dump(config.model_dump(), f, sort_keys=False), mode="w")
 
@@ -57,7 +57,7 @@ def save_code_and_config(config: PretrainConfig) -> None:
 def save_model_weights(path: str, model: nn.Module) -> str:
     """A model's state dict at `path` (published key names, no `_orig_mod.` prefix), written atomically."""
     model = uncompiled(model)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    make_dirs(os.path.dirname(path) or ".")
     write_atomically(path, lambda f: torch.save(model.state_dict(), f))
     return path
 
@@ -84,15 +84,21 @@ def save_checkpoint(config: PretrainConfig, state: TrainState, metadata: PuzzleD
     check_finite(state, "weights", {**state.raw_model.state_dict(), **{f"ema:{k}": v for k, v in shadow.items()}})
     final_dir = train_state_dir(config.checkpoint_path, state.step)
     tmp_dir = temporary_train_state_dir(final_dir)
-    write_rank_state(tmp_dir, ctx.rank, {"rng": capture_rng_state(ctx.device),
-                                         "carry": carry_to_state(state.carry) if state.carry is not None else None})
-    barrier(ctx)  # every rank file is on disk before rank 0 declares the state complete
-    if ctx.is_main:
-        save_weights(config.checkpoint_path, eval_model if eval_model is not None else evaluation_model(state),
-                     state.step)
-        commit_train_state(tmp_dir, final_dir, shared_training_state(config, state, metadata, ctx.world_size))
-        if config.checkpoint_keep_last:
-            prune_checkpoints(config.checkpoint_path, config.checkpoint_keep_last, newest=state.step)
+    try:
+        write_rank_state(tmp_dir, ctx.rank, {"rng": capture_rng_state(ctx.device),
+                                             "carry": carry_to_state(state.carry) if state.carry is not None else None})
+        barrier(ctx)  # every rank file is on disk before rank 0 declares the state complete
+        if ctx.is_main:
+            save_weights(config.checkpoint_path, eval_model if eval_model is not None else evaluation_model(state),
+                         state.step)
+            commit_train_state(tmp_dir, final_dir, shared_training_state(config, state, metadata, ctx.world_size))
+    except WriteError as err:  # e.g. a full disk: no partial state is left (the previous one stays the newest)
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # best effort: the error below is what the user must see
+        raise restated(err, f"The partial {os.path.basename(tmp_dir)} was removed and earlier checkpoints are "
+                            "untouched", "free some space (older checkpoints, or set checkpoint_keep_last) and run "
+                            "again with resume=auto") from None
+    if ctx.is_main and config.checkpoint_keep_last:
+        prune_checkpoints(config.checkpoint_path, config.checkpoint_keep_last, newest=state.step)
     barrier(ctx)
     state.last_checkpoint = final_dir
     return final_dir

@@ -4,7 +4,6 @@ Used by the training loop after each eval interval and by `evaluate.py` on a sav
 same narrow arguments, so a fresh evaluation of the final checkpoint equals the one logged in training
 (evaluator metrics too, except where an evaluator pools earlier evaluations: ARC's aggregated voting).
 """
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ from models.weights import uncompiled
 from rundir.layout import evaluator_dir, outputs_path
 from training.data import to_device
 from training.tta import tta_metric_sums, valid_completions_check
-from utils.atomic import write_atomically
+from utils.atomic import make_dirs, write_atomically
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, broadcast_object, reduce_to_main
 from utils.errors import ConfigError
@@ -135,7 +134,7 @@ def evaluate(model: nn.Module, loader: Iterable, metadata: PuzzleDatasetMetadata
     progress.close()
 
     if saved and save_dir:
-        os.makedirs(save_dir, exist_ok=True)
+        make_dirs(save_dir)
         tensors = {k: torch.cat(v) for k, v in saved.items()}
         write_atomically(outputs_path(save_dir, step, ctx.rank), lambda f: torch.save(tensors, f))
 

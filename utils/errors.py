@@ -38,5 +38,17 @@ class CollectiveError(UserFacingError):
     report_on_every_rank = True
 
 
-class DiskFullError(UserFacingError):
+class WriteError(UserFacingError):
+    """A file or directory could not be written (no space, read-only, permission, a bad path); utils/atomic.py
+    makes it from the OSError, naming the path and the reason in words. What was partly written is removed."""
+
+    def __init__(self, message: str, path: str = "", written: int = 0):
+        super().__init__(message)
+        self.path, self.written = path, written
+
+
+class DiskFullError(WriteError):
     """A write ran out of space; the partial file is removed and earlier files are untouched."""
+
+    needed: int | None = None  # bytes the write takes, where known
+    quota: bool = False  # the user's disk quota, not the device, is full

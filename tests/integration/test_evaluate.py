@@ -237,3 +237,35 @@ def test_issue23_e_non_finite_weights_warn_and_write_null(tiny_run, tmp_path, ca
         raise ValueError(f"not JSON: {constant}")
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text(), parse_constant=refuse)
     assert None in metrics.values()
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling symlink"])
+def test_issue23_b_an_output_dir_that_cannot_be_made_is_one_line(tiny_run, tmp_path, kind):
+    """Issue 23 B: an existing file or a dangling symlink as output_dir was a raw FileExistsError traceback."""
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("thesis")
+    else:
+        out.symlink_to(tmp_path / "gone")
+    result = run_evaluate_cli([f"checkpoint={tiny_run}", "device=cpu", "num_workers=0", f"output_dir={out}"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert str(out) in errors[0] and ("is a file" if kind == "file" else "does not exist") in errors[0]
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    if kind == "file":
+        assert out.read_text() == "thesis"
+
+
+def test_issue23_b_a_read_only_default_output_dir_is_one_line(tiny_run, monkeypatch):
+    """Issue 23 B: evaluate's default output dir (beside the checkpoint) on a read-only file system was a traceback
+    (simulated: chmod does not stop root)."""
+    from utils.errors import WriteError
+
+    def refuse(path, *args, **kwargs):
+        raise OSError(30, "Read-only file system", path)
+
+    before = sorted(os.listdir(tiny_run))
+    monkeypatch.setattr(os, "mkdir", refuse)
+    with pytest.raises(WriteError, match=r"Cannot write the directory .*eval_step_\d+: the file system is read-only"):
+        _evaluate(tiny_run)
+    assert sorted(os.listdir(tiny_run)) == before

@@ -175,3 +175,13 @@ def test_other_ranks_stop_when_rank_0_cannot_lock(copy_task, tmp_path):
         holder.wait()
         if job is not None:
             kill_everything(job)
+
+
+def test_issue23_b_a_run_dir_that_cannot_be_made_is_one_line_before_the_data_is_read(copy_task, tmp_path):
+    """Issue 23 B: +run_name of 300 characters (ENAMETOOLONG) was a raw OSError traceback."""
+    result = run_pretrain([f"data_paths=[{tmp_path / 'no-data-yet'}]", *RUN, "device=cpu",
+                           f"+checkpoint_path={tmp_path / 'runs' / ('x' * 300)}"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 1 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "too long" in errors[0] and str(tmp_path / "runs") in errors[0]  # not the missing data: it comes first
+    assert os.listdir(tmp_path) == []

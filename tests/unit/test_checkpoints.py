@@ -171,6 +171,117 @@ def test_disk_full_is_one_clear_line_and_leaves_nothing_behind(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no partial file, no temporary
 
 
+def _torch_disk_full(written: bytes = b"PK" * 100):
+    """What torch.save raises on a full disk: its zip writer's RuntimeError, chained from the OSError."""
+    def save(obj, f):
+        f.write(written)
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+    return save
+
+
+def _raising(error: BaseException):
+    def write(f):
+        f.write(b"x" * 100)
+        raise error
+    return write
+
+
+def _chained_torch_error(f):
+    _torch_disk_full()(None, f)
+
+
+@pytest.mark.parametrize("write, words", [
+    (_raising(OSError(28, "No space left on device")), "No space left on the device"),
+    (_raising(OSError("510300 requested and 176000 written")), "No space left on the device"),  # numpy: no errno
+    (_chained_torch_error, "No space left on the device"),
+    (_raising(RuntimeError("[enforce fail at inline_container.cc:319] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")), "No space left on the device"),
+    (_raising(OSError(30, "Read-only file system")), "read-only"),
+    (_raising(PermissionError(13, "Permission denied")), "permission denied"),
+    (_raising(OSError(5, "Input/output error")), "Input/output error"),
+    (_raising(OSError("stale file handle")), "stale file handle"),
+], ids=["ENOSPC", "numpy-short-write", "torch-chained", "torch-unchained", "EROFS", "EACCES", "EIO", "no-errno"])
+def test_issue23_b_every_write_failure_is_one_line_naming_the_path(tmp_path, write, words):
+    """Issue 23 B: a failed write was a raw OSError or torch's RuntimeError (a numpy short write has no errno)."""
+    from utils.atomic import write_atomically
+    from utils.errors import UserFacingError, WriteError
+    target = tmp_path / "step_7"
+    with pytest.raises(WriteError) as err:
+        write_atomically(str(target), write)
+    message = str(err.value)
+    assert isinstance(err.value, UserFacingError) and "\n" not in message
+    assert str(target) in message and words in message
+    assert list(tmp_path.iterdir()) == []  # no partial file, no temporary
+
+
+def test_issue23_b_other_errors_of_a_writer_pass_through(tmp_path):
+    from utils.atomic import write_atomically
+    with pytest.raises(ValueError, match="not a write failure"):
+        write_atomically(str(tmp_path / "x"), _raising(ValueError("not a write failure")))
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        write_atomically(str(tmp_path / "x"), _raising(RuntimeError("CUDA error: device-side assert")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def _saving_state(copy_task, tmp_path):
+    from tests.helpers import cpu_context, train_metadata
+    from training.state import init_train_state
+    config = _tiny_config(copy_task, tmp_path)
+    metadata = train_metadata(config)
+    return config, init_train_state(config, metadata, cpu_context()), metadata
+
+
+@pytest.mark.parametrize("failing", ["rank0.pt", "step_", "state.pt"])
+def test_issue23_b_disk_full_inside_torch_save_leaves_no_partial_training_state(copy_task, tmp_path, monkeypatch,
+                                                                               failing):
+    """Issue 23 B: torch.save on a full disk raised a chained RuntimeError and left train_state_step_N.tmp/."""
+    from tests.helpers import cpu_context
+    from training.checkpointing import save_checkpoint
+    from utils.errors import DiskFullError
+    config, state, metadata = _saving_state(copy_task, tmp_path)
+    real_save = torch.save
+
+    def save(obj, f):
+        name = os.path.basename(f.name)
+        (_torch_disk_full() if name.startswith(failing) else real_save)(obj, f)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(DiskFullError) as err:
+        save_checkpoint(config, state, metadata, cpu_context())
+    message = str(err.value)
+    assert "\n" not in message and config.checkpoint_path in message and "No space left" in message
+    left = os.listdir(config.checkpoint_path) if os.path.isdir(config.checkpoint_path) else []
+    assert not [name for name in left if ".tmp" in name or name.startswith("train_state_step")], left
+
+
+def test_issue23_b_disk_full_while_copying_the_model_sources_leaves_no_partial_copy(copy_task, tmp_path,
+                                                                                     monkeypatch):
+    """Issue 23 B: shutil.copy of the model sources on a full disk was a raw OSError and left half a file."""
+    import shutil
+
+    from training.checkpointing import save_code_and_config
+    from utils.errors import DiskFullError
+    config = _tiny_config(copy_task, tmp_path)
+
+    def copy_until_full(src, dst, *args, **kwargs):
+        dst.write(src.read(100))
+        raise OSError(28, "No space left on device")
+
+    def copyfile_until_full(src, dst, **kwargs):  # what shutil.copy calls
+        with open(src, "rb") as f_src, open(dst, "wb") as f_dst:
+            copy_until_full(f_src, f_dst)
+
+    monkeypatch.setattr(shutil, "copyfileobj", copy_until_full)
+    monkeypatch.setattr(shutil, "copyfile", copyfile_until_full)
+    with pytest.raises(DiskFullError) as err:
+        save_code_and_config(config)
+    assert "\n" not in str(err.value) and config.checkpoint_path in str(err.value)
+    assert os.listdir(config.checkpoint_path) == []  # no half-copied source, no temporary
+
+
 @pytest.mark.parametrize("text, line", [("lr: 1\narch: [unclosed\nseed: 0\n", None),
                                         ("lr: 1\narch: !!python/object:os.system {}\n", 2)])
 def test_issue23_d_unreadable_training_config_is_one_line_naming_file_and_line(tmp_path, text, line):

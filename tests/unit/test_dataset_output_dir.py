@@ -24,7 +24,7 @@ from dataset import (
 )
 from dataset.common import load_metadata, write_json
 from tests.helpers import write_tiny_arc_source
-from utils.errors import DatasetError
+from utils.errors import DatasetError, UserFacingError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,7 +43,7 @@ def run_tool(fn, *args) -> str:
         lines = [line for line in stderr.getvalue().splitlines() if line.startswith("error: ")]
         assert len(lines) == 1, stderr.getvalue()
         return lines[0]
-    except DatasetError as e:
+    except (DatasetError, UserFacingError) as e:
         return f"error: {e}"
     return ""
 
@@ -250,3 +250,38 @@ def test_stale_temporaries_of_dead_builds_are_removed_live_ones_kept(tools, tool
             f.write(b"partial")
     assert tools[tool](out) == ""
     assert sorted(os.listdir(tmp_path)) == sorted(kept + ["out"])
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk or a read-only file system: one line, and no temporary left beside the output
+# ---------------------------------------------------------------------------------------------
+def _short_write(f, *args, **kwargs):
+    """What numpy's tofile/np.save raise on a full disk: an OSError without an errno."""
+    f.write(b"\x93NUMPY" + b"\0" * 100)
+    raise OSError("510300 requested and 176000 written")
+
+
+@pytest.mark.parametrize("tool", DATASET_TOOLS)
+def test_issue23_b_disk_full_in_a_builder_is_one_line_and_leaves_no_temporary(tools, tool, tmp_path, monkeypatch):
+    """Issue 23 B: numpy's short write on a full disk has no errno; it was a raw traceback."""
+    import numpy as np
+    monkeypatch.setattr(np, "save", _short_write)
+    monkeypatch.setattr(build_arc_dataset, "_write_npy_header", _short_write)  # the ARC builder streams its rows
+    out = tmp_path / "out"
+    message = tools[tool](str(out))
+    assert message.startswith("error: No space left on the device of ") and "\n" not in message
+    assert str(out) in message and "bytes" in message
+    assert os.listdir(tmp_path) == []  # no output, no temporary beside it
+
+
+@pytest.mark.parametrize("tool", ALL_TOOLS)
+def test_issue23_b_read_only_output_is_one_line(tools, tool, tmp_path, monkeypatch):
+    """Issue 23 B: a builder on a read-only file system was a raw OSError (simulated: chmod does not stop root)."""
+    def refuse(path, *args, **kwargs):
+        raise OSError(30, "Read-only file system", path)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    out = tmp_path / "out"
+    message = tools[tool](str(out))
+    assert message.startswith("error: Cannot write the directory ") and "read-only" in message and "\n" not in message
+    assert str(out) in message and os.listdir(tmp_path) == []

@@ -110,6 +110,39 @@ def test_run_logger_writes_jsonl(tmp_path, monkeypatch):
     assert list(first) == ["step", "loss", "count", "acc", "lr"]
 
 
+class _FillingFile:
+    """The metrics file of a RunLogger on a disk that fills after `room` more bytes."""
+
+    def __init__(self, real, room: int):
+        self.real, self.room = real, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            self.real.write(data[:self.room])
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return self.real.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_issue23_b_disk_full_while_appending_metrics_is_one_line_and_leaves_no_half_line(tmp_path, monkeypatch):
+    """Issue 23 B: a full disk while appending metrics.jsonl was a raw OSError and left half a line."""
+    from utils.errors import DiskFullError
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    logger = RunLogger(str(tmp_path / "run"), project="p", run_name="r", config_dict={}, wandb_mode="disabled")
+    logger.log({"loss": 0.5}, step=1)
+    logger._metrics_file = _FillingFile(logger._metrics_file, room=10)
+    with pytest.raises(DiskFullError) as err:
+        logger.log({"loss": 0.25}, step=2)
+        logger._metrics_file.flush()  # a buffered file fails here
+    logger.finish()
+    path = tmp_path / "run" / "metrics.jsonl"
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert path.read_text() == '{"step": 1, "loss": 0.5}\n'  # the earlier line whole, no half of the new one
+
+
 def test_truncate_metrics(tmp_path):
     path = tmp_path / "metrics.jsonl"
     lines = [json.dumps({"step": s, "x": s}) + "\n" for s in (0, 1, 2, 3, 2, 5)]
