@@ -53,8 +53,10 @@ def exit_with_message(err: BaseException) -> NoReturn:
     """Exit with status 1 after printing `error: <message>` once: by the first process of a torchrun job
     (RANK 0) or by a process of its own; the other ranks exit with the same status, silently, except for
     errors only that rank can see (`report_on_every_rank`, e.g. a collective that timed out there)."""
-    if os.environ.get("RANK", "0") == "0" or getattr(err, "report_on_every_rank", False):
-        sys.exit(f"error: {err}")  # printed to stderr by the interpreter, exit status 1
+    rank = os.environ.get("RANK", "0")
+    if rank == "0" or getattr(err, "report_on_every_rank", False):
+        # The ranks share one stderr, where rank 0's progress bar may hold the line open: start a line of our own.
+        sys.exit(f"{'' if rank == '0' else chr(10)}error: {err}")  # printed by the interpreter, exit status 1
     sys.exit(1)
 
 
