@@ -4,6 +4,7 @@
 this file (state, data, evaluation, checkpointing, signals, report).
 """
 import math
+from dataclasses import dataclass
 
 import coolname
 import torch
@@ -194,14 +195,28 @@ def restore_random_streams(config: PretrainConfig, state: TrainState, rank_state
               "same global batches follow and the ACT carries are re-sliced; not bitwise (README \"Resuming\").")
 
 
+@dataclass
+class TrainOutcome:
+    """How a run ended: the last evaluation's metrics (rank 0), and whether it ran to the end or stopped early
+    (a signal or `stop_at_step`, after saving its state: the same command with resume=auto continues)."""
+
+    last_eval: dict | None
+    finished: bool
+
+
 def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
     """Train as configured (resuming if asked); returns the last evaluation's metrics on rank 0."""
+    return train_until_stopped(config, ctx).last_eval
+
+
+def train_until_stopped(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
+    """`train`, saying also whether the run finished or was stopped early (for callers that go on after it)."""
     config = prepare_config(config, ctx)
     with hold_run_lock(config.checkpoint_path, ctx):  # one run per run directory, for the whole run
         return train_locked(config, ctx)
 
 
-def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
+def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
     """`train` once rank 0 holds the run directory's lock."""
     seed_everything(config.seed + ctx.rank)
     ensure_dataset(config, ctx)
@@ -243,7 +258,7 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
             logger.finish()
     if finished and ctx.is_main:
         report_run(config, state, last_eval)
-    return last_eval
+    return TrainOutcome(last_eval, finished)
 
 
 def run_iterations(config: PretrainConfig, state: TrainState, train_loader, train_metadata, eval_setup: EvalSetup,
