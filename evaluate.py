@@ -171,7 +171,7 @@ def _evaluate_into(args: EvaluateConfig, ctx: DistContext, plan, loader, test_me
                    output_dir: str) -> dict | None:
     checkpoint, seed = plan.checkpoint, plan.checkpoint.config.seed
     check_output_dir(output_dir, args.overwrite)
-    model = load_trained(checkpoint, ctx.device, local_batch_size=plan.global_batch_size // ctx.world_size,
+    model = load_trained(checkpoint, ctx.device, local_batch_size=loader.dataset.local_batch_size,  # cut to the data
                          data_paths=plan.train_paths, fallback_metadata=test_metadata, compile_model=args.compile)
     evaluators = create_evaluators(plan.evaluators, plan.test_paths, test_metadata)
     tta = tta_transforms(test_metadata.vocab_size, test_metadata.seq_len, args.tta, seed) if args.tta else []

@@ -3,9 +3,11 @@ import os
 
 import torch
 
+from dataset.common import PuzzleDatasetMetadata
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
 from training.config import PretrainConfig
 from utils.distributed import DistContext, barrier
+from utils.errors import ConfigError
 
 
 def split_paths(config: PretrainConfig, split: str) -> list[str]:
@@ -21,6 +23,20 @@ def create_dataloader(paths: list[str], split: str, ctx: DistContext, *, seed: i
                                                 epochs_per_iter=epochs_per_iter, global_batch_size=global_batch_size),
                             split=split)
     return make_dataloader(dataset, ctx.device.type, num_workers=num_workers), dataset.metadata
+
+
+def check_batch_fits(config: PretrainConfig, metadata: PuzzleDatasetMetadata) -> None:
+    """Refuse, before anything is built, a global batch larger than what one loader iteration draws: a batch never
+    spans iterations, so not one step would train (and evaluation would pad to that size)."""
+    per_epoch = metadata.total_groups * metadata.mean_puzzle_examples
+    per_iter = per_epoch * config.epochs_per_iter
+    if config.global_batch_size > per_iter:
+        raise ConfigError(f"global_batch_size={config.global_batch_size} is larger than the training data: "
+                          f"{config.data_paths} hold {per_epoch:.0f} training examples per epoch "
+                          f"({metadata.total_groups} groups x {metadata.mean_puzzle_examples:.3g} examples), "
+                          f"{per_iter:.0f} in one iteration of {config.epochs_per_iter} epochs (eval_interval), and "
+                          "a batch never spans iterations, so not one step would train: set global_batch_size to at "
+                          f"most {int(per_iter)}, or raise eval_interval, or train on more data.")
 
 
 def has_split(paths: list[str], split: str) -> bool:

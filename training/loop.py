@@ -20,7 +20,7 @@ from training.best import best_on_resume, update_best
 from training.carry import carry_from_state
 from training.checkpointing import find_resume_dir, restore_training_state, save_checkpoint, save_code_and_config
 from training.config import PretrainConfig, derive_names
-from training.data import create_dataloader, ensure_dataset, has_split, split_paths, to_device
+from training.data import check_batch_fits, create_dataloader, ensure_dataset, has_split, split_paths, to_device
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.report import headline, report_run
 from training.signals import StopRequest, batches_until_signal
@@ -225,6 +225,7 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
                                                      global_batch_size=config.global_batch_size,
                                                      epochs_per_iter=config.epochs_per_iter,
                                                      num_workers=config.num_workers)
+    check_batch_fits(config, train_metadata)
     eval_setup = EvalSetup(config, ctx)
     state = init_train_state(config, train_metadata, ctx)
     resume_dir = find_resume_dir(config, announce=ctx.is_main)

@@ -217,3 +217,16 @@ def test_a_second_evaluation_into_the_same_output_dir_refuses(tiny_run, tmp_path
         assert not (out / "metrics.json").exists()
     finally:
         held.release()
+
+
+def test_issue23_c_a_huge_global_batch_size_is_cut_to_the_test_set(tiny_run, tmp_path, monkeypatch):
+    """Issue 23 C: evaluate global_batch_size=100000 built the model for, and padded its batch to, 100000 rows; the
+    batch is the test set's 16 examples, and the metrics are those of the trained batch size."""
+    import evaluate as evaluate_cli
+    built = []
+    load_trained = evaluate_cli.load_trained
+    monkeypatch.setattr(evaluate_cli, "load_trained", lambda *args, **kwargs: built.append(
+        kwargs["local_batch_size"]) or load_trained(*args, **kwargs))
+    huge = _evaluate(tiny_run, output_dir=str(tmp_path / "huge"), global_batch_size=100000)
+    assert built == [16]
+    assert huge == pytest.approx(_evaluate(tiny_run, output_dir=str(tmp_path / "usual")))

@@ -10,7 +10,7 @@ import training.loop
 from rundir.layout import list_train_states
 from tests.helpers import TINY_ARCH, assert_evaluate_reproduces, compose_config, cpu_context, read_metrics, run_pretrain
 from training.config import parse_config
-from utils.errors import NonFiniteLossError
+from utils.errors import ConfigError, NonFiniteLossError
 
 
 def test_copy_task_is_learned(copy_task, tmp_path):
@@ -213,3 +213,15 @@ def test_non_finite_weights_are_never_saved(copy_task, tmp_path):
         run_with(copy_task, tmp_path, overflow_a_weight_at_step_4)
     assert [s for s, _ in list_train_states(str(tmp_path))] == [2]
     assert not (tmp_path / "step_4").exists()
+
+
+def test_issue23_c_a_batch_larger_than_the_training_data_is_refused_at_start(copy_task, tmp_path):
+    """Issue 23 C: global_batch_size=100000 on 64 training examples ran 0 steps, then padded an evaluation batch to
+    100000 rows; it is refused before the run directory is written, naming both sizes."""
+    raw = compose_config([f"data_paths=[{copy_task}]", *OPTION_RUN_ARGS, f"+checkpoint_path={tmp_path / 'run'}",
+                          "global_batch_size=100000"])
+    with pytest.raises(ConfigError) as error:
+        training.loop.train(parse_config(raw), cpu_context())
+    message = str(error.value)
+    assert "global_batch_size=100000" in message and "64 training examples" in message, message
+    assert not os.path.exists(tmp_path / "run" / "all_config.yaml")
