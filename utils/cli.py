@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from utils.errors import ConfigError, UserFacingError
+from utils.interrupts import Interrupted, exit_interrupted, signals_raise
 
 T = TypeVar("T")
 
@@ -42,11 +43,15 @@ non_negative_int = int_at_least(0)
 
 
 def run_cli(main_fn: Callable[[], T]) -> T:
-    """Run a command's body; an error the user can act on becomes one `error: ...` line and exit status 1."""
+    """Run a command's body; an error the user can act on becomes one `error: ...` line and exit status 1, and
+    SIGINT or SIGTERM one `interrupted by ...` line and status 130 or 143, after cleaning up (utils/interrupts.py)."""
     try:
-        return main_fn()
+        with signals_raise():
+            return main_fn()
     except UserFacingError as e:
         exit_with_message(e)
+    except Interrupted as e:
+        exit_interrupted(e, os.environ.get("RANK", "0"))
 
 
 def exit_with_message(err: BaseException) -> NoReturn:
@@ -210,15 +215,19 @@ def key_value_help(doc: str, model: type[BaseModel]) -> str:
 def run_key_value_command(argv: list[str] | None, doc: str, model: type[BaseModel],
                           body: Callable[[list[str]], Any]) -> None:
     """The frame of a key=value entry point: `--help` (anywhere) prints `key_value_help`, no arguments prints it to
-    stderr with exit status 2, and an error the user can act on is one `error:` line."""
+    stderr with exit status 2, an error the user can act on is one `error:` line, and SIGINT or SIGTERM one line
+    (as in `run_cli`)."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or any(arg in HELP_FLAGS for arg in argv):
         print(key_value_help(doc, model), file=sys.stdout if argv else sys.stderr)
         sys.exit(0 if argv else 2)
     try:
-        body(argv)
+        with signals_raise():
+            body(argv)
     except (UserFacingError, FileNotFoundError) as err:
         exit_with_message(err)
+    except Interrupted as err:
+        exit_interrupted(err, os.environ.get("RANK", "0"))
 
 
 def quoted(path: str) -> str:
