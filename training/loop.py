@@ -20,7 +20,15 @@ from training.best import best_on_resume, update_best
 from training.carry import carry_from_state
 from training.checkpointing import find_resume_dir, restore_training_state, save_checkpoint, save_code_and_config
 from training.config import PretrainConfig, derive_names
-from training.data import check_batch_fits, create_dataloader, ensure_dataset, has_split, split_paths, to_device
+from training.data import (
+    DatasetWatch,
+    check_batch_fits,
+    create_dataloader,
+    ensure_dataset,
+    has_split,
+    split_paths,
+    to_device,
+)
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.report import headline, report_run
 from training.signals import StopRequest, batches_until_signal
@@ -29,7 +37,7 @@ from training.tta import tta_transforms
 from utils.cli import quoted
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
-from utils.errors import ConfigError, NonFiniteLossError
+from utils.errors import ConfigError, DatasetError, NonFiniteLossError
 from utils.finite import all_finite, check_finite
 from utils.random_state import new_stream_seed, restore_rng_state, seed_everything
 
@@ -220,6 +228,7 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
     """`train` once rank 0 holds the run directory's lock."""
     seed_everything(config.seed + ctx.rank)
     ensure_dataset(config, ctx)
+    watch = DatasetWatch(config.data_paths + (config.data_paths_test or []))  # before the loaders read anything
 
     train_loader, train_metadata = create_dataloader(config.data_paths, "train", ctx, seed=config.seed,
                                                      global_batch_size=config.global_batch_size,
@@ -244,7 +253,7 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
                     disable=not ctx.is_main)
     try:
         last_eval, finished = run_iterations(config, state, train_loader, train_metadata, eval_setup, logger, stop,
-                                             progress, ctx)
+                                             progress, watch, ctx)
         if finished and progress.n != progress.total:
             # The total was the schedule's estimate (published formula); the loader yielded another number.
             progress.total = progress.n
@@ -262,8 +271,17 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
     return TrainOutcome(last_eval, finished)
 
 
+def dataset_changed_error(changed: str | None, saved: str, state: TrainState) -> DatasetError:
+    what = changed or "a file of the dataset (seen by another process)"
+    return DatasetError(f"{what} changed while training (the dataset was rebuilt or edited under the run): stopped "
+                        f"at step {state.step} and saved the state {quoted(saved)}, trained on the data as it was at "
+                        "the start. Put that dataset back and continue with resume=auto, or train on the new one in "
+                        "a new run (+load_checkpoint=... starts from these weights).")
+
+
 def run_iterations(config: PretrainConfig, state: TrainState, train_loader, train_metadata, eval_setup: EvalSetup,
-                   logger, stop: StopRequest, progress, ctx: DistContext) -> tuple[dict | None, bool]:
+                   logger, stop: StopRequest, progress, watch: DatasetWatch,
+                   ctx: DistContext) -> tuple[dict | None, bool]:
     """The remaining iterations (eval_interval epochs each, then an evaluation); (last eval, ran to the end)."""
     last_eval = None
     for iter_id in range(state.iter_id, config.total_iters):
@@ -280,10 +298,13 @@ def run_iterations(config: PretrainConfig, state: TrainState, train_loader, trai
             progress.update(min(state.step, state.total_steps) - progress.n)
 
             at_stop_step = config.stop_at_step is not None and state.step >= config.stop_at_step
-            stopping = any_rank(stop.requested, ctx) or at_stop_step
+            changed = watch.changed()  # the loaders still hold the data of the start: save, then stop
+            stopping = any_rank(stop.requested or changed is not None, ctx) or at_stop_step
             if stopping or (config.checkpoint_interval and state.step % config.checkpoint_interval == 0):
                 path = save_checkpoint(config, state, train_metadata, ctx)
             if stopping:
+                if any_rank(changed is not None, ctx, "all_reduce of the dataset check"):
+                    raise dataset_changed_error(changed, path, state)
                 if ctx.is_main:
                     reason = f"on {stop.signal_name}" if stop.requested else f"at stop_at_step={config.stop_at_step}"
                     print(f"Stopped {reason}: saved {quoted(path)}; continue with resume=auto")
@@ -293,6 +314,9 @@ def run_iterations(config: PretrainConfig, state: TrainState, train_loader, trai
             print(f"Stopped on {stop.signal_name}: saved {quoted(path)}; continue with resume=auto")
             return last_eval, False
         state.iter_id, state.batches_in_iter = iter_id + 1, 0
+        changed = watch.changed(now=True)  # the evaluation would open the new files
+        if any_rank(changed is not None, ctx, "all_reduce of the dataset check"):
+            raise dataset_changed_error(changed, save_checkpoint(config, state, train_metadata, ctx), state)
 
         if iter_id >= (config.min_eval_interval or 0):
             eval_model = evaluation_model(state)
