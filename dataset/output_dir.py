@@ -25,6 +25,7 @@ from typing import Iterator, Mapping, Optional
 
 from utils.atomic import fsync_dir
 from utils.errors import DatasetError
+from utils.interrupts import signals_deferred
 
 OUTPUT_MODE = 0o755
 MAX_NAMED = 5  # foreign entries named in a refusal
@@ -162,8 +163,8 @@ def temporary_dir_beside(output_dir: str) -> Iterator[str]:
     os.makedirs(parent, exist_ok=True)
     remove_stale_temporaries(output_dir)
     tmp = os.path.join(parent, temporary_name(output_dir))
-    os.mkdir(tmp, OUTPUT_MODE)
     try:
+        os.mkdir(tmp, OUTPUT_MODE)  # inside the try: a signal just after it still removes it (the name is fresh)
         os.chmod(tmp, OUTPUT_MODE)  # mkdir's mode is reduced by the umask
         yield tmp
     finally:
@@ -190,11 +191,14 @@ def install_dir(new_dir: str, output_dir: str) -> None:
     """Rename `new_dir` to `output_dir` (mode 0755), moving an old build aside first and deleting it afterwards."""
     parent = os.path.dirname(os.path.abspath(output_dir))
     old = None
-    if os.path.lexists(output_dir):
-        old = os.path.join(parent, temporary_name(output_dir, kind="old"))
-        os.replace(output_dir, old)
-    os.chmod(new_dir, OUTPUT_MODE)
-    os.replace(new_dir, output_dir)
-    fsync_dir(parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    # A signal between the two renames would leave neither build in place, one before the deletion the old
+    # build behind: it is delivered once the swap is complete.
+    with signals_deferred():
+        if os.path.lexists(output_dir):
+            old = os.path.join(parent, temporary_name(output_dir, kind="old"))
+            os.replace(output_dir, old)
+        os.chmod(new_dir, OUTPUT_MODE)
+        os.replace(new_dir, output_dir)
+        fsync_dir(parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from utils.errors import ConfigError, UserFacingError
-from utils.interrupts import Interrupted, exit_interrupted, signals_raise
+from utils.interrupts import Interrupted, exit_interrupted, signals_deferred, signals_raise
 
 T = TypeVar("T")
 
@@ -68,7 +68,8 @@ def exit_with_message(err: BaseException) -> NoReturn:
 def progress(iterable=None, **kwargs):
     """tqdm progress bar, refreshed at most once a second (cheap on millions of rows)."""
     from tqdm import tqdm
-    return tqdm(iterable, mininterval=1.0, **kwargs)
+    with signals_deferred():  # a bar cut off in its constructor fails again in its __del__, at exit
+        return tqdm(iterable, mininterval=1.0, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,6 +46,24 @@ def signals_raise() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM are held back (steps that must not be cut apart, e.g. the two renames
+    that swap a build into place); one that came is delivered to the previous handler right after the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: pending.append(signum)) for sig in SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if pending:
+        signal.raise_signal(pending[0])
+
+
 def exit_interrupted(err: Interrupted, rank: str = "0") -> NoReturn:
     """One line (by the first process of a torchrun job only), then exit with 128 + the signal's number."""
     if rank == "0":
