@@ -175,7 +175,7 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
 def _evaluate_into(args: EvaluateConfig, ctx: DistContext, plan, loader, test_metadata,
                    output_dir: str) -> dict | None:
     checkpoint, seed = plan.checkpoint, plan.checkpoint.config.seed
-    model = load_trained(checkpoint, ctx.device, local_batch_size=plan.global_batch_size // ctx.world_size,
+    model = load_trained(checkpoint, ctx.device, local_batch_size=loader.dataset.local_batch_size,  # cut to the data
                          data_paths=plan.train_paths, fallback_metadata=test_metadata, compile_model=args.compile)
     evaluators = create_evaluators(plan.evaluators, plan.test_paths, test_metadata)
     tta = tta_transforms(test_metadata.vocab_size, test_metadata.seq_len, args.tta, seed) if args.tta else []

@@ -25,6 +25,7 @@ from typing import Iterator, Mapping, Optional
 
 from utils.atomic import fsync_dir, make_dirs, restated, writing
 from utils.errors import DatasetError, WriteError
+from utils.interrupts import signals_deferred
 
 OUTPUT_MODE = 0o755
 MAX_NAMED = 5  # foreign entries named in a refusal
@@ -162,12 +163,14 @@ def temporary_dir_beside(output_dir: str) -> Iterator[str]:
     make_dirs(parent)
     remove_stale_temporaries(output_dir)
     tmp = os.path.join(parent, temporary_name(output_dir))
-    with writing(output_dir, is_dir=True):  # e.g. a read-only file system: one line naming the output
-        os.mkdir(tmp, OUTPUT_MODE)
     try:
+        with writing(output_dir, is_dir=True):  # e.g. a read-only file system: one line naming the output
+            os.mkdir(tmp, OUTPUT_MODE)  # inside the try: a signal just after it still removes it (the name is fresh)
         os.chmod(tmp, OUTPUT_MODE)  # mkdir's mode is reduced by the umask
         yield tmp
     except WriteError as err:  # name the output too: the path in the message was inside the removed temporary
+        if not os.path.lexists(tmp):  # the temporary itself could not be made: the message names the output already
+            raise
         shutil.rmtree(tmp, ignore_errors=True)  # best effort: the error below is what the user must see
         raise restated(err, f"The partial build beside {output_dir} was removed and {output_dir} is unchanged",
                        "free some space and run again") from None
@@ -195,12 +198,12 @@ def install_dir(new_dir: str, output_dir: str) -> None:
     """Rename `new_dir` to `output_dir` (mode 0755), moving an old build aside first and deleting it afterwards."""
     parent = os.path.dirname(os.path.abspath(output_dir))
     old = None
-    with writing(output_dir, is_dir=True):
+    with signals_deferred(), writing(output_dir, is_dir=True):
         if os.path.lexists(output_dir):
             old = os.path.join(parent, temporary_name(output_dir, kind="old"))
             os.replace(output_dir, old)
         os.chmod(new_dir, OUTPUT_MODE)
         os.replace(new_dir, output_dir)
         fsync_dir(parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -136,6 +136,10 @@ class PuzzleDataset(IterableDataset):
         # creates anything, with a message naming the file (dataset/validation.py).
         for path, meta in zip(config.dataset_paths, self._path_metadata):
             validate_split(path, split, meta)
+        if config.test_set_mode:  # rows past the largest test set would be padding only (a huge batch: GBs of it)
+            largest = max(self._test_set_sizes(), default=0)
+            self.local_batch_size = min(self.local_batch_size, max(1, -(-largest // config.num_replicas)))
+        self.global_batch_size = self.local_batch_size * config.num_replicas  # of test batches, maybe cut
         self._data: Optional[dict[str, dict[str, np.ndarray]]] = None
         self._iters = 0
         self._skip_batches = 0  # train batches to pass over at the next iteration (resume mid-iteration)
@@ -242,22 +246,22 @@ class PuzzleDataset(IterableDataset):
                 )
                 yield set_name, batch, global_effective_batch_size
 
+    def _test_set_sizes(self) -> list[int]:
+        """Examples of each set of each dataset path, from the .npy headers."""
+        return [np.load(array_path(path, self.split, set_name, "inputs"), mmap_mode="r").shape[0]
+                for set_name in self._source_sets for path in self.config.dataset_paths]
+
     def num_test_batches(self) -> int:
         """Batches the test split yields (every set's examples in global batches); for progress bars."""
-        total = 0
-        for set_name in self._source_sets:
-            for path in self.config.dataset_paths:
-                examples = np.load(array_path(path, self.split, set_name, "inputs"), mmap_mode="r").shape[0]
-                total += -(-examples // self.config.global_batch_size)
-        return total
+        return sum(-(-examples // self.global_batch_size) for examples in self._test_set_sizes())
 
     def _iter_test(self) -> Iterator[tuple[str, Batch, int]]:
         """Every example exactly once, in order; the final global batch may be short."""
         cfg = self.config
         for set_name, arrays in self._lazy_load().items():
             total_examples = arrays["inputs"].shape[0]
-            for start in range(0, total_examples, cfg.global_batch_size):
-                end = min(total_examples, start + cfg.global_batch_size)
+            for start in range(0, total_examples, self.global_batch_size):
+                end = min(total_examples, start + self.global_batch_size)
                 local_start = start + cfg.rank * self.local_batch_size
                 local_end = min(start + (cfg.rank + 1) * self.local_batch_size, end)
                 # A rank past the end of a short batch has local_start >= local_end: its

@@ -278,7 +278,7 @@ def prepare(args: argparse.Namespace, keys: list[str]) -> tuple[dict, tuple[str,
 
 def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
     """All stages, skipping those an earlier run into OUT finished; returns the metrics written (rank 0)."""
-    from training.loop import train
+    from training.loop import train_until_stopped
     from utils.distributed import broadcast_object, destroy_distributed, init_distributed
 
     out = args.output_dir
@@ -305,9 +305,14 @@ def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
         if ctx.is_main:
             print(f"[2/3] Fine-tuning {quoted(pretrained.weights)} on the tasks ({args.epochs} epochs) "
                   f"in {quoted(config.checkpoint_path)}")
-        last_eval = train(config, ctx)
+        outcome = train_until_stopped(config, ctx)
         if not ctx.is_main:
             return {}
+        if not outcome.finished:  # a signal (or stop_at_step): the state is saved, as pretrain.py's stop
+            print(f"Fine-tuning interrupted; rerun the same command to continue (it resumes from the state saved "
+                  f"in {quoted(config.checkpoint_path)})")
+            return {}
+        last_eval = outcome.last_eval
         print(f"[3/3] Writing {quoted(os.path.join(out, SUBMISSION_FILE))}")
         write_outputs(out, config.checkpoint_path, last_eval, args.solutions is not None)
         manifest["stages"] = sorted(set(manifest["stages"]) | {"adapt", "submission"})

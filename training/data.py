@@ -1,11 +1,15 @@
-"""Data for a run: loaders over the configured dataset paths, and generated data on first use."""
+"""Data for a run: loaders over the configured dataset paths, generated data on first use, and a watch on the
+dataset files for a rebuild under the running job."""
 import os
+import time
 
 import torch
 
+from dataset.common import PuzzleDatasetMetadata, split_dir
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
 from training.config import PretrainConfig
 from utils.distributed import DistContext, barrier
+from utils.errors import ConfigError
 
 
 def split_paths(config: PretrainConfig, split: str) -> list[str]:
@@ -21,6 +25,20 @@ def create_dataloader(paths: list[str], split: str, ctx: DistContext, *, seed: i
                                                 epochs_per_iter=epochs_per_iter, global_batch_size=global_batch_size),
                             split=split)
     return make_dataloader(dataset, ctx.device.type, num_workers=num_workers), dataset.metadata
+
+
+def check_batch_fits(config: PretrainConfig, metadata: PuzzleDatasetMetadata) -> None:
+    """Refuse, before anything is built, a global batch larger than what one loader iteration draws: a batch never
+    spans iterations, so not one step would train (and evaluation would pad to that size)."""
+    per_epoch = metadata.total_groups * metadata.mean_puzzle_examples
+    per_iter = per_epoch * config.epochs_per_iter
+    if config.global_batch_size > per_iter:
+        raise ConfigError(f"global_batch_size={config.global_batch_size} is larger than the training data: "
+                          f"{config.data_paths} hold {per_epoch:.0f} training examples per epoch "
+                          f"({metadata.total_groups} groups x {metadata.mean_puzzle_examples:.3g} examples), "
+                          f"{per_iter:.0f} in one iteration of {config.epochs_per_iter} epochs (eval_interval), and "
+                          "a batch never spans iterations, so not one step would train: set global_batch_size to at "
+                          f"most {int(per_iter)}, or raise eval_interval, or train on more data.")
 
 
 def has_split(paths: list[str], split: str) -> bool:
@@ -41,3 +59,43 @@ def ensure_dataset(config: PretrainConfig, ctx: DistContext) -> None:
         print(f"{path} does not exist yet: generating a {spec.kind} dataset there (once).")
         build_generated_dataset(path, **spec.model_dump())
     barrier(ctx)
+
+
+FileIdentity = tuple[int, int, int, int]  # device, inode, size, modification time (ns)
+
+
+class DatasetWatch:
+    """The identity of every file of the run's datasets (each path and its train/test splits), recorded at start.
+
+    A rebuild publishes a new directory in place (new inodes), an edit changes sizes or times: either way the
+    loaders' open arrays (memory-mapped or read) still hold the data the run started on, so the run can save,
+    but the next evaluation would open the new files. `changed()` is a few stats, at most every `interval_s`.
+    """
+
+    def __init__(self, paths: list[str], interval_s: float = 1.0):
+        self.paths = list(dict.fromkeys(paths))
+        self.interval_s = interval_s
+        self.identity = self._identity()
+        self._next_check = time.monotonic() + interval_s
+
+    def _identity(self) -> dict[str, FileIdentity]:
+        found = {}
+        for directory in (d for path in self.paths for d in (path, split_dir(path, "train"), split_dir(path, "test"))):
+            if not os.path.isdir(directory):
+                continue
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.is_file():
+                        st = entry.stat()
+                        found[entry.path] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return found
+
+    def changed(self, now: bool = False) -> str | None:
+        """The first file that changed, appeared or went since the start; None when none did (or not checked yet:
+        without `now`, the files are looked at once per `interval_s`)."""
+        if not now and time.monotonic() < self._next_check:
+            return None
+        self._next_check = time.monotonic() + self.interval_s
+        current = self._identity()
+        return next((path for path in sorted(self.identity.keys() | current.keys())
+                     if self.identity.get(path) != current.get(path)), None)

@@ -4,6 +4,7 @@
 this file (state, data, evaluation, checkpointing, signals, report).
 """
 import math
+from dataclasses import dataclass
 
 import coolname
 import torch
@@ -21,7 +22,15 @@ from training.best import best_on_resume, update_best
 from training.carry import carry_from_state
 from training.checkpointing import find_resume_dir, restore_training_state, save_checkpoint, save_code_and_config
 from training.config import PretrainConfig, derive_names
-from training.data import create_dataloader, ensure_dataset, has_split, split_paths, to_device
+from training.data import (
+    DatasetWatch,
+    check_batch_fits,
+    create_dataloader,
+    ensure_dataset,
+    has_split,
+    split_paths,
+    to_device,
+)
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.report import headline, report_run
 from training.signals import StopRequest, batches_until_signal
@@ -30,7 +39,7 @@ from training.tta import tta_transforms
 from utils.cli import quoted
 from utils.device import wide_float_dtype
 from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
-from utils.errors import ConfigError, NonFiniteLossError
+from utils.errors import ConfigError, DatasetError, NonFiniteLossError
 from utils.finite import all_finite, check_finite
 from utils.random_state import new_stream_seed, restore_rng_state, seed_everything
 
@@ -198,23 +207,39 @@ def restore_random_streams(config: PretrainConfig, state: TrainState, rank_state
               "same global batches follow and the ACT carries are re-sliced; not bitwise (README \"Resuming\").")
 
 
+@dataclass
+class TrainOutcome:
+    """How a run ended: the last evaluation's metrics (rank 0), and whether it ran to the end or stopped early
+    (a signal or `stop_at_step`, after saving its state: the same command with resume=auto continues)."""
+
+    last_eval: dict | None
+    finished: bool
+
+
 def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
     """Train as configured (resuming if asked); returns the last evaluation's metrics on rank 0."""
+    return train_until_stopped(config, ctx).last_eval
+
+
+def train_until_stopped(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
+    """`train`, saying also whether the run finished or was stopped early (for callers that go on after it)."""
     config = prepare_config(config, ctx)
     with hold_run_lock(config.checkpoint_path, ctx):  # one run per run directory, for the whole run
         check_run_dir(config.checkpoint_path, config.resume, ctx)  # before anything is written (the lock aside)
         return train_locked(config, ctx)
 
 
-def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
+def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
     """`train` once rank 0 holds the run directory's lock."""
     seed_everything(config.seed + ctx.rank)
     ensure_dataset(config, ctx)
+    watch = DatasetWatch(config.data_paths + (config.data_paths_test or []))  # before the loaders read anything
 
     train_loader, train_metadata = create_dataloader(config.data_paths, "train", ctx, seed=config.seed,
                                                      global_batch_size=config.global_batch_size,
                                                      epochs_per_iter=config.epochs_per_iter,
                                                      num_workers=config.num_workers)
+    check_batch_fits(config, train_metadata)
     eval_setup = EvalSetup(config, ctx)
     state = init_train_state(config, train_metadata, ctx)
     resume_dir = find_resume_dir(config, announce=ctx.is_main)
@@ -233,7 +258,7 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
                     disable=not ctx.is_main)
     try:
         last_eval, finished = run_iterations(config, state, train_loader, train_metadata, eval_setup, logger, stop,
-                                             progress, ctx)
+                                             progress, watch, ctx)
         if finished and progress.n != progress.total:
             # The total was the schedule's estimate (published formula); the loader yielded another number.
             progress.total = progress.n
@@ -248,11 +273,20 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> dict | None:
             logger.finish()
     if finished and ctx.is_main:
         report_run(config, state, last_eval)
-    return last_eval
+    return TrainOutcome(last_eval, finished)
+
+
+def dataset_changed_error(changed: str | None, saved: str, state: TrainState) -> DatasetError:
+    what = changed or "a file of the dataset (seen by another process)"
+    return DatasetError(f"{what} changed while training (the dataset was rebuilt or edited under the run): stopped "
+                        f"at step {state.step} and saved the state {quoted(saved)}, trained on the data as it was at "
+                        "the start. Put that dataset back and continue with resume=auto, or train on the new one in "
+                        "a new run (+load_checkpoint=... starts from these weights).")
 
 
 def run_iterations(config: PretrainConfig, state: TrainState, train_loader, train_metadata, eval_setup: EvalSetup,
-                   logger, stop: StopRequest, progress, ctx: DistContext) -> tuple[dict | None, bool]:
+                   logger, stop: StopRequest, progress, watch: DatasetWatch,
+                   ctx: DistContext) -> tuple[dict | None, bool]:
     """The remaining iterations (eval_interval epochs each, then an evaluation); (last eval, ran to the end)."""
     last_eval = None
     for iter_id in range(state.iter_id, config.total_iters):
@@ -269,10 +303,13 @@ def run_iterations(config: PretrainConfig, state: TrainState, train_loader, trai
             progress.update(min(state.step, state.total_steps) - progress.n)
 
             at_stop_step = config.stop_at_step is not None and state.step >= config.stop_at_step
-            stopping = any_rank(stop.requested, ctx) or at_stop_step
+            changed = watch.changed()  # the loaders still hold the data of the start: save, then stop
+            stopping = any_rank(stop.requested or changed is not None, ctx) or at_stop_step
             if stopping or (config.checkpoint_interval and state.step % config.checkpoint_interval == 0):
                 path = save_checkpoint(config, state, train_metadata, ctx)
             if stopping:
+                if any_rank(changed is not None, ctx, "all_reduce of the dataset check"):
+                    raise dataset_changed_error(changed, path, state)
                 if ctx.is_main:
                     reason = f"on {stop.signal_name}" if stop.requested else f"at stop_at_step={config.stop_at_step}"
                     print(f"Stopped {reason}: saved {quoted(path)}; continue with resume=auto")
@@ -282,6 +319,9 @@ def run_iterations(config: PretrainConfig, state: TrainState, train_loader, trai
             print(f"Stopped on {stop.signal_name}: saved {quoted(path)}; continue with resume=auto")
             return last_eval, False
         state.iter_id, state.batches_in_iter = iter_id + 1, 0
+        changed = watch.changed(now=True)  # the evaluation would open the new files
+        if any_rank(changed is not None, ctx, "all_reduce of the dataset check"):
+            raise dataset_changed_error(changed, save_checkpoint(config, state, train_metadata, ctx), state)
 
         if iter_id >= (config.min_eval_interval or 0):
             eval_model = evaluation_model(state)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from utils.errors import ConfigError, UserFacingError
+from utils.interrupts import Interrupted, exit_interrupted, signals_deferred, signals_raise
 
 T = TypeVar("T")
 
@@ -42,26 +43,33 @@ non_negative_int = int_at_least(0)
 
 
 def run_cli(main_fn: Callable[[], T]) -> T:
-    """Run a command's body; an error the user can act on becomes one `error: ...` line and exit status 1."""
+    """Run a command's body; an error the user can act on becomes one `error: ...` line and exit status 1, and
+    SIGINT or SIGTERM one `interrupted by ...` line and status 130 or 143, after cleaning up (utils/interrupts.py)."""
     try:
-        return main_fn()
+        with signals_raise():
+            return main_fn()
     except UserFacingError as e:
         exit_with_message(e)
+    except Interrupted as e:
+        exit_interrupted(e, os.environ.get("RANK", "0"))
 
 
 def exit_with_message(err: BaseException) -> NoReturn:
     """Exit with status 1 after printing `error: <message>` once: by the first process of a torchrun job
     (RANK 0) or by a process of its own; the other ranks exit with the same status, silently, except for
     errors only that rank can see (`report_on_every_rank`, e.g. a collective that timed out there)."""
-    if os.environ.get("RANK", "0") == "0" or getattr(err, "report_on_every_rank", False):
-        sys.exit(f"error: {err}")  # printed to stderr by the interpreter, exit status 1
+    rank = os.environ.get("RANK", "0")
+    if rank == "0" or getattr(err, "report_on_every_rank", False):
+        # The ranks share one stderr, where rank 0's progress bar may hold the line open: start a line of our own.
+        sys.exit(f"{'' if rank == '0' else chr(10)}error: {err}")  # printed by the interpreter, exit status 1
     sys.exit(1)
 
 
 def progress(iterable=None, **kwargs):
     """tqdm progress bar, refreshed at most once a second (cheap on millions of rows)."""
     from tqdm import tqdm
-    return tqdm(iterable, mininterval=1.0, **kwargs)
+    with signals_deferred():  # a bar cut off in its constructor fails again in its __del__, at exit
+        return tqdm(iterable, mininterval=1.0, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,15 +216,19 @@ def key_value_help(doc: str, model: type[BaseModel]) -> str:
 def run_key_value_command(argv: list[str] | None, doc: str, model: type[BaseModel],
                           body: Callable[[list[str]], Any]) -> None:
     """The frame of a key=value entry point: `--help` (anywhere) prints `key_value_help`, no arguments prints it to
-    stderr with exit status 2, and an error the user can act on is one `error:` line."""
+    stderr with exit status 2, an error the user can act on is one `error:` line, and SIGINT or SIGTERM one line
+    (as in `run_cli`)."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or any(arg in HELP_FLAGS for arg in argv):
         print(key_value_help(doc, model), file=sys.stdout if argv else sys.stderr)
         sys.exit(0 if argv else 2)
     try:
-        body(argv)
+        with signals_raise():
+            body(argv)
     except (UserFacingError, FileNotFoundError) as err:
         exit_with_message(err)
+    except Interrupted as err:
+        exit_interrupted(err, os.environ.get("RANK", "0"))
 
 
 def quoted(path: str) -> str:

@@ -69,18 +69,32 @@ def init_distributed(device_request: str | None, timeout_s: float | None = None)
     local_rank = _env_int("LOCAL_RANK")
     device = select_device(device_request, local_rank)
     timeout = datetime.timedelta(seconds=timeout_s) if timeout_s is not None else None
-    if device.type == "cuda":
-        # Pin the device first so NCCL and any implicit "current device" use the right GPU.
-        torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl", init_method="env://", rank=rank, world_size=world_size,
-                                device_id=device, timeout=timeout)
-        cpu_group = dist.new_group(backend="gloo", timeout=timeout)
-    else:
-        dist.init_process_group(backend="gloo", init_method="env://", rank=rank, world_size=world_size,
-                                timeout=timeout)
-        cpu_group = dist.group.WORLD  # already gloo: a second group would only cost sockets
+    try:
+        if device.type == "cuda":
+            # Pin the device first so NCCL and any implicit "current device" use the right GPU.
+            torch.cuda.set_device(device)
+            dist.init_process_group(backend="nccl", init_method="env://", rank=rank, world_size=world_size,
+                                    device_id=device, timeout=timeout)
+            cpu_group = dist.new_group(backend="gloo", timeout=timeout)
+        else:
+            dist.init_process_group(backend="gloo", init_method="env://", rank=rank, world_size=world_size,
+                                    timeout=timeout)
+            cpu_group = dist.group.WORLD  # already gloo: a second group would only cost sockets
+    except dist.DistError as err:  # the store (TCP rendezvous) timed out or cannot be reached
+        raise rendezvous_error(err, rank, world_size, timeout_s) from None
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device, cpu_group=cpu_group,
                        timeout_s=timeout_s)
+
+
+def rendezvous_error(err: BaseException, rank: int, world_size: int, timeout_s: float | None) -> CollectiveError:
+    """The one-line error for a process group that could not be formed: where the processes were to meet."""
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    within = f"{timeout_s:g} s" if timeout_s is not None else "the process-group timeout"
+    detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return CollectiveError(f"rank {rank}: the rendezvous of the {world_size} processes at {where} (MASTER_ADDR:"
+                           f"MASTER_PORT) did not complete within {within} ({detail}): start every process of the "
+                           "job (torchrun --nproc-per-node, --nnodes) with the same address and port, reachable "
+                           "from every node (dist_timeout_s sets the timeout)")
 
 
 def destroy_distributed(ctx: DistContext) -> None:

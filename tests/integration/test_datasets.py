@@ -3,8 +3,13 @@ leaves a temporary that the next build removes, and a process exiting with a loa
 inputs and fixtures are those of the builders' unit modules."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+
+import numpy as np
+import pytest
 
 from dataset import assemble_arc_data
 from dataset.common import load_metadata
@@ -106,6 +111,48 @@ def test_killed_build_leaves_a_temporary_that_the_next_build_removes(tools, tmp_
     assert len(leftovers) == 1, os.listdir(tmp_path)
     assert tools["sudoku"](out) == ""
     assert os.listdir(tmp_path) == ["out"]
+
+
+def write_big_arc_source(directory) -> str:
+    """60 tasks of 30x30 grids: with --num-aug 300 the build writes about 130 MB, long enough to be signalled."""
+    rng = np.random.default_rng(0)
+    pairs = {f"{i:08x}": [rng.integers(0, 10, (30, 30)).tolist() for _ in range(4)] for i in range(60)}
+    challenges = {tid: {"train": [{"input": g, "output": g} for g in grids[:3]], "test": [{"input": grids[3]}]}
+                  for tid, grids in pairs.items()}
+    os.makedirs(directory, exist_ok=True)
+    for kind, content in (("challenges", challenges), ("solutions", {t: [g[3]] for t, g in pairs.items()})):
+        with open(os.path.join(directory, f"arc-agi_training_{kind}.json"), "w") as f:
+            json.dump(content, f)
+    return os.path.join(directory, "arc-agi")
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_issue23_c_a_signalled_arc_build_removes_its_temporaries_and_says_so(tmp_path, sig, status):
+    """Issue 23 C: SIGTERM left ~0.5 GB of hidden temporaries, Ctrl-C printed a KeyboardInterrupt traceback. The
+    build is frozen (SIGSTOP) as soon as its temporary exists, signalled, then let go: a bounded, race-free stop."""
+    prefix, out = write_big_arc_source(tmp_path / "src"), tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    build = subprocess.Popen([sys.executable, "-m", "dataset.build_arc_dataset", "--input-file-prefix", prefix,
+                              "--output-dir", str(out), "--subsets", "training", "--test-set-name", "training",
+                              "--num-aug", "300"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not [n for n in os.listdir(tmp_path) if n.startswith(".out.tmp-")]:
+            assert build.poll() is None and time.monotonic() < deadline, "the build ended before it was signalled"
+            time.sleep(0.002)
+        os.kill(build.pid, signal.SIGSTOP)
+        os.kill(build.pid, sig)
+        os.kill(build.pid, signal.SIGCONT)
+        _, stderr = build.communicate(timeout=60)
+    finally:
+        build.kill()
+        build.wait()
+    assert build.returncode == status, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    ours = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert len(ours) == 1 and sig.name in ours[0], stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["src"], "temporaries left"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ import datetime
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import torch
@@ -14,7 +16,16 @@ from torch import nn
 
 from models.sparse_embedding import CastedSparseEmbedding
 from rundir.layout import LOCK_FILE
-from tests.integration.test_run_lock import LONG, descendants, kill_everything, start_pretrain, train_steps, wait_until
+from tests.helpers import REPO_ROOT
+from tests.integration.test_run_lock import (
+    LONG,
+    RUN,
+    descendants,
+    kill_everything,
+    start_pretrain,
+    train_steps,
+    wait_until,
+)
 from tests.unit.test_optimizers import _embedding_step, _expected_sign_sgd
 from utils.distributed import (
     DistContext,
@@ -207,3 +218,51 @@ def test_stalled_rank_fails_the_job_with_one_clear_message(copy_task, tmp_path):
         print(f"stalled-rank job ended after {elapsed:.1f} s: {ours[0]}")
     finally:
         kill_everything(job)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23 C: a stopped rank 0, and a rendezvous that never completes, each end in one `error:` line
+# ---------------------------------------------------------------------------------------------
+def start_rank(copy_task: str, run_dir, rank: int, port: int, stderr, *extra: str) -> subprocess.Popen:
+    """One rank of a two-process job started by hand (torchrun's environment variables), writing to `stderr`."""
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT, MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank))
+    args = [f"data_paths=[{copy_task}]", *RUN, "device=cpu", f"+checkpoint_path={run_dir}", *extra]
+    return subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "pretrain.py"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+
+
+def test_issue23_c_a_stopped_rank_0_is_named_by_the_rank_left_waiting(copy_task, tmp_path):
+    """Both ranks share one stderr, as under torchrun: rank 0's progress bar leaves its line open, and rank 1's
+    error must still be a line of its own that starts with `error:`."""
+    port, log_path = _free_port(), tmp_path / "stderr.txt"
+    with open(log_path, "w") as log:
+        ranks = [start_rank(copy_task, tmp_path / "run", rank, port, log, *LONG, "dist_timeout_s=3")
+                 for rank in (0, 1)]
+    try:
+        wait_until(lambda: len(train_steps(tmp_path / "run")) >= 2, ranks[0], timeout=60)
+        os.kill(ranks[0].pid, signal.SIGSTOP)
+        assert ranks[1].wait(timeout=30) == 1
+        stderr = log_path.read_text()
+        ours = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert len(ours) == 1, stderr[-3000:]
+        assert ours[0].startswith("error: rank 1: ") and " timed out after 3 s: another process stalled or died; " \
+            in ours[0], ours[0]
+    finally:
+        for process in ranks:
+            kill_everything(process)
+
+
+def test_issue23_c_a_rendezvous_that_never_completes_is_one_line(copy_task, tmp_path):
+    port, log_path = _free_port(), tmp_path / "stderr.txt"
+    with open(log_path, "w") as log:
+        alone = start_rank(copy_task, tmp_path / "run", 0, port, log, "dist_timeout_s=2")
+    try:
+        assert alone.wait(timeout=30) == 1
+    finally:
+        kill_everything(alone)
+    stderr = log_path.read_text()
+    assert "Traceback" not in stderr, stderr[-3000:]
+    ours = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 1, stderr[-3000:]
+    assert f"127.0.0.1:{port}" in ours[0] and "2 s" in ours[0] and "rendezvous" in ours[0], ours[0]

@@ -269,3 +269,16 @@ def test_issue23_b_a_read_only_default_output_dir_is_one_line(tiny_run, monkeypa
     with pytest.raises(WriteError, match=r"Cannot write the directory .*eval_step_\d+: the file system is read-only"):
         _evaluate(tiny_run)
     assert sorted(os.listdir(tiny_run)) == before
+
+
+def test_issue23_c_a_huge_global_batch_size_is_cut_to_the_test_set(tiny_run, tmp_path, monkeypatch):
+    """Issue 23 C: evaluate global_batch_size=100000 built the model for, and padded its batch to, 100000 rows; the
+    batch is the test set's 16 examples, and the metrics are those of the trained batch size."""
+    import evaluate as evaluate_cli
+    built = []
+    load_trained = evaluate_cli.load_trained
+    monkeypatch.setattr(evaluate_cli, "load_trained", lambda *args, **kwargs: built.append(
+        kwargs["local_batch_size"]) or load_trained(*args, **kwargs))
+    huge = _evaluate(tiny_run, output_dir=str(tmp_path / "huge"), global_batch_size=100000)
+    assert built == [16]
+    assert huge == pytest.approx(_evaluate(tiny_run, output_dir=str(tmp_path / "usual")))

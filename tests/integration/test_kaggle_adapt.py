@@ -1,13 +1,18 @@
 """`python -m kaggle.adapt`: new ARC tasks -> dataset -> fine-tuned checkpoint -> submission.json, on CPU."""
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 import evaluate as evaluate_cli
 from dataset.build_arc_dataset import ArcBuildConfig, build_arc_dataset
 from kaggle import adapt
+from rundir.layout import list_train_states
 from tests.helpers import REPO_ROOT, TINY_EVAL_ARCH, assert_kaggle_submission, compose_config, cpu_context
+from tests.integration.test_run_lock import kill_everything, train_steps, wait_until
 from training.config import parse_config
 from training.loop import train
 
@@ -143,3 +148,25 @@ def test_scores_survive_an_interruption_after_the_final_evaluation(pretrained, n
     run_adapt(tasks_file, pretrained, out, "--solutions", solutions_file)
     with open(out / "metrics.json") as f:
         assert json.load(f) == expected
+
+
+def test_issue23_c_sigterm_during_fine_tuning_saves_and_says_rerun(pretrained, new_tasks, tmp_path):
+    """Issue 23 C: SIGTERM while fine-tuning saved the state, then reported "holds no ARC evaluation" and exited 1;
+    it stops as pretrain.py does (exit 0) and says how to continue."""
+    tasks_file, _, _ = new_tasks
+    out = tmp_path / "out"
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
+    job = subprocess.Popen([sys.executable, "-m", "kaggle.adapt", "--tasks", tasks_file, "--checkpoint",
+                            str(pretrained), "--output-dir", str(out), "--num-aug", "2", "--epochs", "100000", *TINY],
+                           cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    try:
+        wait_until(lambda: len(train_steps(out / "run")) >= 2, job, timeout=120)
+        os.killpg(job.pid, signal.SIGTERM)  # the process and its DataLoader worker, as a scheduler does
+        stdout, stderr = job.communicate(timeout=60)
+    finally:
+        kill_everything(job)
+    assert job.returncode == 0, stderr[-3000:]
+    assert "error:" not in stderr, stderr[-3000:]
+    assert "interrupted; rerun the same command to continue" in stdout, stdout[-3000:]
+    assert list_train_states(str(out / "run")), "the state was saved"

@@ -10,7 +10,7 @@ import training.loop
 from rundir.layout import list_train_states
 from tests.helpers import TINY_ARCH, assert_evaluate_reproduces, compose_config, cpu_context, read_metrics, run_pretrain
 from training.config import parse_config
-from utils.errors import NonFiniteLossError
+from utils.errors import ConfigError, NonFiniteLossError
 
 
 def test_copy_task_is_learned(copy_task, tmp_path):
@@ -213,3 +213,44 @@ def test_non_finite_weights_are_never_saved(copy_task, tmp_path):
         run_with(copy_task, tmp_path, overflow_a_weight_at_step_4)
     assert [s for s, _ in list_train_states(str(tmp_path))] == [2]
     assert not (tmp_path / "step_4").exists()
+
+
+def test_issue23_c_a_batch_larger_than_the_training_data_is_refused_at_start(copy_task, tmp_path):
+    """Issue 23 C: global_batch_size=100000 on 64 training examples ran 0 steps, then padded an evaluation batch to
+    100000 rows; it is refused before the run directory is written, naming both sizes."""
+    raw = compose_config([f"data_paths=[{copy_task}]", *OPTION_RUN_ARGS, f"+checkpoint_path={tmp_path / 'run'}",
+                          "global_batch_size=100000"])
+    with pytest.raises(ConfigError) as error:
+        training.loop.train(parse_config(raw), cpu_context())
+    message = str(error.value)
+    assert "global_batch_size=100000" in message and "64 training examples" in message, message
+    assert not os.path.exists(tmp_path / "run" / "all_config.yaml")
+
+
+def test_issue23_a5_a_dataset_rebuilt_under_a_running_job_is_saved_and_named(tmp_path):
+    """Issue 23 A5: a dataset rebuilt in place under a run was caught only at the first evaluation, and the steps
+    since the last checkpoint were lost. The run stops within about a second, saves its state and names the file;
+    resuming against the rebuilt (different) dataset is refused."""
+    from dataset.build_copy_dataset import write_copy_task
+    from tests.integration.test_run_lock import kill_everything, start_pretrain, train_steps, wait_until
+    long = ["epochs=40000", "eval_interval=40000"]  # minutes of steps: the run never ends on its own here
+    data = write_copy_task(str(tmp_path / "data"), num_train_puzzles=64, num_test_puzzles=16, seq_len=8,
+                           vocab_size=6, num_puzzle_identifiers=65)
+    run_dir = tmp_path / "run"
+    job = start_pretrain(data, run_dir, *long)
+    try:
+        wait_until(lambda: len(train_steps(run_dir)) >= 3, job, timeout=90)
+        write_copy_task(data, num_train_puzzles=48, num_test_puzzles=16, seq_len=8, vocab_size=6,
+                        num_puzzle_identifiers=65)
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        kill_everything(job)
+    assert job.returncode == 1, stderr[-3000:]
+    ours = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert data in ours[0] and "changed" in ours[0] and "saved" in ours[0], ours[0]
+    saved = [step for step, _ in list_train_states(str(run_dir))]
+    assert saved and saved[-1] >= 3 and saved[-1] >= max(train_steps(run_dir)), (saved, train_steps(run_dir))
+    resumed = run_pretrain([f"data_paths=[{data}]", *OPTION_RUN_ARGS, "device=cpu", f"+checkpoint_path={run_dir}",
+                            "resume=auto", *long])
+    assert resumed.returncode == 1 and "The dataset differs" in resumed.stderr, resumed.stderr[-3000:]

@@ -10,6 +10,8 @@ import importlib
 import os
 import re
 import shlex
+import signal
+import time
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -281,3 +283,25 @@ def test_issue23_d_evaluate_rejects_bad_keys(arg, message):
     """Issue 23 D: a batch of 0 was silently the training batch; an unknown output name was silently not saved."""
     with pytest.raises(ConfigError, match=message):
         evaluate.parse_args(["checkpoint=x", arg])
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_issue23_c_a_signal_to_evaluate_is_one_line(monkeypatch, capsys, sig, status):
+    """Issue 23 C: Ctrl-C on evaluate.py printed a KeyboardInterrupt traceback (and SIGTERM skipped every cleanup);
+    both are one line and the conventional status, after the `finally` blocks ran."""
+    cleaned = []
+
+    def evaluation(_args, _ctx):
+        try:
+            os.kill(os.getpid(), sig)
+            time.sleep(5)  # the signal arrives here
+        finally:
+            cleaned.append(True)
+
+    monkeypatch.setattr(evaluate, "run", evaluation)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["checkpoint=somewhere", "device=cpu"])
+    assert exit_info.value.code == status and cleaned == [True]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted by {sig.name}: "), lines
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

@@ -285,3 +285,29 @@ def test_issue23_b_read_only_output_is_one_line(tools, tool, tmp_path, monkeypat
     message = tools[tool](str(out))
     assert message.startswith("error: Cannot write the directory ") and "read-only" in message and "\n" not in message
     assert str(out) in message and os.listdir(tmp_path) == []
+
+
+def test_issue23_c_a_signal_between_the_two_renames_waits_for_the_second(tmp_path, monkeypatch):
+    """Issue 23 C: with signals raising (utils/interrupts.py), one arriving after the old build was moved aside and
+    before the new one was renamed into place would have left neither; it is delivered after the swap."""
+    import signal
+
+    from dataset.output_dir import install_dir
+    from utils.interrupts import Interrupted, signals_raise
+    out, new = tmp_path / "out", tmp_path / "new"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    new.mkdir()
+    (new / "new.txt").write_text("new")
+    replace = os.replace
+
+    def replace_then_signal(src, dst):
+        replace(src, dst)
+        if str(src) == str(out):  # the old build is aside now
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    with pytest.raises(Interrupted), signals_raise():
+        install_dir(str(new), str(out))
+    assert (out / "new.txt").read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # the old build deleted too

@@ -392,3 +392,20 @@ def test_write_identifiers_streams_json_dump_bytes(tmp_path):
 def test_num_test_batches_is_what_the_test_split_yields(copy_dir, batch, replicas):
     dataset = PuzzleDataset(make_config([copy_dir, copy_dir], batch=batch, test=True, replicas=replicas), "test")
     assert dataset.num_test_batches() == len(collect(dataset))
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_issue23_c_an_evaluation_batch_is_never_larger_than_the_test_set(uneven_dir, replicas):
+    """Issue 23 C: global_batch_size=100000 padded the one test batch to 100000 rows (16 GB); it is cut to the
+    test set's 10 examples (per rank: its share, rounded up), every example still yielded once."""
+    whole = collect(PuzzleDataset(make_config([uneven_dir], batch=4, test=True), split="test"))
+    for rank in range(replicas):
+        dataset = PuzzleDataset(make_config([uneven_dir], batch=100000, test=True, rank=rank, replicas=replicas),
+                                split="test")
+        assert dataset.local_batch_size == -(-10 // replicas)
+        batches = collect(dataset)
+        assert [eff for _, _, eff in batches] == [10] and dataset.num_test_batches() == 1
+        assert batches[0][1]["inputs"].shape == (dataset.local_batch_size, 3)
+        if replicas == 1:
+            inputs = np.concatenate([b["inputs"][:eff] for _, b, eff in whole])
+            np.testing.assert_array_equal(batches[0][1]["inputs"], inputs)
