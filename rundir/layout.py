@@ -19,6 +19,7 @@
     eval_<NAME>/               what evaluate.py wrote for a checkpoint of the run (its default output directory)
     abandoned_after_step_N[-k]/  what a resume from the older state N moved aside: the later attempt's states,
                                weights, outputs, best and metrics (docs/running.md, "Reliability")
+        unfinished                 present while the move is under way (a kill mid-move: the next run finishes it)
 
 Nothing else: `foreign_entries` names what a run did not write (a new run refuses such a directory).
 
@@ -41,6 +42,7 @@ TMP_SUFFIX = ".tmp"  # a training state directory being written
 EVAL_METRICS_FILE = "metrics.json"  # what evaluate.py writes into its output directory
 EVAL_DIR_PREFIX = "eval_"  # evaluate.py's default output directory: eval_<checkpoint name>
 WANDB_DIR = "wandb"
+UNFINISHED_MOVE_FILE = "unfinished"  # inside an abandoned-attempt directory while things are moved into it
 
 # Names with numbers in them: one template each, which both builds and parses them.
 _WEIGHTS = "step_{step}"
@@ -189,6 +191,15 @@ def abandoned_dir(run_dir: str, step: int) -> str:
     return path
 
 
+def unfinished_moves(run_dir: str) -> list[tuple[int, str]]:
+    """(N, path) of the abandoned-attempt directories whose move aside a kill cut short (they hold the marker)."""
+    if not os.path.isdir(run_dir):
+        return []
+    return sorted((int(m["step"]), os.path.join(run_dir, name)) for name in os.listdir(run_dir)
+                  if (m := _ABANDONED_NAME.fullmatch(name))
+                  and os.path.exists(os.path.join(run_dir, name, UNFINISHED_MOVE_FILE)))
+
+
 def entries_after(run_dir: str, step: int) -> list[str]:
     """Names of what `run_dir` holds of steps after `step`: training states (complete or not), weights, saved
     outputs, evaluator directories and evaluate.py's default output directories of those weights, sorted."""
@@ -205,6 +216,12 @@ def entries_after(run_dir: str, step: int) -> list[str]:
 
 _RUN_FILES = {CONFIG_FILE, METRICS_FILE, CURVES_FILE, PREDICTIONS_PICTURE, BEST_WEIGHTS, BEST_FILE, LOCK_FILE,
               WANDB_ID_FILE}
+
+
+def _final_name(name: str) -> str:
+    """The name a temporary (`NAME.tmp-PID-XXXXXXXX`, utils/atomic.py) is renamed to; other names as they are."""
+    temporary = _TEMPORARY_NAME.fullmatch(name)
+    return temporary["final"] if temporary else name
 
 
 def _own_file(name: str) -> bool:
@@ -248,7 +265,7 @@ def foreign_entries(run_dir: str) -> list[str]:
             foreign.append(name)
         elif _TRAIN_STATE_NAME.fullmatch(name) or _TRAIN_STATE_TMP_NAME.fullmatch(name):
             foreign += foreign_state_files(entry.path)
-        elif not (_EVALUATOR_DIR_NAME.fullmatch(name) or _ABANDONED_NAME.fullmatch(name) or name == WANDB_DIR
-                  or name.startswith(EVAL_DIR_PREFIX) or name == LOCK_FILE + ".takeover"):
+        elif not (_EVALUATOR_DIR_NAME.fullmatch(name) or _ABANDONED_NAME.fullmatch(_final_name(name))
+                  or name == WANDB_DIR or name.startswith(EVAL_DIR_PREFIX) or name == LOCK_FILE + ".takeover"):
             foreign.append(name + "/")
     return foreign

@@ -6,11 +6,18 @@ abandoned: it is moved aside into `abandoned_after_step_N/` with a copy of that 
 resume=auto, which=last and pruning follow the current lineage and nothing of the old one is lost.
 """
 import os
-import shutil
 
 from rundir.best import read_best
-from rundir.layout import BEST_FILE, BEST_WEIGHTS, METRICS_FILE, abandoned_dir, entries_after
-from utils.atomic import fsync_dir
+from rundir.layout import (
+    BEST_FILE,
+    BEST_WEIGHTS,
+    METRICS_FILE,
+    UNFINISHED_MOVE_FILE,
+    abandoned_dir,
+    entries_after,
+    unfinished_moves,
+)
+from utils.atomic import copy_file_atomically, fsync_dir, temporary_path, write_synced
 from utils.cli import quoted
 
 MAX_NAMED = 4  # entries named in the notice
@@ -23,18 +30,38 @@ def abandon_later_attempt(run_dir: str, step: int) -> str | None:
     best = read_best(run_dir)
     if best is not None and best["step"] > step:
         names += [name for name in (BEST_WEIGHTS, BEST_FILE) if os.path.exists(os.path.join(run_dir, name))]
+    unfinished = dict(unfinished_moves(run_dir))
+    destination = unfinished.pop(step, None)  # a move from this same step cut short by a kill: finish it there
+    for _, superseded in unfinished.items():  # a move from another step: what it left is moved from here on
+        os.remove(os.path.join(superseded, UNFINISHED_MOVE_FILE))
     if not names:
-        return None
-    destination = abandoned_dir(run_dir, step)
-    os.mkdir(destination)
+        if destination is not None:
+            os.remove(os.path.join(destination, UNFINISHED_MOVE_FILE))
+        return destination
+    if destination is None:
+        destination = _new_abandoned_dir(run_dir, step)
     metrics = os.path.join(run_dir, METRICS_FILE)
-    if os.path.exists(metrics):  # the run truncates its log to `step` next: keep the abandoned attempt's lines
-        shutil.copy2(metrics, os.path.join(destination, METRICS_FILE))
+    kept_metrics = os.path.join(destination, METRICS_FILE)
+    if os.path.exists(metrics) and not os.path.exists(kept_metrics):  # the run truncates its log to `step` next
+        copy_file_atomically(metrics, kept_metrics)
     for name in sorted(names, key=lambda n: n != BEST_FILE):  # best.json first: never naming weights moved away
         os.replace(os.path.join(run_dir, name), os.path.join(destination, name))
     fsync_dir(run_dir)
+    os.remove(os.path.join(destination, UNFINISHED_MOVE_FILE))
     more = f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
     print(f"Resumed from an older state: moved what the abandoned attempt saved after step {step} "
           f"({', '.join(names[:MAX_NAMED])}{more}) and a copy of its {METRICS_FILE} to {quoted(destination)}",
           flush=True)
+    return destination
+
+
+def _new_abandoned_dir(run_dir: str, step: int) -> str:
+    """A new abandoned-attempt directory holding the unfinished-move marker from the instant it has its name, so
+    that resume=auto never takes a later state of the abandoned attempt for the newest of the current lineage."""
+    destination = abandoned_dir(run_dir, step)
+    tmp = temporary_path(destination)
+    os.mkdir(tmp)
+    write_synced(os.path.join(tmp, UNFINISHED_MOVE_FILE), lambda f: f.write(b""))
+    os.replace(tmp, destination)
+    fsync_dir(run_dir)
     return destination

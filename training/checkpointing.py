@@ -16,6 +16,7 @@ from rundir.layout import (
     list_train_states,
     temporary_train_state_dir,
     train_state_dir,
+    unfinished_moves,
     weights_path,
 )
 from rundir.states import (
@@ -113,6 +114,9 @@ def find_resume_dir(config: PretrainConfig, announce: bool = True) -> str | None
     if config.resume != "auto":
         return config.resume
     states = list_train_states(config.checkpoint_path)
+    cut_short = unfinished_moves(config.checkpoint_path)  # a kill mid-move left later states of an abandoned attempt
+    if cut_short:
+        states = [(step, path) for step, path in states if step <= min(step for step, _ in cut_short)]
     for _, path in reversed(states):
         missing = missing_state_files(path)
         if not missing:

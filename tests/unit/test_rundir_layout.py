@@ -11,6 +11,7 @@ import ast
 import os
 import re
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 
@@ -224,3 +225,38 @@ def test_a_resume_from_an_older_state_moves_the_later_attempt_aside(tmp_path, ca
     assert abandon_later_attempt(run_dir, 4) is None  # nothing after step 4 any more
     open(layout.weights_path(run_dir, 6), "wb").close()
     assert abandon_later_attempt(run_dir, 4) == moved + "-2"  # a second abandoned attempt after the same step
+
+
+def test_a_move_aside_cut_short_by_a_kill_is_finished_and_auto_never_resumes_the_abandoned_attempt(tmp_path,
+                                                                                                     monkeypatch):
+    """Issue 23 A2: the move aside is several renames; a kill between them left later states of the abandoned
+    attempt in the run directory, and resume=auto then continued the abandoned attempt."""
+    from rundir import lineage
+    from training.checkpointing import find_resume_dir
+    run_dir = str(tmp_path)
+    for step in (4, 8, 12):
+        open(layout.weights_path(run_dir, step), "wb").close()
+        os.makedirs(layout.train_state_dir(run_dir, step))
+        open(layout.shared_state_path(layout.train_state_dir(run_dir, step)), "wb").close()
+    replace, moved = os.replace, []
+
+    def killed_after_one(src, dst):
+        if moved:
+            raise KeyboardInterrupt  # stands for SIGKILL: nothing after this runs
+        moved.append(src)
+        replace(src, dst)
+
+    monkeypatch.setattr(lineage.os, "replace", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        lineage.abandon_later_attempt(run_dir, 4)
+    monkeypatch.setattr(lineage.os, "replace", replace)
+    monkeypatch.setattr("rundir.states.missing_state_files", lambda path: [])
+    monkeypatch.setattr("training.checkpointing.missing_state_files", lambda path: [])
+    config = SimpleNamespace(resume="auto", checkpoint_path=run_dir)
+    assert find_resume_dir(config, announce=False) == layout.train_state_dir(run_dir, 4)
+    destination = lineage.abandon_later_attempt(run_dir, 4)  # the rerun finishes the move into the same folder
+    assert destination == layout.abandoned_dir(run_dir, 4).removesuffix("-2")
+    assert layout.weight_steps(run_dir) == [4] and [s for s, _ in layout.list_train_states(run_dir)] == [4]
+    assert sorted(os.listdir(destination)) == sorted(os.path.basename(f(run_dir, s)) for s in (8, 12)
+                                                     for f in (layout.weights_path, layout.train_state_dir))
+    assert find_resume_dir(config, announce=False) == layout.train_state_dir(run_dir, 4)
