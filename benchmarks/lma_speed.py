@@ -9,8 +9,9 @@ hidden 512, 8 heads, L_layers 2, H_cycles 3, L_cycles 4, at a CPU-sized batch of
     python benchmarks/lma_speed.py --lma-latent-len 229 --steps 5
     python benchmarks/lma_speed.py --batch-size 64 --device cuda --json
 
-`--equal-time SECONDS` instead trains both on a small generated task for the same wall-clock
-time and reports their exact accuracies on held-out examples:
+`--equal-time SECONDS` instead trains both on a small generated task for the same training time
+(CPU time on a CPU, wall-clock time on an accelerator: benchmarks/equal_time.py) and reports their
+exact accuracies on held-out examples:
 
     python benchmarks/lma_speed.py --equal-time 120 --task sort
 """

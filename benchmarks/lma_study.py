@@ -262,7 +262,7 @@ def run_study(args: argparse.Namespace) -> dict:
             held_out = [task.batch(args.batch_size, eval_rng, device) for _ in range(count)]
             entry = document["tasks"][task.name] = {"description": task.description,
                                                     "positions": TRMConfig(**base_config(args, task)).total_len,
-                                                    "variants": {}}
+                                                    "held_out_examples": count * args.batch_size, "variants": {}}
             for name, config in plan[task.name].items():
                 bar.set_postfix_str(f"{task.name} {name}")
                 entry["variants"][name] = train_variant(args, task, copy.deepcopy(config), held_out, device, bar)

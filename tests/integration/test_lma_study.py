@@ -27,6 +27,7 @@ def test_smoke_writes_every_point_the_table_and_the_picture(tmp_path):
                            ("sudoku", ["plain", "clean"])):  # Sudoku has no unclean length near L/8
         assert [variant.split("-")[0] for variant in document["tasks"][name]["variants"]] == families
     for task in document["tasks"].values():
+        assert task["held_out_examples"] == 2
         for variant in task["variants"].values():
             points = variant["points"]
             assert len(points) >= 2 and all(POINT_KEYS <= set(p) for p in points)
