@@ -1,10 +1,13 @@
 """benchmarks/lma_study.py without training: the LMA variants it picks are valid, the table reads the
 curves right, and files it did not write are not replaced."""
+import itertools
 import json
 
+import numpy as np
 import pytest
+import torch
 
-from benchmarks import lma_study, study_report
+from benchmarks import equal_time, lma_study, study_report, train_step
 from benchmarks.study_tasks import build_task
 from models.lma_layout import is_clean, valid_latent_lens
 from models.recursive_reasoning.trm import TRMConfig
@@ -89,3 +92,18 @@ def test_files_it_did_not_write_are_not_replaced(tmp_path):
         lma_study.check_out_dir(str(tmp_path))
     (tmp_path / "lma_study.json").write_text(json.dumps({"kind": "lma_study"}))
     assert lma_study.check_out_dir(str(tmp_path))[0] == str(tmp_path / "lma_study.json")
+
+
+def test_the_budget_counts_training_steps_only_and_points_fall_at_regular_times(monkeypatch):
+    ticks = itertools.count()
+    monkeypatch.setattr(equal_time, "training_clock", lambda device: lambda: float(next(ticks)))  # 1 s a step
+    task = tasks()["sudoku"]
+    args = lma_study.parse_args(["--smoke"])
+    torch.manual_seed(0)
+    head = train_step.build_head(lma_study.base_config(args, task), torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    points = []
+    steps = equal_time.train_for(5, head, equal_time.build_optimizers(head, puzzle_emb=True),
+                                 lambda: task.batch(2, rng, torch.device("cpu")), 2, torch.device("cpu"), every=2,
+                                 at_point=lambda trained, n: points.append((trained, n)))
+    assert steps == 5 and points == [(0.0, 0), (2.0, 2), (4.0, 4), (5.0, 5)]
