@@ -9,12 +9,14 @@ hidden 512, 8 heads, L_layers 2, H_cycles 3, L_cycles 4, at a CPU-sized batch of
     python benchmarks/lma_speed.py --lma-latent-len 229 --steps 5
     python benchmarks/lma_speed.py --batch-size 64 --device cuda --json
 
-`--equal-time SECONDS` instead trains both on a small generated task for the same wall-clock
-time and reports their exact accuracies on held-out examples:
+`--equal-time SECONDS` instead trains both on a small generated task for the same training time
+(CPU time on a CPU, wall-clock time on an accelerator: benchmarks/equal_time.py) and reports their
+exact accuracies on held-out examples:
 
     python benchmarks/lma_speed.py --equal-time 120 --task sort
 """
 import argparse
+import functools
 import json
 import statistics
 import textwrap
@@ -23,10 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from benchmarks import train_step
+from benchmarks import equal_time, train_step
 from models.lma_layout import LatentLayout
 from models.losses import ACTLossHead
-from models.optimizers import build_adam_atan2
 from models.recursive_reasoning.trm import TRMConfig
 from utils.cli import new_parser
 from utils.device import select_device, should_compile
@@ -198,45 +199,12 @@ def task_batch(task: str, batch_size: int, length: int, vocab: int, generator: t
             "puzzle_identifiers": torch.zeros(batch_size, dtype=torch.int32, device=device)}
 
 
-def training_clock(device: torch.device):
-    """CPU time of this process on a CPU, so that other jobs on a shared machine do not shorten one
-    model's budget; wall-clock time on accelerators, whose work the CPU clock does not see."""
-    return time.process_time if device.type == "cpu" else time.perf_counter
-
-
-def train_for(seconds: float, head: ACTLossHead, ours, args, device: torch.device) -> int:
-    """Train on fresh batches (no example seen twice) until `seconds` have passed; returns the steps taken."""
-    optimizer = build_adam_atan2(head.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    generator = torch.Generator().manual_seed(args.seed)
-    head.train()
-    clock = training_clock(device)
-    carry, steps, start = None, 0, clock()
-    while clock() - start < seconds:
-        batch = task_batch(ours.task, args.batch_size, ours.task_len, ours.task_vocab, generator, device)
-        if carry is None:
-            carry = head.initial_carry(batch)
-        carry = train_step.train_step(head, [optimizer], carry, batch, args.batch_size)
-        train_step.synchronize(device)
-        steps += 1
-    return steps
-
-
-@torch.inference_mode()
-def exact_accuracy(head: ACTLossHead, ours, args, device: torch.device) -> float:
-    """Held-out examples (another random stream), every sequence run for halt_max_steps ACT steps."""
-    head.eval()
+def held_out_batches(ours, args, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Held-out examples: another random stream than training's."""
     generator = torch.Generator().manual_seed(args.seed + 1)
-    correct = total = 0
-    while total < ours.eval_examples:
-        batch = task_batch(ours.task, args.batch_size, ours.task_len, ours.task_vocab, generator, device)
-        carry = head.initial_carry(batch)
-        while True:
-            carry, _, metrics, _, all_halted = head(carry=carry, batch=batch, return_keys=[])
-            if all_halted:
-                break
-        correct += metrics["exact_accuracy"].item()
-        total += args.batch_size
-    return correct / total
+    count = -(-ours.eval_examples // args.batch_size)
+    return [task_batch(ours.task, args.batch_size, ours.task_len, ours.task_vocab, generator, device)
+            for _ in range(count)]
 
 
 def compare_equal_time(ours: argparse.Namespace, args: argparse.Namespace, device: torch.device) -> dict:
@@ -249,9 +217,13 @@ def compare_equal_time(ours: argparse.Namespace, args: argparse.Namespace, devic
     for name, config in (("plain", base), ("lma", dict(base, **lma_keys(ours)))):
         torch.manual_seed(args.seed)
         head = train_step.build_head(config, device)
-        steps = train_for(ours.equal_time, head, ours, args, device)
+        generator = torch.Generator().manual_seed(args.seed)  # fresh batches: no example seen twice
+        steps = equal_time.train_for(ours.equal_time, head, equal_time.build_optimizers(head, puzzle_emb=False),
+                                     functools.partial(task_batch, ours.task, args.batch_size, ours.task_len,
+                                                       ours.task_vocab, generator, device), args.batch_size, device)
+        accuracy = equal_time.held_out_accuracy(head, held_out_batches(ours, args, device))
         results[name] = {"parameters": parameter_count(head), "steps": steps,
-                         "exact_accuracy": exact_accuracy(head, ours, args, device)}
+                         "exact_accuracy": accuracy["exact_accuracy"]}
         if name == "lma":
             results["lma_settings"] = describe_layout(TRMConfig(**config).lma_layout, ours.lma_mode,
                                                       ours.lma_latent_len is None)
