@@ -86,6 +86,8 @@ def step_flops(arch_config, batch: int, seq_len: int, *, vocab_size: int | None 
         chunk, rows = layout.chunk_size, batch * layout.latent.length
         encode = _linear(rows, chunk, width) + _linear(rows, width, width) + _linear(rows, chunk, width)
         decode = _linear(rows, width, chunk)
+        if cfg.lma_skip:  # skip_proj: d0 -> d0 at every input position
+            decode += _linear(batch * cfg.total_len, cfg.hidden_size, cfg.hidden_size)
     heads_flops = _linear(batch * cfg.total_len, cfg.hidden_size, cfg.vocab_size) + _linear(batch, cfg.hidden_size, 2)
     applications = cfg.H_cycles * (cfg.L_cycles + 1) * cfg.L_layers
     q_continue = 0

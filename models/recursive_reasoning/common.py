@@ -164,7 +164,8 @@ class RecursiveInner(nn.Module):
             self.q_head.bias.fill_(-5)
         # Created last and only when enabled, so that without LMA the parameters, their
         # initialisation order and the state-dict keys are the published ones.
-        self.lma = LatentMetaAttention(config.lma_layout) if config.lma_enable else None
+        self.lma = (LatentMetaAttention(config.lma_layout, skip=config.lma_skip, chunk_pos=config.lma_chunk_pos)
+                    if config.lma_enable else None)
 
     # -- the recursion policy: what a variant defines --------------------------------------------
     def build_networks(self) -> None:
@@ -224,9 +225,12 @@ class RecursiveInner(nn.Module):
             z = 0.707106781 * (z + positions)
         return z
 
-    def head_input(self, answer: torch.Tensor) -> torch.Tensor:
-        """What lm_head and q_head read: the answer latent, decoded back to (B, L, d0) with LMA."""
-        return answer if self.lma is None else self.lma.decode(answer)
+    def head_input(self, answer: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """What lm_head and q_head read: the answer latent, decoded back to (B, L, d0) with LMA.
+
+        `embedding` is the input embedding x the step encoded (read by the decoder's `lma_skip` path).
+        """
+        return answer if self.lma is None else self.lma.decode(answer, embedding)
 
     def empty_carry(self, batch_size: int, device: torch.device | None = None):
         shape = (batch_size, self.geometry.length, self.geometry.width)
@@ -238,9 +242,9 @@ class RecursiveInner(nn.Module):
         return map_carry(carry, lambda name, z: torch.where(reset, getattr(self, f"{name}_init"), z))
 
     def forward(self, carry, batch: dict[str, torch.Tensor]):
-        x = self.input_injection(self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"]))
-        carry = self.recursion(carry, x, self.cos_sin())
-        answer = self.head_input(getattr(carry, self.answer_field))
+        embedding = self.input_embeddings(batch["inputs"], batch["puzzle_identifiers"])
+        carry = self.recursion(carry, self.input_injection(embedding), self.cos_sin())
+        answer = self.head_input(getattr(carry, self.answer_field), embedding)
         logits = self.lm_head(answer)[:, self.puzzle_emb_len:]
         q_logits = self.q_head(answer[:, 0]).to(torch.float32)
         return map_carry(carry, lambda _, z: z.detach()), logits, (q_logits[..., 0], q_logits[..., 1])

@@ -69,6 +69,12 @@ class RecursiveReasoningConfig(BaseModel):
     lma_num_heads: int | None = Field(None,
         description="latent attention heads; null = the most heads up to num_heads that split d' evenly")
     lma_compression: float = Field(8.0, description="input positions per latent token aimed at by the automatic L_new")
+    lma_skip: bool = Field(False,
+        description="ours: the heads read decode(z) + a learned linear map of the input embedding (identity at "
+                    "start), so per-position detail need not pass the latent bottleneck")
+    lma_chunk_pos: bool = Field(False,
+        description="ours: a learned embedding per latent token added to the encoding and a learned bias per chunk "
+                    "position in the decoding, so equal chunks at different places differ")
 
     # Keys of other members of the family that mean something else here: key -> why, and what to use.
     unsupported_keys: ClassVar[dict[str, str]] = {}

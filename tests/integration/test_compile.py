@@ -115,10 +115,10 @@ def test_graph_break_check_catches_a_host_sync(copy_task, monkeypatch):
     """The check above fails when the step holds a graph break: here a `.item()` (a host sync) in head_input."""
     original = RecursiveInner.head_input
 
-    def head_input_with_a_sync(self, answer):
+    def head_input_with_a_sync(self, answer, embedding):
         if answer.abs().max().item() > 1e9:  # the kind of debugging check that sneaks into model code
             raise RuntimeError("answer blew up")
-        return original(self, answer)
+        return original(self, answer, embedding)
 
     monkeypatch.setattr(RecursiveInner, "head_input", head_input_with_a_sync)
     config = make_config(copy_task, "trm")
