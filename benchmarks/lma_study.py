@@ -10,11 +10,16 @@ latent lengths L_new nearest input length / each of `--compressions` (picked per
 within 2x of the target) and d' = each of `--latent-dims` x hidden. The mode only restricts which L_new are
 valid, so `unclean` takes the lengths clean rejects (at 916 = 4 x 229 positions: multiples of 229), and a
 family with no length near a target trains no model for it (Sudoku: no `unclean` variant).
+`--lma-options skip,chunk_pos,skip+chunk_pos` adds, next to each LMA variant, one with those `arch.lma_*`
+options on (named e.g. `clean-L128-d64+skip`; such a name in `--variants` adds its options too).
+`--autoencode STEPS` trains only each LMA variant's encoder/decoder to reproduce its input and prints how
+much of it comes back (benchmarks/lma_autoencode.py), instead of the study.
 
     python benchmarks/lma_study.py                              # the CPU-sized study (the planned total is printed)
     python benchmarks/lma_study.py --tasks arc --budget 20 --variants plain,unclean
     python benchmarks/lma_study.py --device cuda --dtype bfloat16 --hidden-size 256 --budget 600 --batch-size 64
     python benchmarks/lma_study.py --smoke                      # seconds: every code path at tiny sizes
+    python benchmarks/lma_study.py --tasks arc,sudoku --variants clean --autoencode 200 --lma-options chunk_pos
 
 Writes OUT/lma_study.json (every point, rewritten after each model) and OUT/lma_study.png (accuracy vs
 training time, one panel per task and metric, one line per variant), and prints a table at the end.
@@ -27,7 +32,7 @@ import os
 import numpy as np
 import torch
 
-from benchmarks import equal_time, study_report, train_step
+from benchmarks import equal_time, lma_autoencode, study_report, train_step
 from benchmarks.lma_speed import describe_layout, parameter_count
 from benchmarks.study_tasks import TASK_NAMES, StudyTask, build_task
 from models.lma_layout import check_latent_len, is_clean, valid_latent_lens
@@ -40,6 +45,7 @@ from utils.errors import ConfigError
 JSON_FILE, PICTURE_FILE = "lma_study.json", "lma_study.png"
 KIND = "lma_study"  # the JSON's "kind": a file without it was not written by this tool and is not overwritten
 FAMILIES = ("plain", "unclean", "clean")
+LMA_OPTIONS = {"skip": "lma_skip", "chunk_pos": "lma_chunk_pos"}  # --lma-options name -> arch key (docs/lma.md)
 SMOKE = dict(budget=1.0, points=1, hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=2,
              batch_size=2, eval_examples=2, compressions="8", latent_dims="1", arc_max_size=4)
 
@@ -63,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--latent-lens", default=None,
                        help="explicit comma list of L_new instead of --compressions (each must be valid at every task)")
     study.add_argument("--latent-dims", default="1,2", help="LMA latent widths d' as multiples of --hidden-size")
+    study.add_argument("--lma-options", default="",
+                       help="comma list of option sets, each one or more of " + ", ".join(LMA_OPTIONS) +
+                            " joined by '+': each LMA variant is also trained with each set on (name suffix +SET)")
+    study.add_argument("--autoencode", type=int, default=None, metavar="STEPS",
+                       help="instead of the study: train only each LMA variant's encoder/decoder for STEPS steps "
+                            "to reproduce its input embedding, and print the reconstruction error and token recovery")
     study.add_argument("--eval-examples", type=int, default=64, help="held-out examples per evaluation")
     study.add_argument("--out", default="outputs/lma_study", help="directory of lma_study.json and lma_study.png")
     study.add_argument("--smoke", action="store_true",
@@ -94,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if parser.parse_args(argv).smoke:
         parser.set_defaults(**SMOKE)
     args = parser.parse_args(argv)
+    if args.autoencode is not None and args.autoencode < 0:
+        parser.error(f"--autoencode must be >= 0, got {args.autoencode}")
     for key in ("budget", "points", "eval_examples", "batch_size", "hidden_size"):
         if getattr(args, key) <= 0:
             parser.error(f"--{key.replace('_', '-')} must be > 0, got {getattr(args, key)}")
@@ -108,6 +122,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.sudoku_blanks = tuple(int(n) for n in comma_list(args.sudoku_blanks))
     except ValueError as err:
         parser.error(f"a comma list holds a value of the wrong type: {err}")
+    try:
+        args.lma_options = option_sets(comma_list(args.lma_options), args.variants)
+    except ValueError as err:
+        parser.error(str(err))
     unknown = [t for t in args.tasks if t not in TASK_NAMES]
     if unknown or not args.tasks:
         parser.error(f"--tasks: unknown or no task(s) {', '.join(unknown)}; choose from {', '.join(TASK_NAMES)}")
@@ -121,6 +139,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------------------------------------
 # Variants
 # ---------------------------------------------------------------------------------------------
+def option_sets(sets: list[str], variant_names: list[str]) -> list[tuple[str, ...]]:
+    """The option sets of --lma-options and of the `+...` suffixes of --variants names, each a tuple of
+    option names in LMA_OPTIONS order, without repeats; ValueError naming an unknown option."""
+    found: list[tuple[str, ...]] = []
+    for text in [*sets, *(name.split("+", 1)[1] for name in variant_names if "+" in name)]:
+        names = [n.strip() for n in text.split("+")]
+        unknown = [n for n in names if n not in LMA_OPTIONS]
+        if unknown:
+            raise ValueError(f"--lma-options / --variants: unknown LMA option(s) {', '.join(map(repr, unknown))} "
+                             f"in {text!r}; choose from {', '.join(LMA_OPTIONS)}, joined by '+'")
+        ordered = tuple(n for n in LMA_OPTIONS if n in names)
+        if ordered not in found:
+            found.append(ordered)
+    return found
+
+
+def with_options(configs: dict[str, dict], sets: list[tuple[str, ...]]) -> dict[str, dict]:
+    """Each LMA variant followed by one per option set, named VARIANT+OPT1+OPT2, with those keys on."""
+    out = {}
+    for name, config in configs.items():
+        out[name] = config
+        if config.get("lma_enable"):
+            for options in sets:
+                out["+".join((name, *options))] = dict(config, **{LMA_OPTIONS[o]: True for o in options})
+    return out
+
+
 def base_config(args: argparse.Namespace, task: StudyTask) -> dict:
     shape = argparse.Namespace(**vars(args), seq_len=task.seq_len, vocab_size=task.vocab_size,
                                num_puzzle_identifiers=task.num_puzzle_identifiers, puzzle_emb_ndim=args.hidden_size,
@@ -176,6 +221,7 @@ def variants(args: argparse.Namespace, task: StudyTask) -> dict[str, dict]:
                 dim = multiple * width
                 configs[f"{mode}-L{latent_len}-d{dim}"] = dict(base, lma_enable=True, lma_mode=mode,
                                                                lma_latent_len=latent_len, lma_latent_dim=dim)
+    configs = with_options(configs, args.lma_options)
     chosen = {name: config for name, config in configs.items()
               if name in args.variants or name.split("-")[0] in args.variants}
     if not chosen:
@@ -187,7 +233,9 @@ def variants(args: argparse.Namespace, task: StudyTask) -> dict[str, dict]:
 def settings(config: dict) -> str:
     if not config.get("lma_enable"):
         return "plain TRM"
-    return describe_layout(TRMConfig(**config).lma_layout, config["lma_mode"], automatic=False)
+    options = [name for name, key in LMA_OPTIONS.items() if config.get(key)]
+    described = describe_layout(TRMConfig(**config).lma_layout, config["lma_mode"], automatic=False)
+    return described + (f", options {'+'.join(options)}" if options else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,9 +290,12 @@ def run_study(args: argparse.Namespace) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = select_device(args.device)
-    json_path, picture_path = check_out_dir(args.out)
     tasks = [build_task(name, args.arc_max_size, args.maze_min_path_length, args.sudoku_blanks) for name in args.tasks]
     plan = {task.name: variants(args, task) for task in tasks}  # every variant is checked before any training
+    if args.autoencode is not None:
+        return {"kind": "lma_autoencode", "tasks": lma_autoencode.run_autoencode(
+            args, plan, {task.name: task for task in tasks}, device)}
+    json_path, picture_path = check_out_dir(args.out)
     models = sum(len(v) for v in plan.values())
     clock = "CPU seconds of this process" if device.type == "cpu" else "wall-clock seconds"
     print(f"planned: {models} models x {args.budget:g} {clock} = {models * args.budget / 60:.1f} min of training, "

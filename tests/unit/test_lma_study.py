@@ -107,3 +107,51 @@ def test_the_budget_counts_training_steps_only_and_points_fall_at_regular_times(
                                  lambda: task.batch(2, rng, torch.device("cpu")), 2, torch.device("cpu"), every=2,
                                  at_point=lambda trained, n: points.append((trained, n)))
     assert steps == 5 and points == [(0.0, 0), (2.0, 2), (4.0, 4), (5.0, 5)]
+
+
+def test_lma_options_add_a_variant_per_set_with_its_keys_on():
+    args = lma_study.parse_args(["--variants", "plain,clean-L128-d64", "--lma-options", "skip,chunk_pos+skip"])
+    assert args.lma_options == [("skip",), ("skip", "chunk_pos")]  # in LMA_OPTIONS order
+    configs = lma_study.variants(args, tasks()["arc"])
+    assert list(configs) == ["plain", "clean-L128-d64"]  # a name selects only itself
+    args = lma_study.parse_args(["--variants", "plain,clean", "--latent-dims", "1",
+                                 "--lma-options", "skip,chunk_pos+skip"])
+    configs = lma_study.variants(args, tasks()["arc"])
+    assert list(configs) == ["plain", "clean-L128-d64", "clean-L128-d64+skip", "clean-L128-d64+skip+chunk_pos",
+                             "clean-L64-d64", "clean-L64-d64+skip", "clean-L64-d64+skip+chunk_pos"]
+    assert "lma_skip" not in configs["plain"] and "lma_skip" not in configs["clean-L64-d64"]
+    assert configs["clean-L64-d64+skip"] == dict(configs["clean-L64-d64"], lma_skip=True)
+    assert configs["clean-L64-d64+skip+chunk_pos"] == dict(configs["clean-L64-d64"], lma_skip=True, lma_chunk_pos=True)
+    assert "options skip+chunk_pos" in lma_study.settings(configs["clean-L64-d64+skip+chunk_pos"])
+    for config in configs.values():
+        TRMConfig(**config)  # the model accepts each
+
+
+def test_a_variant_name_with_options_selects_that_variant_alone():
+    args = lma_study.parse_args(["--variants", "clean-L128-d64+chunk_pos"])
+    assert args.lma_options == [("chunk_pos",)]
+    assert list(lma_study.variants(args, tasks()["arc"])) == ["clean-L128-d64+chunk_pos"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lma-options", "skipp"], "unknown LMA option(s) 'skipp' in 'skipp'"),
+    (["--variants", "clean-L128-d64+fast"], "unknown LMA option(s) 'fast' in 'fast'"),
+    (["--lma-options", "skip+"], "unknown LMA option(s) '' in 'skip+'"),
+    (["--autoencode", "-1"], "--autoencode must be >= 0, got -1")])
+def test_bad_lma_options_are_rejected(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        lma_study.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_autoencode_mode_reports_recovery_without_writing_files(tmp_path, capsys):
+    out = tmp_path / "study"
+    document = lma_study.run_study(lma_study.parse_args(
+        ["--smoke", "--tasks", "sudoku", "--variants", "clean", "--autoencode", "2", "--lma-options", "skip",
+         "--out", str(out)]))
+    results = document["tasks"]["sudoku"]
+    assert list(results) == ["clean-L16-d16", "clean-L16-d16+skip"]
+    for figures in results.values():
+        assert 0 <= figures["token_acc"] <= 1 and figures["rel_err"] >= 0 and 0 < figures["majority"] <= 1
+    assert not out.exists()
+    assert "token_acc" in capsys.readouterr().out
