@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from dataset.puzzle_dataset import shutdown_loader
 from models.losses import COUNT, LOSS_METRICS
+from models.weights import forward_dtype_choice
 from rundir.layout import METRICS_FILE
 from rundir.lineage import abandon_later_attempt
 from rundir.lock import hold_run_lock
@@ -37,7 +38,8 @@ from training.signals import StopRequest, batches_until_signal
 from training.state import TrainState, cosine_schedule_with_warmup_lr, evaluation_model, init_train_state, update_ema
 from training.tta import tta_transforms
 from utils.cli import quoted
-from utils.device import wide_float_dtype
+from utils.cpu import ThreadChoice, apply_threads, choose_threads
+from utils.device import should_compile, wide_float_dtype
 from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
 from utils.errors import ConfigError, DatasetError, NonFiniteLossError
 from utils.finite import all_finite, check_finite
@@ -171,7 +173,14 @@ class EvalSetup:
             print("No test split found: training without evaluation.")
 
 
-def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | None, ctx: DistContext):
+def compute_path(config: PretrainConfig, threads: ThreadChoice, ctx: DistContext) -> str:
+    """How this run computes, for its first line: threads, forward dtype and whether the model is compiled."""
+    compiled = "compiled" if should_compile(ctx.device, config.compile) else "eager"
+    return f"{threads.describe()}, {forward_dtype_choice(config.arch, ctx.device).describe()}, {compiled}"
+
+
+def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | None, ctx: DistContext,
+                  threads: ThreadChoice):
     """Rank 0: the run directory (code, config, metrics.jsonl, wandb); None on other ranks."""
     if not ctx.is_main:
         return None
@@ -188,7 +197,8 @@ def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | N
         print(f"Resuming from {quoted(resume_dir)} at step {state.step}")
     else:
         logger.log({"num_params": sum(p.numel() for p in state.raw_model.parameters())}, step=0)
-    print(f"Run {config.run_name!r}: {state.total_steps} steps on {ctx.device} x{ctx.world_size}; "
+    print(f"Run {config.run_name!r}: {state.total_steps} steps on {ctx.device} x{ctx.world_size} "
+          f"({compute_path(config, threads, ctx)}); "
           f"checkpoints and {METRICS_FILE} in {quoted(config.checkpoint_path)}")
     if " " in config.run_name:  # the published '<model class> <random slug>'
         print("  (the run name has a space, so paths are printed quoted; +run_name=NAME names a run yourself, "
@@ -231,6 +241,8 @@ def train_until_stopped(config: PretrainConfig, ctx: DistContext) -> TrainOutcom
 
 def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
     """`train` once rank 0 holds the run directory's lock."""
+    threads = choose_threads(config.num_threads)
+    apply_threads(threads)  # before any tensor work: the thread pool is sized once
     seed_everything(config.seed + ctx.rank)
     ensure_dataset(config, ctx)
     watch = DatasetWatch(config.data_paths + (config.data_paths_test or []))  # before the loaders read anything
@@ -247,7 +259,7 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
     # The loader replays the same batch order from the saved position (its own seeded generators).
     train_loader.dataset.load_state_dict({"iters": state.iter_id * len(train_metadata.sets),
                                           "skip_batches": state.batches_in_iter})
-    logger = start_logging(config, state, resume_dir, ctx)
+    logger = start_logging(config, state, resume_dir, ctx, threads)
     if resume_dir and ctx.is_main and config.checkpoint_best_metric:
         state.best = best_on_resume(config.checkpoint_path, state.step)
     if rank_state is not None:  # last: building the model consumed random numbers

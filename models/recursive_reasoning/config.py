@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.lma_layout import LatentLayout, LMAMode, SequenceGeometry, resolve_latent_layout
 
-FORWARD_DTYPES = ("float32", "bfloat16", "float16", "float64")  # float64: numerics checks
+# float64: numerics checks; auto: chosen for the device when the model is built (utils/cpu.py resolve_forward_dtype)
+FORWARD_DTYPES = ("float32", "bfloat16", "float16", "float64", "auto")
 
 
 class RecursiveReasoningConfig(BaseModel):
@@ -53,7 +54,8 @@ class RecursiveReasoningConfig(BaseModel):
     halt_exploration_prob: float = Field(
         description="probability that a training sequence gets a random minimum number of steps")
     forward_dtype: Literal[FORWARD_DTYPES] = Field("bfloat16",
-        description="dtype of the forward pass (weights stay float32)")
+        description="dtype of the forward pass (weights stay float32); auto = bfloat16 on CUDA and on CPUs "
+                    "with bf16 units, float32 elsewhere")
     mlp_t: bool = Field(False,
         description="ours: mix positions with an MLP over the sequence instead of attention (TRM's MLP variant)")
     causal: bool = Field(False, description="set by the trainer (always false, as published)")
@@ -149,6 +151,8 @@ class RecursiveReasoningConfig(BaseModel):
         """The torch dtype of `forward_dtype` (torch imported here only: the key checks run without it)."""
         import torch
 
+        if self.forward_dtype == "auto":  # models/weights.py build_model resolves it for the device first
+            raise ValueError("forward_dtype=auto must be resolved for a device before the model is built")
         return getattr(torch, self.forward_dtype)
 
     @property
