@@ -38,7 +38,7 @@ from benchmarks.study_tasks import TASK_NAMES, StudyTask, build_task
 from models.lma_layout import check_latent_len, is_clean, valid_latent_lens
 from models.recursive_reasoning.trm import TRMConfig
 from utils.atomic import read_json_if_present, write_atomically
-from utils.cli import new_parser, progress, run_cli
+from utils.cli import comma_list, new_parser, progress, run_cli
 from utils.device import select_device
 from utils.errors import ConfigError
 
@@ -48,10 +48,6 @@ FAMILIES = ("plain", "unclean", "clean")
 LMA_OPTIONS = {"skip": "lma_skip", "chunk_pos": "lma_chunk_pos"}  # --lma-options name -> arch key (docs/lma.md)
 SMOKE = dict(budget=1.0, points=1, hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=2,
              batch_size=2, eval_examples=2, compressions="8", latent_dims="1", arc_max_size=4)
-
-
-def comma_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:

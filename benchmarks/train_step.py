@@ -5,21 +5,30 @@ step of the loss head on the carried state, backward of loss / batch_size, then 
 steps and zeroes its gradients. Warm-up steps (compilation, optimizer-state allocation) are not
 timed.
 
+`--compare` times several paths (fp32 / bf16, eager / torch.compile) at several shapes in one run and prints
+one table (benchmarks/step_compare.py); `--profile` also runs the eager model under torch.profiler and prints
+its self time by group of operators (benchmarks/step_profile.py).
+
     python benchmarks/train_step.py --steps 5 --warmup 2
     python -m benchmarks.train_step --hidden-size 64 --json
+    python benchmarks/train_step.py --compare --shapes demo --paths fp32,bf16 --profile
 """
 import argparse
+import copy
 import json
 import statistics
 import time
 
 import torch
+from torch.profiler import record_function
 
+from benchmarks import step_compare, step_profile
+from benchmarks.step_compare import PATHS, SHAPES
 from models.losses import ACTLossHead
 from models.optimizers import build_adam_atan2
 from models.recursive_reasoning.trm import TinyRecursiveReasoningModel_ACTV1, TRMConfig
 from models.sparse_embedding import SparseEmbeddingSignSGD
-from utils.cli import new_parser
+from utils.cli import comma_list, new_parser
 from utils.device import select_device, should_compile
 
 # Published training hyper-parameters; they only matter here through the work the optimizers do.
@@ -69,16 +78,47 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0,
                      help="seed of the initial weights and the random batch")
     run.add_argument("--json", action="store_true", help="also print the results as one JSON line")
+    run.add_argument("--profile", action="store_true",
+                     help="then run --steps more steps of the eager model (each on a new random batch) under "
+                          "torch.profiler and print self time per step by group: matmul, elementwise, loss, "
+                          "optimizer, data, other, and the top operators (with --compare: once per shape and dtype)")
+
+    compare = parser.add_argument_group("compare")
+    compare.add_argument("--compare", action="store_true",
+                         help="time every --paths path at every --shapes shape in one run and print one table with "
+                              "each path's ratio to the shape's fp32 eager step; model options and --batch-size "
+                              "given on the command line replace the shapes' values")
+    compare.add_argument("--shapes", default=",".join(SHAPES),
+                         help="comma list of --compare shapes: demo (the quick demo's model, config/quickstart.yaml), "
+                              "sudoku (the paper's Sudoku MLP model, 16 puzzle tokens + 81 cells, batch 32)")
+    compare.add_argument("--paths", default=",".join(PATHS),
+                         help="comma list of --compare paths: fp32 and bf16 eager, bf16+compile and fp32+compile "
+                              "(torch.compile, at least 1 warm-up step so compilation is not timed; left out under "
+                              "DISABLE_COMPILE)")
     return parser
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, shape: dict | None = None) -> argparse.Namespace:
+    """The options; `shape` replaces the defaults of the options it names (given options still win)."""
     parser = build_parser()
+    if shape is not None:
+        parser.set_defaults(**shape)
     args = parser.parse_args(argv)
     if args.puzzle_emb_ndim is None:
         args.puzzle_emb_ndim = args.hidden_size
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         parser.error("--steps and --batch-size must be >= 1 and --warmup >= 0")
+    if args.compare:
+        parser.set_defaults(dtype=None)
+        given = parser.parse_args(argv)
+        if given.dtype is not None or given.compile is not None:
+            parser.error("--compare takes the dtype and torch.compile of each path from --paths: "
+                         "leave out --dtype and --compile")
+    args.shapes, args.paths = comma_list(args.shapes), comma_list(args.paths)
+    for option, chosen, known in (("--shapes", args.shapes, SHAPES), ("--paths", args.paths, PATHS)):
+        unknown = [name for name in chosen if name not in known]
+        if unknown or not chosen:
+            parser.error(f"{option}: unknown or no names {unknown}; choose from {', '.join(known)}")
     return args
 
 
@@ -130,14 +170,49 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def train_step(model, optimizers, carry, batch: dict[str, torch.Tensor], batch_size: int):
-    """One trainer step; returns the new carry so halted sequences restart and others continue."""
+def act_step(model, carry, batch: dict[str, torch.Tensor]):
+    """The forward of one ACT step in the loss head: (new carry, loss)."""
     carry, loss, _metrics, _, _ = model(carry=carry, batch=batch, return_keys=[])
-    (loss / batch_size).backward()
+    return carry, loss
+
+
+def update(optimizers: list[torch.optim.Optimizer]) -> None:
     for optimizer in optimizers:
         optimizer.step()
         optimizer.zero_grad()
+
+
+def train_step(model, optimizers, carry, batch: dict[str, torch.Tensor], batch_size: int):
+    """One trainer step; returns the new carry so halted sequences restart and others continue."""
+    carry, loss = act_step(model, carry, batch)
+    (loss / batch_size).backward()
+    update(optimizers)
     return carry
+
+
+def profiled_step(head: ACTLossHead, optimizers, carry, args, device: torch.device):
+    """`train_step` on a new random batch, its parts in the ranges step_profile groups operators by."""
+    with record_function(step_profile.DATA_RANGE):
+        batch = random_batch(args, device)
+    with record_function(step_profile.LOSS_RANGE):
+        carry, loss = act_step(head, carry, batch)
+    (loss / args.batch_size).backward()
+    with record_function(step_profile.OPTIMIZER_RANGE):
+        update(optimizers)
+    synchronize(device)
+    return carry
+
+
+def profile_head(head: ACTLossHead, optimizers, args, device: torch.device) -> dict:
+    """step_profile's summary of --steps eager steps from a fresh carry (the head stays warm)."""
+    with torch.device(device):
+        carry = head.initial_carry(random_batch(args, device))
+
+    def step() -> None:
+        nonlocal carry
+        carry = profiled_step(head, optimizers, carry, args, device)
+
+    return step_profile.profile_steps(step, head.model, args.steps, cuda=device.type == "cuda")
 
 
 def time_steps(model, optimizers, carry, batch, args, device: torch.device) -> list[float]:
@@ -180,6 +255,7 @@ def summarise(args, device, compiled: bool, head: ACTLossHead, durations: list[f
         "L_layers": args.L_layers,
         "H_cycles": args.H_cycles,
         "L_cycles": args.L_cycles,
+        "halt_max_steps": args.halt_max_steps,
         "mlp_t": args.mlp_t,
         "pos_encodings": args.pos_encodings,
         "parameters": sum(p.numel() for p in head.parameters()),
@@ -214,17 +290,13 @@ def print_report(results: dict) -> None:
         print(f"peak memory: {results['peak_memory_gib']:.2f} GiB")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+def measure(args, device: torch.device, compile_flag: bool | None) -> tuple[dict, ACTLossHead, list]:
+    """(summarise's results, the eager head, its optimizers) of one configuration, timed after warm-up."""
     torch.manual_seed(args.seed)
-    device = select_device(args.device)
-
     head = build_head(model_config(args), device)
     head.train()
     optimizers = build_optimizers(head, args.puzzle_emb_ndim)
-    compiled = should_compile(device, args.compile)
+    compiled = should_compile(device, compile_flag)
     # Optimizers hold the uncompiled head's tensors; the compiled wrapper shares them.
     model = torch.compile(head) if compiled else head
 
@@ -232,9 +304,54 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.device(device):
         carry = head.initial_carry(batch)
     durations = time_steps(model, optimizers, carry, batch, args, device)
+    return summarise(args, device, compiled, head, durations), head, optimizers
 
-    results = summarise(args, device, compiled, head, durations)
-    print_report(results)
+
+def compare(argv: list[str] | None, args, device: torch.device) -> dict:
+    """Every chosen path at every chosen shape, then one table; profiles once per (shape, dtype)."""
+    paths = [name for name in args.paths if not PATHS[name].compiled or should_compile(device, True)]
+    bf16 = step_compare.bf16_line(device)
+    header = [f"device: {device_name(device)}  (torch {torch.__version__}, {torch.get_num_threads()} threads)", bf16]
+    if len(paths) < len(args.paths):
+        header.append(f"DISABLE_COMPILE is set: left out {', '.join(sorted(set(args.paths) - set(paths)))}")
+    rows, profiled = [], set()
+    for shape in args.shapes:
+        shape_args = parse_args(argv, SHAPES[shape])
+        for name in paths:
+            path = PATHS[name]
+            run_args = copy.copy(shape_args)
+            run_args.dtype = path.dtype
+            if path.compiled:
+                run_args.warmup = max(1, run_args.warmup)  # the first step compiles
+                torch._dynamo.reset()  # compile afresh, as a run of its own would
+            results, head, optimizers = measure(run_args, device, path.compiled)
+            results.update(shape=shape, path=name)
+            if args.profile and (shape, path.dtype) not in profiled:
+                profiled.add((shape, path.dtype))
+                results["profile"] = profile_head(head, optimizers, run_args, device)
+            rows.append(results)
+    step_compare.add_speedups(rows)
+    step_compare.print_table(rows, header)
+    for row in rows:
+        if "profile" in row:
+            step_profile.print_profile(row["profile"], f"{row['shape']}, {row['dtype']} eager")
+    return {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "bf16_units": bf16.removeprefix("bf16 units: "), "results": rows}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    if args.compare:
+        results = compare(argv, args, device)
+    else:
+        results, head, optimizers = measure(args, device, args.compile)
+        print_report(results)
+        if args.profile:
+            results["profile"] = profile_head(head, optimizers, args, device)
+            step_profile.print_profile(results["profile"], f"{args.dtype} eager")
     if args.json:
         print(json.dumps(results))
     return results

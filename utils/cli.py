@@ -42,6 +42,11 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def comma_list(text: str) -> list[str]:
+    """The items of a comma-separated option value, stripped; empty items dropped ("a, b," -> ["a", "b"])."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def run_cli(main_fn: Callable[[], T]) -> T:
     """Run a command's body; an error the user can act on becomes one `error: ...` line and exit status 1, and
     SIGINT or SIGTERM one `interrupted by ...` line and status 130 or 143, after cleaning up (utils/interrupts.py)."""

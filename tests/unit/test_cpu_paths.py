@@ -3,14 +3,13 @@ dtype of forward_dtype=auto from the bf16 units (mocked here, so every branch ru
 import pytest
 import torch
 
+from dataset.common import PuzzleDatasetMetadata
 from models.arch import ArchConfig
 from models.weights import build_model, forward_dtype_choice
+from tests.helpers import compose_config
 from training.config import PretrainConfig
 from utils import cpu
 from utils.errors import ConfigError
-
-from dataset.common import PuzzleDatasetMetadata
-from tests.helpers import compose_config
 
 AVX512_BF16_FLAGS = {"fpu", "sse2", "avx512f", "avx512_bf16"}
 AMX_FLAGS = AVX512_BF16_FLAGS | {"amx_bf16", "amx_tile"}
