@@ -26,6 +26,7 @@ from dataset.common import PuzzleDatasetMetadata
 from evaluators.arc import SUBMISSION_FILE
 from evaluators.base import EvaluatorConfig
 from models.arch import check_output_names
+from models.weights import forward_dtype_choice
 from rundir.hub import is_hub_path, parse_hub_path
 from rundir.json_values import json_metrics
 from rundir.layout import (
@@ -43,6 +44,7 @@ from training.trained import Checkpoint, load_trained, open_checkpoint, recorded
 from training.tta import TTA_METRIC, TTA_VALID_METRIC, tta_transforms
 from utils.atomic import make_dirs, write_atomically
 from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
+from utils.cpu import NUM_THREADS_HELP, ThreadChoice, apply_threads, choose_threads
 from utils.distributed import DistContext, destroy_distributed, init_distributed
 from utils.errors import ConfigError
 from utils.finite import non_finite_names
@@ -81,6 +83,7 @@ class EvaluateConfig(BaseModel):
         "last", description=f"for a run directory: its newest {WEIGHTS_PATTERN}, or {BEST_WEIGHTS}")
     compile: bool | None = Field(None, description="torch.compile; null = on CUDA only (as in training)")
     overwrite: bool = Field(False, description="replace the outputs of an earlier evaluation in output_dir")
+    num_threads: int | None = Field(None, ge=1, description=NUM_THREADS_HELP)
     num_workers: Literal[0, 1] = Field(1, description="data loader worker processes (0 = load in the main process)")
 
     @field_validator("save_outputs")
@@ -157,6 +160,8 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
     """Evaluate; on rank 0 print and write the metrics and return them (flat), None elsewhere."""
     plan = plan_evaluation(args)
     checkpoint, seed = plan.checkpoint, plan.checkpoint.config.seed
+    threads = choose_threads(args.num_threads)
+    apply_threads(threads)  # before any tensor work: the thread pool is sized once
     seed_everything(seed + ctx.rank)
     if not has_split(plan.test_paths, "test"):
         raise ConfigError(f"{plan.test_paths} has no test split to evaluate.")
@@ -169,11 +174,11 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
                                                   global_batch_size=plan.global_batch_size,
                                                   num_workers=args.num_workers)
         check_dataset_fits(plan, test_metadata)
-        return _evaluate_into(args, ctx, plan, loader, test_metadata, output_dir)
+        return _evaluate_into(args, ctx, plan, loader, test_metadata, output_dir, threads)
 
 
 def _evaluate_into(args: EvaluateConfig, ctx: DistContext, plan, loader, test_metadata,
-                   output_dir: str) -> dict | None:
+                   output_dir: str, threads: ThreadChoice) -> dict | None:
     checkpoint, seed = plan.checkpoint, plan.checkpoint.config.seed
     model = load_trained(checkpoint, ctx.device, local_batch_size=loader.dataset.local_batch_size,  # cut to the data
                          data_paths=plan.train_paths, fallback_metadata=test_metadata, compile_model=args.compile)
@@ -182,7 +187,9 @@ def _evaluate_into(args: EvaluateConfig, ctx: DistContext, plan, loader, test_me
     if ctx.is_main:
         make_dirs(output_dir)
         print(f"Evaluating {quoted(checkpoint.weights)} ({quoted(checkpoint.config_path)}) on {plan.test_paths}, "
-              f"device {ctx.device} x{ctx.world_size}, halt_early={args.halt_early}, tta={args.tta}")
+              f"device {ctx.device} x{ctx.world_size} ({threads.describe()}, "
+              f"{forward_dtype_choice(checkpoint.config.arch, ctx.device).describe()}), "
+              f"halt_early={args.halt_early}, tta={args.tta}")
 
     results = evaluate(model, loader, test_metadata, evaluators, ctx, checkpoint.step, output_dir,
                        save_outputs=args.save_outputs, halt_early=args.halt_early, tta=tta,

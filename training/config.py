@@ -17,6 +17,7 @@ from models.arch import DERIVED_MODEL_KEYS, LOSS_KEY_HELP, ArchConfig, LossConfi
 from models.recursive_reasoning.config import CONFIG_CLASSES
 from rundir.layout import BEST_FILE, BEST_WEIGHTS, OUTPUTS_PATTERN, WEIGHTS_PATTERN
 from utils.cli import DEVICE_HELP, format_validation_error, keys_help, unknown_key_hint
+from utils.cpu import NUM_THREADS_HELP
 from utils.errors import ConfigError
 
 UNKNOWN_TRAINING_KEY_HINT = unknown_key_hint("pretrain.py")
@@ -106,9 +107,7 @@ class PretrainConfig(BaseModel):
                                                    "turns it off too)")
     wandb_mode: Literal["online", "offline", "disabled"] | None = Field(
         None, description="null = online when wandb credentials exist, else offline (never a login prompt)")
-    num_threads: int | None = Field(None, ge=1, description="CPU threads of each process (torch.set_num_threads); "
-                                    "null = OMP_NUM_THREADS if set, else the CPUs this process may use (affinity, "
-                                    "cgroup quota) shared among the processes of this machine")
+    num_threads: int | None = Field(None, ge=1, description=NUM_THREADS_HELP)
     num_workers: Literal[0, 1] = Field(1, description="data loader worker processes (0 = load in the main process)")
     log_interval: int = Field(1, ge=1, description="read (log, check) training metrics every N steps: no host "
                                                    "sync between")
