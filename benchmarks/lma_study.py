@@ -10,8 +10,9 @@ latent lengths L_new nearest input length / each of `--compressions` (picked per
 within 2x of the target) and d' = each of `--latent-dims` x hidden. The mode only restricts which L_new are
 valid, so `unclean` takes the lengths clean rejects (at 916 = 4 x 229 positions: multiples of 229), and a
 family with no length near a target trains no model for it (Sudoku: no `unclean` variant).
-`--lma-options skip,chunk_pos,skip+chunk_pos` adds, next to each LMA variant, one with those `arch.lma_*`
-options on (named e.g. `clean-L128-d64+skip`; such a name in `--variants` adds its options too).
+`--lma-options SETS` (a comma list of sets, each one or more LMA_OPTIONS names joined by '+'; today only
+`skip`) adds, next to each LMA variant, one per set with those `arch.lma_*` options on (named e.g.
+`clean-L128-d64+skip`; such a name in `--variants` adds its options too).
 `--autoencode STEPS` trains only each LMA variant's encoder/decoder to reproduce its input and prints how
 much of it comes back (benchmarks/lma_autoencode.py), instead of the study.
 
@@ -19,7 +20,7 @@ much of it comes back (benchmarks/lma_autoencode.py), instead of the study.
     python benchmarks/lma_study.py --tasks arc --budget 20 --variants plain,unclean
     python benchmarks/lma_study.py --device cuda --dtype bfloat16 --hidden-size 256 --budget 600 --batch-size 64
     python benchmarks/lma_study.py --smoke                      # seconds: every code path at tiny sizes
-    python benchmarks/lma_study.py --tasks arc,sudoku --variants clean --autoencode 200 --lma-options chunk_pos
+    python benchmarks/lma_study.py --tasks arc,sudoku --variants clean --autoencode 200 --lma-options skip
 
 Writes OUT/lma_study.json (every point, rewritten after each model) and OUT/lma_study.png (accuracy vs
 training time, one panel per task and metric, one line per variant), and prints a table at the end.
@@ -45,7 +46,7 @@ from utils.errors import ConfigError
 JSON_FILE, PICTURE_FILE = "lma_study.json", "lma_study.png"
 KIND = "lma_study"  # the JSON's "kind": a file without it was not written by this tool and is not overwritten
 FAMILIES = ("plain", "unclean", "clean")
-LMA_OPTIONS = {"skip": "lma_skip", "chunk_pos": "lma_chunk_pos"}  # --lma-options name -> arch key (docs/lma.md)
+LMA_OPTIONS = {"skip": "lma_skip"}  # --lma-options name -> arch key (docs/lma.md "Options")
 SMOKE = dict(budget=1.0, points=1, hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, halt_max_steps=2,
              batch_size=2, eval_examples=2, compressions="8", latent_dims="1", arc_max_size=4)
 

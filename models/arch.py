@@ -3,7 +3,7 @@
 The published family's keys are checked against its config classes (`models/recursive_reasoning/config.py`)
 without importing torch, so a mistyped key is named at once; `models/weights.py` builds the model from them.
 """
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from models.recursive_reasoning.config import CONFIG_CLASSES
 from utils.errors import ConfigError
@@ -20,6 +20,14 @@ LOSS_KEY_HELP = {"loss_type": "stablemax_cross_entropy (published) | softmax_cro
 SAVABLE_OUTPUTS = ("inputs", "labels", "puzzle_identifiers", "logits", "preds", "q_halt_logits", "q_continue_logits",
                    "target_q_continue", "actual_steps", "halt_steps")
 UNKNOWN_ARCH_KEY_HINT = "misspelt? `python pretrain.py arch=... --help` lists the architecture's keys"
+# Model keys that were removed: key -> (the value that meant the model as it is now, why it went and what to do).
+# Saved configs (all_config.yaml beside a checkpoint) and overrides may still carry one: at that value it is
+# dropped (`ArchConfig`), so they load as before; any other value is refused (`check_arch_keys`).
+REMOVED_MODEL_KEYS: dict[str, tuple[object, str]] = {
+    "lma_chunk_pos": (False, "the option was removed (it measured no effect: E_chunk already sees each chunk "
+                             "slot's position; docs/lma.md \"Options\"); remove the key or set it false (ignored); a "
+                             "model trained with it loads only with the code of a commit before the removal"),
+}
 
 
 class LossConfig(BaseModel):
@@ -34,9 +42,25 @@ class ArchConfig(BaseModel):
     name: str = Field(description="the model: module@class under models/ (config/arch/*.yaml name the published ones)")
     loss: LossConfig = Field(description="the loss head and its keys (loss.name, loss.loss_type)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_removed_keys(cls, values):
+        """A removed key at the value that meant today's model goes, so a config saved before its removal loads."""
+        if isinstance(values, dict):
+            return {key: value for key, value in values.items() if not _means_the_model_now(key, value)}
+        return values
+
     @property
     def model_keys(self) -> dict:
         return dict(self.__pydantic_extra__ or {})
+
+
+def _means_the_model_now(key: str, value) -> bool:
+    """Whether `key` is a removed key given the value that meant the model as it is now (False, not 0)."""
+    if key not in REMOVED_MODEL_KEYS:
+        return False
+    now = REMOVED_MODEL_KEYS[key][0]
+    return type(value) is type(now) and value == now
 
 
 def check_output_names(names: list[str], key: str) -> list[str]:
@@ -78,6 +102,8 @@ def check_arch_keys(arch: ArchConfig) -> None:
     for key, value in arch.model_keys.items():
         if key in DERIVED_MODEL_KEYS:
             problems.append(f"  arch.{key}: set by the trainer from the dataset; remove it")
+        elif key in REMOVED_MODEL_KEYS:  # at the value of the model now it was dropped already (ArchConfig)
+            problems.append(f"  arch.{key}: {REMOVED_MODEL_KEYS[key][1]} (got {value!r})")
         elif key in config_cls.unsupported_keys:
             problems.append(f"  arch.{key}: not a key of this architecture: {config_cls.unsupported_keys[key]}")
         elif key not in config_cls.model_fields:

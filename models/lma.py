@@ -10,19 +10,17 @@ Modes: `unclean` accepts any L_new dividing L*d0 (a chunk may straddle two colum
 `clean` also requires chunk boundaries on column boundaries (C' a multiple of L, or L a
 multiple of C').
 
-Options (off by default; docs/lma.md "Options"): `skip` adds a learned linear map of X itself
+Option (off by default; docs/lma.md "Options"): `skip` adds a learned linear map of X itself
 (starting as the identity) to the decoded output, so per-position detail need not pass the
-bottleneck; `chunk_pos` adds a learned embedding
-per latent token to the encoding and a learned bias per chunk position to the decoding, so equal
-chunks at different places are told apart. Their parameters exist only when they are on, after the
-default ones, so the default module's parameters, initialisation and state-dict keys are unchanged.
+bottleneck. Its parameters exist only when it is on, after the default ones, so the default
+module's parameters, initialisation and state-dict keys are unchanged.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers import CastedLinear, trunc_normal_init_
+from models.layers import CastedLinear
 from models.lma_layout import LatentLayout
 
 
@@ -71,25 +69,18 @@ class ChunkEncoder(nn.Module):
 class LatentMetaAttention(nn.Module):
     """Encode (B, L, d0) to the latent (B, L_new, d') and decode a latent back to (B, L, d0)."""
 
-    def __init__(self, layout: LatentLayout, *, skip: bool = False, chunk_pos: bool = False):
+    def __init__(self, layout: LatentLayout, *, skip: bool = False):
         super().__init__()
         self.layout = layout
-        chunk_size, latent_dim, latent_len = layout.chunk_size, layout.latent.width, layout.latent.length
+        chunk_size, latent_dim = layout.chunk_size, layout.latent.width
         self.chunk_encoder = ChunkEncoder(chunk_size, latent_dim)  # E_chunk
         self.residual_encoder = CastedLinear(chunk_size, latent_dim)  # E_resid
         self.chunk_decoder = CastedLinear(latent_dim, chunk_size)  # D_chunk
-        # Options: created after the default parameters, and only when on (see the module docstring).
+        # The option: created after the default parameters, and only when on (see the module docstring).
         self.skip_proj = CastedLinear(layout.input_width, layout.input_width) if skip else None
         if skip:
             with torch.no_grad():  # start as decode(z) + X: the heads see every position's embedding at once
                 self.skip_proj.weight.copy_(torch.eye(layout.input_width))
-        if chunk_pos:
-            # Encoder side at the scale of a LeCun-initialised output; decoder bias starts at zero (no change).
-            self.chunk_pos_emb = nn.Parameter(trunc_normal_init_(torch.empty(latent_len, latent_dim),
-                                                                 std=1.0 / latent_dim ** 0.5))
-            self.chunk_pos_bias = nn.Parameter(torch.zeros(latent_len, chunk_size))
-        else:
-            self.chunk_pos_emb = self.chunk_pos_bias = None
 
     def chunks(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, d0) -> (B, L_new, C')."""
@@ -98,20 +89,14 @@ class LatentMetaAttention(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Z = E_chunk(chunks) + E_resid(chunks), shape (B, L_new, d')."""
         chunks = self.chunks(x)
-        z = self.chunk_encoder(chunks) + self.residual_encoder(chunks)
-        if self.chunk_pos_emb is not None:
-            z = z + self.chunk_pos_emb.to(z.dtype)
-        return z
+        return self.chunk_encoder(chunks) + self.residual_encoder(chunks)
 
     def decode(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L_new, d') -> (B, L, d0): D_chunk per latent token, then undo chunking and resequencing.
 
         With `skip`, the input embedding `x` (B, L, d0) it was encoded from is required: skip_proj(x) is added.
         """
-        chunks = self.chunk_decoder(z)
-        if self.chunk_pos_bias is not None:
-            chunks = chunks + self.chunk_pos_bias.to(chunks.dtype)
-        out = unresequence(from_chunks(chunks), self.layout.input_len, self.layout.input_width)
+        out = unresequence(from_chunks(self.chunk_decoder(z)), self.layout.input_len, self.layout.input_width)
         if self.skip_proj is not None:
             if x is None:
                 raise ValueError("LatentMetaAttention.decode: lma_skip is on, so the input embedding x is required")

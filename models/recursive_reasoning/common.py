@@ -164,8 +164,7 @@ class RecursiveInner(nn.Module):
             self.q_head.bias.fill_(-5)
         # Created last and only when enabled, so that without LMA the parameters, their
         # initialisation order and the state-dict keys are the published ones.
-        self.lma = (LatentMetaAttention(config.lma_layout, skip=config.lma_skip, chunk_pos=config.lma_chunk_pos)
-                    if config.lma_enable else None)
+        self.lma = LatentMetaAttention(config.lma_layout, skip=config.lma_skip) if config.lma_enable else None
 
     # -- the recursion policy: what a variant defines --------------------------------------------
     def build_networks(self) -> None:

@@ -74,9 +74,6 @@ class RecursiveReasoningConfig(BaseModel):
     lma_skip: bool = Field(False,
         description="ours: the heads read decode(z) + a learned linear map of the input embedding (identity at "
                     "start), so per-position detail need not pass the latent bottleneck")
-    lma_chunk_pos: bool = Field(False,
-        description="ours: a learned embedding per latent token added to the encoding and a learned bias per chunk "
-                    "position in the decoding, so equal chunks at different places differ")
 
     # Keys of other members of the family that mean something else here: key -> why, and what to use.
     unsupported_keys: ClassVar[dict[str, str]] = {}

@@ -110,33 +110,35 @@ def test_the_budget_counts_training_steps_only_and_points_fall_at_regular_times(
 
 
 def test_lma_options_add_a_variant_per_set_with_its_keys_on():
-    args = lma_study.parse_args(["--variants", "plain,clean-L128-d64", "--lma-options", "skip,chunk_pos+skip"])
-    assert args.lma_options == [("skip",), ("skip", "chunk_pos")]  # in LMA_OPTIONS order
+    args = lma_study.parse_args(["--variants", "plain,clean-L128-d64", "--lma-options", "skip,skip+skip"])
+    assert args.lma_options == [("skip",)]  # a set names an option once, and equal sets are one
     configs = lma_study.variants(args, tasks()["arc"])
     assert list(configs) == ["plain", "clean-L128-d64"]  # a name selects only itself
-    args = lma_study.parse_args(["--variants", "plain,clean", "--latent-dims", "1",
-                                 "--lma-options", "skip,chunk_pos+skip"])
+    args = lma_study.parse_args(["--variants", "plain,clean", "--latent-dims", "1", "--lma-options", "skip"])
     configs = lma_study.variants(args, tasks()["arc"])
-    assert list(configs) == ["plain", "clean-L128-d64", "clean-L128-d64+skip", "clean-L128-d64+skip+chunk_pos",
-                             "clean-L64-d64", "clean-L64-d64+skip", "clean-L64-d64+skip+chunk_pos"]
+    assert list(configs) == ["plain", "clean-L128-d64", "clean-L128-d64+skip", "clean-L64-d64", "clean-L64-d64+skip"]
     assert "lma_skip" not in configs["plain"] and "lma_skip" not in configs["clean-L64-d64"]
     assert configs["clean-L64-d64+skip"] == dict(configs["clean-L64-d64"], lma_skip=True)
-    assert configs["clean-L64-d64+skip+chunk_pos"] == dict(configs["clean-L64-d64"], lma_skip=True, lma_chunk_pos=True)
-    assert "options skip+chunk_pos" in lma_study.settings(configs["clean-L64-d64+skip+chunk_pos"])
+    assert "options skip" in lma_study.settings(configs["clean-L64-d64+skip"])
+    assert "options" not in lma_study.settings(configs["clean-L64-d64"])
     for config in configs.values():
         TRMConfig(**config)  # the model accepts each
 
 
 def test_a_variant_name_with_options_selects_that_variant_alone():
-    args = lma_study.parse_args(["--variants", "clean-L128-d64+chunk_pos"])
-    assert args.lma_options == [("chunk_pos",)]
-    assert list(lma_study.variants(args, tasks()["arc"])) == ["clean-L128-d64+chunk_pos"]
+    args = lma_study.parse_args(["--variants", "clean-L128-d64+skip"])
+    assert args.lma_options == [("skip",)]
+    assert list(lma_study.variants(args, tasks()["arc"])) == ["clean-L128-d64+skip"]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--lma-options", "skipp"], "unknown LMA option(s) 'skipp' in 'skipp'"),
     (["--variants", "clean-L128-d64+fast"], "unknown LMA option(s) 'fast' in 'fast'"),
     (["--lma-options", "skip+"], "unknown LMA option(s) '' in 'skip+'"),
+    # the removed option is an unknown name like any other, and the message lists what is left
+    (["--lma-options", "skip,chunk_pos"], "unknown LMA option(s) 'chunk_pos' in 'chunk_pos'; choose from skip, "
+                                          "joined by '+'"),
+    (["--variants", "clean-L128-d64+skip+chunk_pos"], "unknown LMA option(s) 'chunk_pos' in 'skip+chunk_pos'"),
     (["--autoencode", "-1"], "--autoencode must be >= 0, got -1")])
 def test_bad_lma_options_are_rejected(argv, message, capsys):
     with pytest.raises(SystemExit):
