@@ -24,8 +24,8 @@ UNKNOWN_ARCH_KEY_HINT = "misspelt? `python pretrain.py arch=... --help` lists th
 # Saved configs (all_config.yaml beside a checkpoint) and overrides may still carry one: at that value it is
 # dropped (`ArchConfig`), so they load as before; any other value is refused (`check_arch_keys`).
 REMOVED_MODEL_KEYS: dict[str, tuple[object, str]] = {
-    "lma_chunk_pos": (False, "the option was removed (it measured no effect: E_chunk already sees each chunk "
-                             "slot's position; docs/lma.md \"Options\"); remove the key or set it false (ignored); a "
+    "lma_chunk_pos": (False, "the option was removed (it measured no effect: the latent sequence already has "
+                             "RoPE positions; docs/lma.md \"Options\"); remove the key or set it false (ignored); a "
                              "model trained with it loads only with the code of a commit before the removal"),
 }
 
