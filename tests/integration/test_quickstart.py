@@ -19,6 +19,9 @@ def test_quickstart_builds_data_trains_and_reports(tmp_path):
     assert re.fullmatch(r"test tta_exact_accuracy: [01]\.\d{4}", lines[-2]), lines[-2]  # eval_tta: 8
     assert re.search(r"^eval at step \d+: all/exact_accuracy [01]\.\d{4}   all/tta_exact_accuracy", result.stdout, re.M)
     assert "generating a sudoku dataset" in result.stdout
+    # The first line of the run says how it computes: threads, the dtype `auto` became on this CPU, eager.
+    assert re.search(r"^Run .*: \d+ steps on cpu x1 \(\d+ threads? \([^)]+\), (bfloat16 \(auto: CPU with [^)]+\)|"
+                     r"float32 \(auto: CPU without bf16 units\)), eager\); ", result.stdout, re.M), result.stdout[:2000]
     assert os.path.isfile(tmp_path / "data" / "sudoku-quickstart" / "test" / "dataset.json")
     # Only what the run asked for lands in the working directory: no Hydra outputs/<date>/<time>/pretrain.log.
     assert sorted(os.listdir(tmp_path)) == ["checkpoints", "data"]

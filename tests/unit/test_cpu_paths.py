@@ -135,3 +135,12 @@ def test_an_unknown_forward_dtype_is_refused():
     from training.config import parse_config
     with pytest.raises(ConfigError, match="forward_dtype"):
         parse_config(compose_config(["data_paths=[unused]", "arch.forward_dtype=bf16"]))
+
+
+def test_apply_threads_sets_the_intra_op_pool():
+    before = torch.get_num_threads()
+    try:
+        cpu.apply_threads(cpu.ThreadChoice(1, "num_threads"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
