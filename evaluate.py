@@ -44,7 +44,7 @@ from training.trained import Checkpoint, load_trained, open_checkpoint, recorded
 from training.tta import TTA_METRIC, TTA_VALID_METRIC, tta_transforms
 from utils.atomic import make_dirs, write_atomically
 from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
-from utils.cpu import NUM_THREADS_HELP, ThreadChoice, apply_threads, choose_threads
+from utils.cpu import NUM_THREADS_HELP, Choice, apply_threads, choose_threads
 from utils.distributed import DistContext, destroy_distributed, init_distributed
 from utils.errors import ConfigError
 from utils.finite import non_finite_names
@@ -178,7 +178,7 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
 
 
 def _evaluate_into(args: EvaluateConfig, ctx: DistContext, plan, loader, test_metadata,
-                   output_dir: str, threads: ThreadChoice) -> dict | None:
+                   output_dir: str, threads: Choice) -> dict | None:
     checkpoint, seed = plan.checkpoint, plan.checkpoint.config.seed
     model = load_trained(checkpoint, ctx.device, local_batch_size=loader.dataset.local_batch_size,  # cut to the data
                          data_paths=plan.train_paths, fallback_metadata=test_metadata, compile_model=args.compile)

@@ -12,7 +12,7 @@ from models.arch import UNKNOWN_ARCH_KEY_HINT, ArchConfig
 from models.recursive_reasoning.config import RecursiveReasoningConfig
 from models.registry import load_model_class
 from utils.cli import format_validation_error
-from utils.cpu import AUTO, DtypeChoice, resolve_forward_dtype
+from utils.cpu import AUTO, Choice, resolve_forward_dtype
 from utils.errors import ConfigError
 
 COMPILED_ATTR = "_orig_mod"  # where torch.compile keeps the module it wraps
@@ -21,11 +21,11 @@ PUZZLE_EMB_KEY = "model.inner.puzzle_emb.weights"  # (num_puzzle_identifiers, pu
 EMBED_TOKENS_KEY = "model.inner.embed_tokens.embedding_weight"  # (vocab_size, hidden_size): tells the task
 
 
-def forward_dtype_choice(arch: ArchConfig, device: torch.device) -> DtypeChoice:
+def forward_dtype_choice(arch: ArchConfig, device: torch.device) -> Choice:
     """The forward dtype the model built from `arch` runs in on `device`, and why (`auto` is chosen here)."""
     requested = arch.model_keys.get("forward_dtype")
     if requested is None:  # not set: the model config's default
-        return DtypeChoice(RecursiveReasoningConfig.model_fields["forward_dtype"].default, "default")
+        return Choice(RecursiveReasoningConfig.model_fields["forward_dtype"].default, "default")
     return resolve_forward_dtype(requested, device)
 
 
@@ -36,7 +36,7 @@ def build_model(arch: ArchConfig, metadata: PuzzleDatasetMetadata, local_batch_s
     loss_cls = load_model_class(arch.loss.name)
     keys = arch.model_keys
     if keys.get("forward_dtype") == AUTO:
-        keys["forward_dtype"] = forward_dtype_choice(arch, device).dtype
+        keys["forward_dtype"] = forward_dtype_choice(arch, device).value
     model_config = dict(**keys, batch_size=local_batch_size, vocab_size=metadata.vocab_size,
                         seq_len=metadata.seq_len, num_puzzle_identifiers=metadata.num_puzzle_identifiers, causal=False)
     try:

@@ -38,7 +38,7 @@ from training.signals import StopRequest, batches_until_signal
 from training.state import TrainState, cosine_schedule_with_warmup_lr, evaluation_model, init_train_state, update_ema
 from training.tta import tta_transforms
 from utils.cli import quoted
-from utils.cpu import ThreadChoice, apply_threads, choose_threads
+from utils.cpu import Choice, apply_threads, choose_threads
 from utils.device import should_compile, wide_float_dtype
 from utils.distributed import DistContext, all_reduce_grads, all_reduce_sum, any_rank, broadcast_object
 from utils.errors import ConfigError, DatasetError, NonFiniteLossError
@@ -173,14 +173,14 @@ class EvalSetup:
             print("No test split found: training without evaluation.")
 
 
-def compute_path(config: PretrainConfig, threads: ThreadChoice, ctx: DistContext) -> str:
+def compute_path(config: PretrainConfig, threads: Choice, ctx: DistContext) -> str:
     """How this run computes, for its first line: threads, forward dtype and whether the model is compiled."""
     compiled = "compiled" if should_compile(ctx.device, config.compile) else "eager"
     return f"{threads.describe()}, {forward_dtype_choice(config.arch, ctx.device).describe()}, {compiled}"
 
 
 def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | None, ctx: DistContext,
-                  threads: ThreadChoice):
+                  threads: Choice):
     """Rank 0: the run directory (code, config, metrics.jsonl, wandb); None on other ranks."""
     if not ctx.is_main:
         return None

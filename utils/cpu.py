@@ -79,15 +79,18 @@ def available_cpus() -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class ThreadChoice:
-    threads: int
+class Choice:
+    """A value chosen here and the reason, as a run's first line prints it: "2 threads (CPU affinity 2)"."""
+    value: int | str
     reason: str
+    unit: str = ""  # "thread": the value is a count of them
 
     def describe(self) -> str:
-        return f"{self.threads} thread{'s' if self.threads != 1 else ''} ({self.reason})"
+        unit = f" {self.unit}{'s' if self.value != 1 else ''}" if self.unit else ""
+        return f"{self.value}{unit} ({self.reason})"
 
 
-def choose_threads(requested: int | None, local_processes: int | None = None) -> ThreadChoice:
+def choose_threads(requested: int | None, local_processes: int | None = None) -> Choice:
     """The intra-op thread count: the `num_threads` key, else OMP_NUM_THREADS, else the CPUs this process
     may use shared among the processes of this machine (torchrun's local ranks).
 
@@ -95,46 +98,37 @@ def choose_threads(requested: int | None, local_processes: int | None = None) ->
     machine the quick demo ran 8x slower with 2 threads than with 1 (README "Threads").
     """
     if requested is not None:
-        return ThreadChoice(requested, "num_threads")
+        return Choice(requested, "num_threads", "thread")
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
-        return ThreadChoice(int(env), "OMP_NUM_THREADS")
+        return Choice(int(env), "OMP_NUM_THREADS", "thread")
     count, source = available_cpus()
     if local_processes is None:  # torchrun's processes on this machine
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     if local_processes > 1:
-        return ThreadChoice(max(1, count // local_processes), f"{source} {count} / {local_processes} processes")
-    return ThreadChoice(count, f"{source} {count}")
+        return Choice(max(1, count // local_processes), f"{source} {count} / {local_processes} processes", "thread")
+    return Choice(count, f"{source} {count}", "thread")
 
 
-def apply_threads(choice: ThreadChoice) -> None:
+def apply_threads(choice: Choice) -> None:
     """Set the intra-op thread count (the inter-op pool stays as PyTorch sizes it)."""
-    if torch.get_num_threads() != choice.threads:
-        torch.set_num_threads(choice.threads)
+    if torch.get_num_threads() != choice.value:
+        torch.set_num_threads(choice.value)
 
 
-@dataclass(frozen=True)
-class DtypeChoice:
-    dtype: str
-    reason: str
-
-    def describe(self) -> str:
-        return f"{self.dtype} ({self.reason})"
-
-
-def resolve_forward_dtype(requested: str, device: torch.device) -> DtypeChoice:
+def resolve_forward_dtype(requested: str, device: torch.device) -> Choice:
     """The forward dtype a run uses: `auto` is bfloat16 on CUDA with bf16 support and on CPUs with bf16
     units, float32 elsewhere (MPS included); any other value is taken as given."""
     if requested != AUTO:
-        return DtypeChoice(requested, "as configured")
+        return Choice(requested, "as configured")
     kind = torch.device(device).type
     if kind == "cuda":
         if torch.cuda.is_bf16_supported():
-            return DtypeChoice("bfloat16", "auto: CUDA")
-        return DtypeChoice("float32", "auto: this GPU has no bf16")
+            return Choice("bfloat16", "auto: CUDA")
+        return Choice("float32", "auto: this GPU has no bf16")
     if kind == "cpu":
         unit = bf16_units()
         if unit is not None:
-            return DtypeChoice("bfloat16", f"auto: CPU with {unit}")
-        return DtypeChoice("float32", "auto: CPU without bf16 units")
-    return DtypeChoice("float32", f"auto: {kind}")
+            return Choice("bfloat16", f"auto: CPU with {unit}")
+        return Choice("float32", "auto: CPU without bf16 units")
+    return Choice("float32", f"auto: {kind}")

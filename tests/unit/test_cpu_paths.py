@@ -39,21 +39,21 @@ def test_bf16_units_named_from_the_cpu_flags(flags):
 def test_auto_is_bfloat16_only_on_a_cpu_with_bf16_units(flags):
     flags(AVX512_BF16_FLAGS)
     choice = cpu.resolve_forward_dtype("auto", torch.device("cpu"))
-    assert (choice.dtype, choice.describe()) == ("bfloat16", "bfloat16 (auto: CPU with AVX512-BF16)")
+    assert (choice.value, choice.describe()) == ("bfloat16", "bfloat16 (auto: CPU with AVX512-BF16)")
     flags(NO_BF16_FLAGS)
     choice = cpu.resolve_forward_dtype("auto", torch.device("cpu"))
-    assert (choice.dtype, choice.describe()) == ("float32", "float32 (auto: CPU without bf16 units)")
-    assert cpu.resolve_forward_dtype("auto", torch.device("mps")).dtype == "float32"
+    assert (choice.value, choice.describe()) == ("float32", "float32 (auto: CPU without bf16 units)")
+    assert cpu.resolve_forward_dtype("auto", torch.device("mps")).value == "float32"
     # An explicit dtype is never changed, whatever the machine (the published configs keep bfloat16).
-    assert cpu.resolve_forward_dtype("bfloat16", torch.device("cpu")).dtype == "bfloat16"
+    assert cpu.resolve_forward_dtype("bfloat16", torch.device("cpu")).value == "bfloat16"
     assert cpu.resolve_forward_dtype("float32", torch.device("cpu")).reason == "as configured"
 
 
 def test_auto_on_cuda_follows_bf16_support(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert cpu.resolve_forward_dtype("auto", torch.device("cuda", 0)).dtype == "bfloat16"
+    assert cpu.resolve_forward_dtype("auto", torch.device("cuda", 0)).value == "bfloat16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert cpu.resolve_forward_dtype("auto", torch.device("cuda", 0)).dtype == "float32"
+    assert cpu.resolve_forward_dtype("auto", torch.device("cuda", 0)).value == "float32"
 
 
 @pytest.mark.parametrize("machine, dtype", [(AVX512_BF16_FLAGS, torch.bfloat16), (NO_BF16_FLAGS, torch.float32)])
@@ -97,7 +97,7 @@ def test_threads_from_the_key_then_the_environment_then_the_cpus(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert cpu.choose_threads(None).describe() == "2 threads (CPU affinity 4 / 2 processes)"
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
-    assert cpu.choose_threads(None).threads == 1
+    assert cpu.choose_threads(None).value == 1
 
 
 def test_a_cgroup_quota_below_the_affinity_mask_wins(monkeypatch):
@@ -140,7 +140,7 @@ def test_an_unknown_forward_dtype_is_refused():
 def test_apply_threads_sets_the_intra_op_pool():
     before = torch.get_num_threads()
     try:
-        cpu.apply_threads(cpu.ThreadChoice(1, "num_threads"))
+        cpu.apply_threads(cpu.Choice(1, "num_threads", "thread"))
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
