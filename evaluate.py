@@ -43,8 +43,8 @@ from training.evaluation import create_evaluators, evaluate, flatten_metrics
 from training.trained import Checkpoint, load_trained, open_checkpoint, recorded_metadata
 from training.tta import TTA_METRIC, TTA_VALID_METRIC, tta_transforms
 from utils.atomic import make_dirs, write_atomically
-from utils.cli import DEVICE_HELP, parse_key_values, quoted, run_key_value_command
-from utils.cpu import NUM_THREADS_HELP, Choice, apply_threads, choose_threads
+from utils.cli import DEVICE_HELP, NUM_THREADS_HELP, parse_key_values, quoted, run_key_value_command
+from utils.cpu import Choice, apply_threads, choose_threads
 from utils.distributed import DistContext, destroy_distributed, init_distributed
 from utils.errors import ConfigError
 from utils.finite import non_finite_names

@@ -16,8 +16,7 @@ from evaluators.base import EvaluatorConfig
 from models.arch import DERIVED_MODEL_KEYS, LOSS_KEY_HELP, ArchConfig, LossConfig, check_arch_keys, check_output_names
 from models.recursive_reasoning.config import CONFIG_CLASSES
 from rundir.layout import BEST_FILE, BEST_WEIGHTS, OUTPUTS_PATTERN, WEIGHTS_PATTERN
-from utils.cli import DEVICE_HELP, format_validation_error, keys_help, unknown_key_hint
-from utils.cpu import NUM_THREADS_HELP
+from utils.cli import DEVICE_HELP, NUM_THREADS_HELP, format_validation_error, keys_help, unknown_key_hint
 from utils.errors import ConfigError
 
 UNKNOWN_TRAINING_KEY_HINT = unknown_key_hint("pretrain.py")

@@ -23,6 +23,9 @@ HELP_FLAGS = ("-h", "--help")
 # because utils.device imports torch and the training config (and `pretrain.py --help`) does not.
 DEVICE_HELP = ("where to run: auto (CUDA, the local rank's GPU under torchrun, else MPS, else CPU) | cpu | cuda | "
                "cuda:N | mps")
+# The `num_threads` key of every entry point that has one: what `utils.cpu.choose_threads` does (same reason).
+NUM_THREADS_HELP = ("CPU threads of each process (torch.set_num_threads); null = OMP_NUM_THREADS if set, else the "
+                    "CPUs this process may use (affinity, cgroup quota) shared among the processes of this machine")
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

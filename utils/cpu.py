@@ -11,9 +11,6 @@ from dataclasses import dataclass
 import torch
 
 AUTO = "auto"  # the forward_dtype value that asks for the choice made here
-# The `num_threads` key of every entry point that has one.
-NUM_THREADS_HELP = ("CPU threads of each process (torch.set_num_threads); null = OMP_NUM_THREADS if set, else the "
-                    "CPUs this process may use (affinity, cgroup quota) shared among the processes of this machine")
 
 # /proc/cpuinfo flags of bf16 matrix or dot-product units, best first, and the name a run prints.
 _BF16_FLAGS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("bf16", "ARM BF16"))

@@ -144,3 +144,14 @@ def test_apply_threads_sets_the_intra_op_pool():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_training_config_is_checked_without_importing_torch():
+    """Key checks (and `pretrain.py --help`) stay fast: the config and its help texts import no torch."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+    code = "import sys, training.config; assert 'torch' not in sys.modules, 'training.config imported torch'"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
