@@ -7,9 +7,11 @@ read or weights are built. Nothing here imports torch.
 """
 import math
 import os
+import random
 import textwrap
 from typing import Literal
 
+import coolname
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evaluators.base import EvaluatorConfig
@@ -223,6 +225,17 @@ def parse_config(raw: dict) -> PretrainConfig:
                           + format_validation_error(err, unknown_hint=UNKNOWN_TRAINING_KEY_HINT)) from None
     check_arch_keys(config.arch)
     return config
+
+
+# The run-name slug's own generator: Python's global `random` is seeded by every run (seed_everything), so a
+# slug drawn from it repeats, e.g. for the second job of every sweep in one process.
+_SLUG_RANDOM = random.SystemRandom()
+
+
+def random_slug() -> str:
+    """Two random words for a run name (`<Class> <slug>`), different on every call whatever was seeded."""
+    coolname.replace_random(_SLUG_RANDOM)  # coolname's own default draws from the global stream
+    return coolname.generate_slug(2)
 
 
 def derive_names(config: PretrainConfig, slug: str) -> PretrainConfig:

@@ -6,7 +6,6 @@ this file (state, data, evaluation, checkpointing, signals, report).
 import math
 from dataclasses import dataclass
 
-import coolname
 import torch
 from tqdm import tqdm
 
@@ -22,7 +21,7 @@ from rundir.states import remove_stale_temporaries
 from training.best import best_on_resume, update_best
 from training.carry import carry_from_state
 from training.checkpointing import find_resume_dir, restore_training_state, save_checkpoint, save_code_and_config
-from training.config import PretrainConfig, derive_names
+from training.config import PretrainConfig, derive_names, random_slug
 from training.data import (
     DatasetWatch,
     check_batch_fits,
@@ -151,7 +150,7 @@ def prepare_config(config: PretrainConfig, ctx: DistContext) -> PretrainConfig:
         raise ConfigError(f"global_batch_size ({config.global_batch_size}) must be divisible by the number of "
                           f"processes ({ctx.world_size}): each takes an equal share of every batch.")
     if ctx.is_main:
-        config = derive_names(config, coolname.generate_slug(2))
+        config = derive_names(config, random_slug())
     return broadcast_object(config, ctx)
 
 

@@ -65,3 +65,19 @@ def test_issue23_d_unknown_eval_save_outputs_are_named():
     with pytest.raises(ConfigError, match="eval_save_outputs: unknown output.*predz"):
         parse_config(compose_config(["data_paths=[unused]", "eval_save_outputs=[preds,predz]"]))
     assert parse_config(compose_config(["data_paths=[unused]", "eval_save_outputs=[inputs,preds]"]))
+
+
+def test_issue26_run_slugs_do_not_follow_the_seeded_global_stream():
+    """Every run seeds Python's `random` (seed_everything); the slug of the next run in the same process (a
+    sweep's second job) was then the same every time (`urban-chimera`)."""
+    import random
+
+    from training.config import random_slug
+    pairs = []
+    for _ in range(3):
+        random.seed(0)
+        first = random_slug()
+        random.seed(0)
+        pairs.append((first, random_slug()))
+    assert any(a != b for a, b in pairs), pairs
+    assert all(len(a.split("-")) == 2 for a, _ in pairs)
