@@ -171,10 +171,11 @@ def generate_rows(count: int, rng: np.random.Generator, min_path_length: int, se
                                 MAX_ATTEMPTS_PER_MAZE * (count + 10), "lower --min-path-length")
 
 
-def generate(args: argparse.Namespace) -> None:
+def generate(args: argparse.Namespace, announce: bool = True) -> None:
     rng = np.random.default_rng(args.seed)
     write_generated_csvs(args.output_dir, args.num_train, args.num_test,
-                         lambda count, seen, desc: generate_rows(count, rng, args.min_path_length, seen, desc), "mazes")
+                         lambda count, seen, desc: generate_rows(count, rng, args.min_path_length, seen, desc), "mazes",
+                         announce)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -212,13 +212,13 @@ def generate_rows(
                                 "lower --min-difficulty or --min-blanks", min_rating=min_difficulty)
 
 
-def generate(args: argparse.Namespace) -> None:
+def generate(args: argparse.Namespace, announce: bool = True) -> None:
     rng = np.random.default_rng(args.seed)
 
     def rows(count: int, seen: set[str], desc: str) -> list[tuple[str, str, str, int]]:
         return generate_rows(count, rng, args.min_blanks, args.max_blanks, args.min_difficulty, seen, desc)
 
-    write_generated_csvs(args.output_dir, args.num_train, args.num_test, rows, "puzzles")
+    write_generated_csvs(args.output_dir, args.num_train, args.num_test, rows, "puzzles", announce)
 
 
 def build_parser() -> argparse.ArgumentParser:

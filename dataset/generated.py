@@ -23,11 +23,14 @@ def build_generated_dataset(output_dir: str, kind: str, num_train: int, num_test
         common = ["--output-dir", csv_dir, "--num-train", str(num_train), "--num-test", str(num_test),
                   "--seed", str(seed)]
         if kind == "sudoku":
-            generate_sudoku.main(common + (["--blanks", str(blanks)] if blanks is not None else []))
+            # The CSVs go to a temporary folder, deleted below: not announced (only the built dataset is).
+            extra = ["--blanks", str(blanks)] if blanks is not None else []
+            generate_sudoku.generate(generate_sudoku.parse_args(common + extra), announce=False)
             build_sudoku_dataset.main(["--source-dir", csv_dir, "--output-dir", output_dir, "--num-aug", str(num_aug),
                                        "--seed", str(seed)])
         else:
-            generate_maze.main(common + (["--min-path-length", str(min_path_length)] if min_path_length else []))
+            extra = ["--min-path-length", str(min_path_length)] if min_path_length else []
+            generate_maze.generate(generate_maze.parse_args(common + extra), announce=False)
             build_maze_dataset.main(["--source-dir", csv_dir, "--output-dir", output_dir, "--seed", str(seed)]
                                     + (["--aug"] if aug else []))
     return output_dir

@@ -365,8 +365,11 @@ def generate_unique_rows(count: int, make: Callable[[], Optional[tuple[np.ndarra
 
 
 def write_generated_csvs(output_dir: str, num_train: int, num_test: int,
-                         generate_rows: Callable[[int, set[str], str], list], unit: str) -> None:
-    """train.csv then test.csv from `generate_rows(count, seen, desc)`, sharing `seen` so the splits are disjoint."""
+                         generate_rows: Callable[[int, set[str], str], list], unit: str, announce: bool = True) -> None:
+    """train.csv then test.csv from `generate_rows(count, seen, desc)`, sharing `seen` so the splits are disjoint.
+
+    `announce=False` for CSVs in a temporary folder that a builder reads and deletes: naming it would point
+    the user at a path that is gone."""
     check_replaceable(output_dir, CSV_ENTRIES)  # refuse before generating
     seen: set[str] = set()
     train = generate_rows(num_train, seen, "train")
@@ -374,4 +377,5 @@ def write_generated_csvs(output_dir: str, num_train: int, num_test: int,
     with atomic_output_dir(output_dir, CSV_ENTRIES) as tmp:
         write_csv(os.path.join(tmp, "train.csv"), train)
         write_csv(os.path.join(tmp, "test.csv"), test)
-    print(f"Wrote {output_dir}: {len(train)} train and {len(test)} test {unit}.")
+    if announce:
+        print(f"Wrote {output_dir}: {len(train)} train and {len(test)} test {unit}.")

@@ -19,6 +19,9 @@ def test_quickstart_builds_data_trains_and_reports(tmp_path):
     assert re.fullmatch(r"test tta_exact_accuracy: [01]\.\d{4}", lines[-2]), lines[-2]  # eval_tta: 8
     assert re.search(r"^eval at step \d+: all/exact_accuracy [01]\.\d{4}   all/tta_exact_accuracy", result.stdout, re.M)
     assert "generating a sudoku dataset" in result.stdout
+    # Only the built dataset is announced, not the temporary CSV folder it was built from (deleted by then).
+    wrote = [line for line in result.stdout.splitlines() if line.startswith("Wrote ")]
+    assert len(wrote) == 1 and "sudoku-quickstart" in wrote[0] and "-csv-" not in wrote[0], wrote
     # The first line of the run says how it computes: threads, the dtype `auto` became on this CPU, eager.
     assert re.search(r"^Run .*: \d+ steps on cpu x1 \(\d+ threads? \([^)]+\), (bfloat16 \(auto: CPU with [^)]+\)|"
                      r"float32 \(auto: CPU without bf16 units\)), eager\); ", result.stdout, re.M), result.stdout[:2000]
