@@ -323,11 +323,13 @@ def run_iterations(config: PretrainConfig, state: TrainState, train_loader, trai
                     raise dataset_changed_error(changed, path, state)
                 if ctx.is_main:
                     reason = f"on {stop.signal_name}" if stop.requested else f"at stop_at_step={config.stop_at_step}"
-                    print(f"Stopped {reason}: saved {quoted(path)}; continue with resume=auto")
+                    # tqdm.write: on a line of its own, not glued to the progress bar's open line
+                    tqdm.write(f"Stopped {reason}: saved {quoted(path)}; continue with resume=auto")
                 return last_eval, False
         if stop.loader_interrupted:  # the signal ended the loader's worker before the next batch
             path = save_checkpoint(config, state, train_metadata, ctx)
-            print(f"Stopped on {stop.signal_name}: saved {quoted(path)}; continue with resume=auto")
+            if ctx.is_main:
+                tqdm.write(f"Stopped on {stop.signal_name}: saved {quoted(path)}; continue with resume=auto")
             return last_eval, False
         state.iter_id, state.batches_in_iter = iter_id + 1, 0
         changed = watch.changed(now=True)  # the evaluation would open the new files

@@ -363,3 +363,15 @@ def test_resume_from_an_older_state_starts_a_new_lineage(copy_task, tmp_path, ca
     train_in_process(copy_task, run_dir, "resume=auto", run=METRICS_RUN)  # continues from 6, not 12
     one_line_per_step(read_metrics(str(run_dir)))
     assert [s for s, _ in list_train_states(str(run_dir))][-1] == 16
+
+
+def test_issue26_the_stop_line_is_not_glued_to_the_progress_bar(data, tmp_path):
+    """On a terminal the bar's line is open; the stop message must start a line of its own (tqdm.write)."""
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT, PYTHONUNBUFFERED="1")
+    result = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "pretrain.py"),
+                             *cli_args(data, tmp_path, "stop_at_step=3")], cwd=REPO_ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)  # one stream, as a terminal
+    assert result.returncode == 0, result.stdout[-3000:]
+    segments = [s.strip() for s in result.stdout.replace("\r", "\n").split("\n")]
+    stop_lines = [s for s in segments if "Stopped at stop_at_step=3" in s]
+    assert stop_lines and all(s.startswith("Stopped at stop_at_step=3") for s in stop_lines), stop_lines
