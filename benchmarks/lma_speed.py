@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from benchmarks import equal_time, train_step
-from models.lma_layout import LatentLayout
+from models.lma_layout import describe_layout
 from models.losses import ACTLossHead
 from models.recursive_reasoning.trm import TRMConfig
 from utils.cli import new_parser
@@ -84,13 +84,6 @@ def lma_keys(ours: argparse.Namespace) -> dict:
     return dict(lma_enable=True, lma_mode=ours.lma_mode, lma_latent_len=ours.lma_latent_len,
                 lma_latent_dim=ours.lma_latent_dim, lma_num_heads=ours.lma_num_heads,
                 lma_compression=ours.lma_compression)
-
-
-def describe_layout(layout: LatentLayout, mode: str, automatic: bool) -> str:
-    latent = layout.latent
-    return (f"mode {mode}, L_new {latent.length}{' (automatic)' if automatic else ''}, d' {latent.width}, "
-            f"{latent.num_heads} heads, C' {layout.chunk_size}; L = {layout.input_len} -> {latent.length} "
-            f"({layout.input_len / latent.length:.1f}x shorter)")
 
 
 def parameter_count(head: ACTLossHead) -> int:

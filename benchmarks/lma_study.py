@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from benchmarks import equal_time, lma_autoencode, study_report, train_step
-from benchmarks.lma_speed import describe_layout, parameter_count
+from benchmarks.lma_speed import parameter_count
 from benchmarks.study_tasks import TASK_NAMES, StudyTask, build_task
-from models.lma_layout import check_latent_len, is_clean, valid_latent_lens
+from models.lma_layout import check_latent_len, describe_layout, is_clean, valid_latent_lens
 from models.recursive_reasoning.trm import TRMConfig
 from utils.atomic import read_json_if_present, write_atomically
 from utils.cli import comma_list, new_parser, progress, run_cli

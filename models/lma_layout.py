@@ -41,6 +41,14 @@ class LatentLayout:
         return self.input_len * self.input_width // self.latent.length
 
 
+def describe_layout(layout: LatentLayout, mode: str, automatic: bool) -> str:
+    """One line for logs: the mode, L_new (and whether it was chosen automatically), d', heads and C'."""
+    latent = layout.latent
+    return (f"mode {mode}, L_new {latent.length}{' (automatic)' if automatic else ''}, d' {latent.width}, "
+            f"{latent.num_heads} heads, C' {layout.chunk_size}; L = {layout.input_len} -> {latent.length} "
+            f"({layout.input_len / latent.length:.1f}x shorter)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Valid latent lengths and the automatic choice
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from dataset.puzzle_dataset import shutdown_loader
+from models.lma_layout import describe_layout
 from models.losses import COUNT, LOSS_METRICS
 from models.weights import forward_dtype_choice
 from rundir.layout import METRICS_FILE
@@ -199,6 +200,9 @@ def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | N
     print(f"Run {config.run_name!r}: {state.total_steps} steps on {ctx.device} x{ctx.world_size} "
           f"({compute_path(config, threads, ctx)}); "
           f"checkpoints and {METRICS_FILE} in {quoted(config.checkpoint_path)}")
+    model = state.raw_model.model.config
+    if getattr(model, "lma_enable", False):  # the automatic latent sizes are only known here (all_config: null)
+        print(f"  LMA: {describe_layout(model.lma_layout, model.lma_mode, automatic=model.lma_latent_len is None)}")
     if " " in config.run_name:  # the published '<model class> <random slug>'
         print("  (the run name has a space, so paths are printed quoted; +run_name=NAME names a run yourself, "
               "and resume=auto needs a name it can find again)")

@@ -7,10 +7,11 @@ from typing import Callable
 
 import torch
 
-from benchmarks import lma_speed, train_step
+from benchmarks import train_step
 from benchmarks.gpu.flops import bf16_peak_tflops, model_flops_per_step
 from benchmarks.gpu.protocol import emit, progress
 from benchmarks.gpu.shapes import ARC_SHAPE, DRY_RUN_SHAPE, benchmark_config, parse_batches
+from models.lma_layout import describe_layout
 from models.recursive_reasoning.config import TRMConfig
 from utils.device import should_compile
 
@@ -83,7 +84,7 @@ def bench_once(variant: str, batch: int, shape: list[str], device: torch.device,
                    second_step_s=first_steps[1], optimizer=type(optimizers[-1]).__name__,
                    flops_per_step=model_flops_per_step(config, batch, args.seq_len))
     if variant == "lma":
-        results["lma_settings"] = lma_speed.describe_layout(TRMConfig(**config).lma_layout, config["lma_mode"],
+        results["lma_settings"] = describe_layout(TRMConfig(**config).lma_layout, config["lma_mode"],
                                                             config["lma_latent_len"] is None)
     if device.type == "cuda":
         results["total_memory_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30

@@ -3,6 +3,7 @@ evaluate.py recounts what training reported, the checkpoint loads into an LMA mo
 puzzles seen a few times teach it the copy task."""
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -25,13 +26,17 @@ def _final_weights(path: str) -> dict[str, torch.Tensor]:
     ["arch.lma_mode=clean", "arch.pos_encodings=learned", "ema=true"],
     ["arch.lma_latent_len=3", "arch.mlp_t=true", "arch.pos_encodings=none", "arch.no_ACT_continue=false"],
 ], ids=["unclean", "clean_learned_ema", "mlp_t_act_continue"])
-def test_trainer_runs_with_lma(copy_task, tmp_path, overrides):
+def test_trainer_runs_with_lma(copy_task, tmp_path, overrides, capsys):
     from training.loop import train
     raw = compose_config([f"data_paths=[{copy_task}]", "evaluators=[]", *TINY_ARCH, "global_batch_size=16",
                           "epochs=2", "eval_interval=2", "wandb_mode=disabled", "num_workers=0",
                           f"+checkpoint_path={tmp_path}", "arch.lma_enable=true", *overrides])
     config = parse_config(raw)
     result = train(config, cpu_context())
+    # The latent sizes LMA chose (all_config.yaml keeps what was asked: null for automatic) are printed.
+    automatic = "(automatic)" if config.arch.model_keys.get("lma_latent_len") is None else "L_new 3,"
+    line = re.search(r"^  LMA: mode \w+, L_new \d+.*C' \d+; L = \d+ -> \d+.*$", capsys.readouterr().out, re.M)
+    assert line and automatic in line.group(0), line
     losses = [m["train/lm_loss"] for m in read_metrics(str(tmp_path)) if "train/lm_loss" in m]
     assert losses and all(math.isfinite(x) for x in losses)
     assert_evaluate_reproduces(result, str(tmp_path))  # evaluate.py on the saved step_N reports what training did
