@@ -32,6 +32,7 @@ from rundir.json_values import json_metrics
 from rundir.layout import (
     BEST_WEIGHTS,
     CONFIG_FILE,
+    EVAL_CHOICE_SEP,
     EVAL_DIR_PREFIX,
     EVAL_METRICS_FILE,
     WEIGHTS_PATTERN,
@@ -69,7 +70,9 @@ class EvaluateConfig(BaseModel):
     save_outputs: list[str] = Field([],
         description="raw outputs to save, e.g. [inputs, labels, puzzle_identifiers, preds, q_halt_logits]")
     output_dir: str | None = Field(None,
-        description=f"where the outputs go; null = {EVAL_DIR_PREFIX}<checkpoint name> beside the checkpoint")
+        description=f"where the outputs go; null = {EVAL_DIR_PREFIX}<checkpoint name> beside the checkpoint, with "
+                    f"{EVAL_CHOICE_SEP}<choice> for each choice that differs from the default (e.g. "
+                    f"{EVAL_CHOICE_SEP}tta8{EVAL_CHOICE_SEP}halt_early)")
     device: str = Field("auto", description=DEVICE_HELP)
     global_batch_size: int | None = Field(None, ge=1,
         description="examples per evaluation batch, over all processes; null = the training batch size")
@@ -100,12 +103,29 @@ def parse_args(argv: list[str]) -> EvaluateConfig:
     return parse_key_values(argv, EvaluateConfig, "evaluate.py", "checkpoint=PATH", verbatim=PATH_KEYS)
 
 
+def evaluation_choices(args: EvaluateConfig) -> list[str]:
+    """The choices of this evaluation that change its results, for the default output directory's name."""
+    choices = [f"tta{args.tta}"] if args.tta else []
+    if args.tta and args.tta_sudoku_check:
+        choices.append("tta_sudoku_check")
+    if args.halt_early:
+        choices.append("halt_early")
+    if args.data_paths is not None:
+        choices.append("data-" + "-".join(os.path.basename(os.path.normpath(p)) for p in args.data_paths))
+    if args.evaluators is not None:
+        choices.append("evaluators-" + ("-".join(e.name.split("@")[-1] for e in args.evaluators) or "none"))
+    return choices
+
+
 def default_output_dir(args: EvaluateConfig, checkpoint: Checkpoint) -> str:
-    """Beside a local checkpoint; for a hub checkpoint (in the download cache) under ./evals/."""
+    """Beside a local checkpoint; for a hub checkpoint (in the download cache) under ./evals/. Either way the
+    name ends with the choices that differ from the default (`+tta8+halt_early`), so ablations do not collide."""
+    choices = evaluation_choices(args)
     if is_hub_path(args.checkpoint):
         repo_id, filename, _ = parse_hub_path(args.checkpoint)
-        return os.path.join("evals", repo_id.replace("/", "--"), filename.replace("/", "--"))
-    return default_eval_dir(checkpoint.weights)
+        name = EVAL_CHOICE_SEP.join([filename.replace("/", "--"), *choices])
+        return os.path.join("evals", repo_id.replace("/", "--"), name)
+    return default_eval_dir(checkpoint.weights, choices)
 
 
 @dataclass

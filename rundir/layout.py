@@ -40,7 +40,8 @@ WANDB_ID_FILE = "wandb_id"
 SHARED_STATE_FILE = "state.pt"  # inside a training state directory
 TMP_SUFFIX = ".tmp"  # a training state directory being written
 EVAL_METRICS_FILE = "metrics.json"  # what evaluate.py writes into its output directory
-EVAL_DIR_PREFIX = "eval_"  # evaluate.py's default output directory: eval_<checkpoint name>
+EVAL_DIR_PREFIX = "eval_"  # evaluate.py's default output directory: eval_<checkpoint name>[+<choice>...]
+EVAL_CHOICE_SEP = "+"  # before each evaluation choice that differs from the default (eval_step_8+tta8+halt_early)
 WANDB_DIR = "wandb"
 UNFINISHED_MOVE_FILE = "unfinished"  # inside an abandoned-attempt directory while things are moved into it
 
@@ -173,9 +174,11 @@ def config_beside(weights_file: str) -> str:
     return os.path.join(run_dir_of(weights_file), CONFIG_FILE)
 
 
-def default_eval_dir(weights_file: str) -> str:
-    """evaluate.py's output directory for a local weights file: `eval_<its name>` beside it."""
-    return os.path.join(run_dir_of(weights_file), EVAL_DIR_PREFIX + os.path.basename(weights_file))
+def default_eval_dir(weights_file: str, choices: list[str] = ()) -> str:
+    """evaluate.py's output directory for a local weights file: `eval_<its name>` beside it, followed by
+    `+<choice>` for each evaluation choice that differs from the default, so that ablations do not collide."""
+    name = EVAL_CHOICE_SEP.join([EVAL_DIR_PREFIX + os.path.basename(weights_file), *choices])
+    return os.path.join(run_dir_of(weights_file), name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +208,7 @@ def entries_after(run_dir: str, step: int) -> list[str]:
     outputs, evaluator directories and evaluate.py's default output directories of those weights, sorted."""
     found = []
     for name in os.listdir(run_dir):
-        weights = name.removeprefix(EVAL_DIR_PREFIX)
+        weights = name.removeprefix(EVAL_DIR_PREFIX).split(EVAL_CHOICE_SEP)[0]
         match = (_TRAIN_STATE_NAME.fullmatch(name) or _TRAIN_STATE_TMP_NAME.fullmatch(name)
                  or _WEIGHTS_NAME.fullmatch(name) or _OUTPUTS_NAME.fullmatch(name) or _EVALUATOR_STEP.fullmatch(name)
                  or (name != weights and _WEIGHTS_NAME.fullmatch(weights)))

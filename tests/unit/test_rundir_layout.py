@@ -260,3 +260,27 @@ def test_a_move_aside_cut_short_by_a_kill_is_finished_and_auto_never_resumes_the
     assert sorted(os.listdir(destination)) == sorted(os.path.basename(f(run_dir, s)) for s in (8, 12)
                                                      for f in (layout.weights_path, layout.train_state_dir))
     assert find_resume_dir(config, announce=False) == layout.train_state_dir(run_dir, 4)
+
+
+def test_issue26_evaluation_choices_name_the_default_output_dir(tmp_path):
+    """evaluate.py's ablations (tta, halt_early, other data, other evaluators) each get their own directory, and a
+    lineage move still takes them with the step they belong to."""
+    import evaluate
+
+    run_dir = str(tmp_path)
+    weights = layout.weights_path(run_dir, 12)
+    checkpoint = type("Checkpoint", (), {"weights": weights})  # default_output_dir reads only .weights
+
+    def output_dir(*argv: str) -> str:
+        return evaluate.default_output_dir(evaluate.parse_args([f"checkpoint={weights}", *argv]), checkpoint)
+
+    names = [os.path.basename(output_dir(*argv)) for argv in (
+        [], ["tta=8"], ["tta=8", "tta_sudoku_check=true"], ["halt_early=true"], ["tta=8", "halt_early=true"],
+        ["data_paths=[data/maze-a,data/maze-b/]"], ["evaluators=[]"], ["global_batch_size=4"])]
+    assert names == ["eval_step_12", "eval_step_12+tta8", "eval_step_12+tta8+tta_sudoku_check",
+                     "eval_step_12+halt_early", "eval_step_12+tta8+halt_early", "eval_step_12+data-maze-a-maze-b",
+                     "eval_step_12+evaluators-none", "eval_step_12"]  # the batch size does not change results
+    for name in names[:3]:
+        os.makedirs(os.path.join(run_dir, name))
+    os.makedirs(layout.default_eval_dir(layout.weights_path(run_dir, 4), ["tta8"]))
+    assert layout.entries_after(run_dir, 8) == sorted(names[:3])
