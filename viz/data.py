@@ -16,9 +16,10 @@ import numpy as np
 from dataset.common import IGNORE_LABEL_ID, PuzzleDatasetMetadata, load_metadata
 from dataset.tasks import task_of
 from dataset.validation import open_set
-from rundir.layout import OUTPUTS_PATTERN, outputs_name, outputs_path, outputs_steps
+from rundir.layout import EVAL_DIR_PREFIX, OUTPUTS_PATTERN, outputs_name, outputs_path, outputs_steps
 
-OUTPUTS_HINT = "save them with eval_save_outputs=[inputs,labels,puzzle_identifiers,preds]"
+OUTPUTS_HINT = ("save them in training with eval_save_outputs=[inputs,labels,puzzle_identifiers,preds], or with "
+                "evaluate.py save_outputs=[inputs,labels,puzzle_identifiers,preds]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,16 +82,27 @@ def load_split(dataset_dir: str, split: str = "test") -> SplitData:
 # Saved outputs (evaluation with eval_save_outputs, or evaluate.py save_outputs=[...])
 # ---------------------------------------------------------------------------------------------
 def find_outputs_file(path: str) -> str:
-    """A saved-outputs file, or the rank-0 file of the latest step in a run directory."""
+    """A saved-outputs file; for a run directory the rank-0 file of its latest step, from training's evaluations
+    or else from evaluate.py's output folders in it (`eval_step_N...`, the most recently written of the latest step)."""
     if os.path.isfile(path):
         return path
     if not os.path.isdir(path):
         raise FileNotFoundError(f"Outputs {path!r} not found; pass a {OUTPUTS_PATTERN} file or the run directory.")
     steps = outputs_steps(path, rank=0)
-    if not steps:
-        raise FileNotFoundError(f"No {outputs_name('N', 0)} file in {path!r}; evaluate with "
-                                f"eval_save_outputs set ({OUTPUTS_HINT}).")
-    return outputs_path(path, steps[-1], 0)
+    if steps:
+        return outputs_path(path, steps[-1], 0)
+    found = [(step, os.path.getmtime(outputs_path(folder, step, 0)), outputs_path(folder, step, 0))
+             for folder in evaluate_folders(path) for step in outputs_steps(folder, 0)]
+    if not found:
+        raise FileNotFoundError(f"No {outputs_name('N', 0)} file in {path!r} or in its {EVAL_DIR_PREFIX}* folders; "
+                                f"{OUTPUTS_HINT}.")
+    return max(found)[2]
+
+
+def evaluate_folders(run_dir: str) -> list[str]:
+    """evaluate.py's default output folders in a run directory (eval_step_N, eval_step_N+tta8, ...)."""
+    return sorted(os.path.join(run_dir, name) for name in os.listdir(run_dir)
+                  if name.startswith(EVAL_DIR_PREFIX) and os.path.isdir(os.path.join(run_dir, name)))
 
 
 def _to_numpy(value: Any) -> Any:

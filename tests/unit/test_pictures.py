@@ -507,3 +507,20 @@ def test_issue23_e_truncated_array_is_named_with_how_to_rebuild(sudoku_dir, tmp_
     message = str(err.value)
     assert message.startswith("error: ") and "\n" not in message, message
     assert str(path) in message and "truncated" in message and "rebuild" in message, message
+
+
+def test_issue26_a_run_dir_outputs_saved_by_evaluate_are_found(sudoku_dir, tmp_path):
+    """`visualize.py puzzles --outputs <run dir>` also looks in evaluate.py's folders (eval_step_N...), and without
+    any outputs it names both ways of saving them."""
+    with pytest.raises(FileNotFoundError, match=r"eval_\* folders; save them in training with eval_save_outputs=.*"
+                                                r"or with evaluate.py save_outputs="):
+        viz_data.find_outputs_file(str(tmp_path))
+    outputs = fake_outputs(sudoku_dir, wrong_rows=())
+    for folder, step in (("eval_step_4", 4), ("eval_step_12", 12), ("eval_step_12+tta8", 12)):
+        os.makedirs(tmp_path / folder)
+        torch.save(outputs, tmp_path / folder / f"step_{step}_all_preds.0")
+    newest = tmp_path / "eval_step_12+tta8" / "step_12_all_preds.0"
+    os.utime(newest, (os.path.getmtime(newest) + 10,) * 2)
+    assert viz_data.find_outputs_file(str(tmp_path)) == str(newest)
+    torch.save(outputs, tmp_path / "step_3_all_preds.0")  # training's own outputs come first
+    assert viz_data.find_outputs_file(str(tmp_path)).endswith(os.path.join(str(tmp_path), "step_3_all_preds.0"))
