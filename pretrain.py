@@ -6,6 +6,7 @@ Also under torchrun: `torchrun --nproc-per-node N pretrain.py ...`. The configur
 """
 import os
 import re
+import shlex
 import sys
 
 import hydra
@@ -19,14 +20,17 @@ CONFIG_DIR = os.path.join(REPO_ROOT, "config")
 DEFAULT_CONFIG = "cfg_pretrain"
 
 
-def run(raw_config: dict) -> dict | None:
+def run(raw_config: dict, argv: list[str] | None = None) -> dict | None:
     config = parse_config(raw_config)  # every key checked before the training code (and any data) is loaded
-    from training.loop import train
+    from training.loop import train_until_stopped
     from utils.distributed import collective_error, destroy_distributed, init_distributed
 
     ctx = init_distributed(config.device, timeout_s=config.dist_timeout_s)
     try:
-        return train(config, ctx)
+        outcome = train_until_stopped(config, ctx)
+        if not outcome.finished and ctx.is_main and argv is not None:
+            print(f"continue with: {continue_command(argv, outcome.config, ctx.world_size)}")
+        return outcome.last_eval
     except RuntimeError as err:  # a collective outside utils/distributed.py (e.g. the sparse optimizer's) stalled
         converted = collective_error(err, ctx)
         if converted is None:
@@ -34,6 +38,23 @@ def run(raw_config: dict) -> dict | None:
         raise converted from None
     finally:
         destroy_distributed(ctx)
+
+
+# Overrides a continue command replaces: it names the run directory itself, resumes, and runs to the end.
+_REPLACED_ON_CONTINUE = ("run_name", "resume", "stop_at_step")
+
+
+def continue_command(argv: list[str], config, world_size: int) -> str:
+    """This command, to paste to continue a stopped run in the same directory (and the same wandb run): its
+    overrides, without stop_at_step, with resume=auto and the run's name (a random one included)."""
+    name, overrides = split_help_arguments(argv)
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in _REPLACED_ON_CONTINUE]
+    if not any(o.split("=", 1)[0].lstrip("+") == "checkpoint_path" for o in kept):
+        kept.append(f"+run_name={config.run_name}")
+    config_name = ["--config-name", name] if name != DEFAULT_CONFIG else []
+    script = os.path.relpath(os.path.join(REPO_ROOT, "pretrain.py"))
+    launcher = ["python"] if world_size == 1 else ["torchrun", f"--nproc-per-node={world_size}"]
+    return shlex.join([*launcher, script, *config_name, *kept, "resume=auto"])
 
 
 def split_help_arguments(argv: list[str]) -> tuple[str, list[str]]:
@@ -113,7 +134,7 @@ def check_override_keys(argv: list[str]) -> None:
 @hydra.main(config_path="config", config_name=DEFAULT_CONFIG, version_base="1.3")
 def main(hydra_config: DictConfig) -> None:
     try:
-        run(OmegaConf.to_container(hydra_config, resolve=True))
+        run(OmegaConf.to_container(hydra_config, resolve=True), sys.argv[1:])
     except (UserFacingError, FileNotFoundError) as err:
         # Mistakes in the command line, missing data, unusable checkpoints, divergence: say what to fix, once.
         exit_with_message(err)

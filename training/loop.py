@@ -1,6 +1,6 @@
 """The training loop: data -> model -> optimizers -> train / evaluate / checkpoint (docs/training.md).
 
-`pretrain.py` parses the config and calls `train(config, ctx)`; the pieces it composes live beside
+`pretrain.py` parses the config and calls `train_until_stopped(config, ctx)`; the pieces it composes live beside
 this file (state, data, evaluation, checkpointing, signals, report).
 """
 import math
@@ -227,6 +227,7 @@ class TrainOutcome:
 
     last_eval: dict | None
     finished: bool
+    config: PretrainConfig  # with the names the run derived (run_name, checkpoint_path)
 
 
 def train(config: PretrainConfig, ctx: DistContext) -> dict | None:
@@ -288,7 +289,7 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
             logger.finish()
     if finished and ctx.is_main:
         report_run(config, state, last_eval)
-    return TrainOutcome(last_eval, finished)
+    return TrainOutcome(last_eval, finished, config)
 
 
 def dataset_changed_error(changed: str | None, saved: str, state: TrainState) -> DatasetError:
@@ -328,12 +329,12 @@ def run_iterations(config: PretrainConfig, state: TrainState, train_loader, trai
                 if ctx.is_main:
                     reason = f"on {stop.signal_name}" if stop.requested else f"at stop_at_step={config.stop_at_step}"
                     # tqdm.write: on a line of its own, not glued to the progress bar's open line
-                    tqdm.write(f"Stopped {reason}: saved {quoted(path)}; continue with resume=auto")
+                    tqdm.write(f"Stopped {reason}: saved {quoted(path)}")
                 return last_eval, False
         if stop.loader_interrupted:  # the signal ended the loader's worker before the next batch
             path = save_checkpoint(config, state, train_metadata, ctx)
             if ctx.is_main:
-                tqdm.write(f"Stopped on {stop.signal_name}: saved {quoted(path)}; continue with resume=auto")
+                tqdm.write(f"Stopped on {stop.signal_name}: saved {quoted(path)}")
             return last_eval, False
         state.iter_id, state.batches_in_iter = iter_id + 1, 0
         changed = watch.changed(now=True)  # the evaluation would open the new files

@@ -375,3 +375,29 @@ def test_issue26_the_stop_line_is_not_glued_to_the_progress_bar(data, tmp_path):
     segments = [s.strip() for s in result.stdout.replace("\r", "\n").split("\n")]
     stop_lines = [s for s in segments if "Stopped at stop_at_step=3" in s]
     assert stop_lines and all(s.startswith("Stopped at stop_at_step=3") for s in stop_lines), stop_lines
+
+
+def test_issue26_the_printed_continue_command_runs_verbatim_into_the_same_run(data, tmp_path):
+    """A stopped auto-named run (the published '<Class> <slug>', a space in it) prints a command that, pasted as it
+    is, continues the same run directory (so the same wandb run) to the end."""
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
+    args = [f"data_paths=[{data}]", *RUN, "device=cpu", "stop_at_step=3"]  # no run name: a random one
+    first = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "pretrain.py"), *args], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    command = [line.removeprefix("continue with: ") for line in first.stdout.splitlines()
+               if line.startswith("continue with: ")]
+    assert len(command) == 1 and "resume=auto" in command[0] and "stop_at_step" not in command[0], first.stdout
+    runs = [os.path.join(project, run) for project in os.listdir(tmp_path / "checkpoints")
+            for run in os.listdir(tmp_path / "checkpoints" / project)]
+    assert len(runs) == 1 and " " in runs[0], runs
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")  # `python` is this one
+    second = subprocess.run(command[0], shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming from" in second.stdout and "at step 3" in second.stdout, second.stdout[-2000:]
+    after = [os.path.join(project, run) for project in os.listdir(tmp_path / "checkpoints")
+             for run in os.listdir(tmp_path / "checkpoints" / project)]
+    assert after == runs  # the same directory, no new one
+    steps = [m["step"] for m in read_metrics(str(tmp_path / "checkpoints" / runs[0])) if "train/lm_loss" in m]
+    assert steps == sorted(set(steps)) and steps[-1] > 3  # one history, continued past the stop
