@@ -4,15 +4,19 @@
                                 [--submission submission.json] [--task arc|sudoku|maze|generic] [--num 8]
                                 [--out pictures.html] [--out pictures.png]
     python visualize.py curves RUN_DIR_OR_metrics.jsonl [--out curves.png]
+    python visualize.py curves RUN_DIR [RUN_DIR ...] | SWEEP_DIR [--out runs.png]   (also runs.csv, runs.md)
 
 `puzzles` draws inputs, labels and (with --outputs, the tensors an evaluation saves with
 eval_save_outputs=[inputs,labels,puzzle_identifiers,preds]) predictions, right/wrong marked; for ARC,
 --submission draws the evaluator's attempt 1 and 2. `curves` plots loss, exact accuracy, ACT steps and
-learning rate from the run's metrics.jsonl. The drawing is done by the `viz` package.
+learning rate from the run's metrics.jsonl; given several runs (or a folder holding them), it overlays them,
+labelled by the config keys that differ, and prints and writes a table of their final and best metrics. The
+drawing is done by the `viz` package.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional
 
@@ -20,6 +24,7 @@ from rundir.layout import CURVES_FILE, METRICS_FILE, OUTPUTS_PATTERN
 from utils.cli import DefaultsHelpFormatter, new_parser, positive_int, quoted
 from utils.errors import UserFacingError
 from viz import RENDERERS, build_sheet, plot_curves, write_sheet
+from viz.compare import DEFAULT_OUT, compare_runs, find_runs, is_run_dir, load_runs
 
 DEFAULT_PICTURES = "pictures.html"
 
@@ -45,10 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     puzzles.add_argument("--out", action="append", default=None,
                          help=f".html or .png file; repeat for both (default: {DEFAULT_PICTURES})")
 
-    curves = commands.add_parser("curves", help=f"plot training curves from {METRICS_FILE} (PNG)",
+    curves = commands.add_parser("curves", help=f"plot training curves from {METRICS_FILE} (PNG); several runs: "
+                                                "overlaid, with a table of final and best metrics",
                                  formatter_class=DefaultsHelpFormatter)
-    curves.add_argument("metrics", help=f"run directory (checkpoint_path) or its {METRICS_FILE}")
-    curves.add_argument("--out", default=None, help=f"PNG path (default: {CURVES_FILE} beside {METRICS_FILE})")
+    curves.add_argument("runs", nargs="+", metavar="RUN",
+                        help=f"run directory (checkpoint_path) or its {METRICS_FILE}; several, or a sweep directory "
+                             "or any folder holding run directories, to compare them")
+    curves.add_argument("--out", default=None,
+                        help=f"PNG path (default: one run: {CURVES_FILE} beside its {METRICS_FILE}; several: "
+                             f"{DEFAULT_OUT}); several runs also write NAME.csv and NAME.md beside NAME.png")
     return parser
 
 
@@ -64,10 +74,22 @@ def run_puzzles(args: argparse.Namespace) -> list[str]:
     return [write_sheet(sheet, path) for path in (args.out or [DEFAULT_PICTURES])]
 
 
+def run_curves(args: argparse.Namespace) -> list[str]:
+    """One run: its curves (to curves.png beside it by default); several: overlaid, the table printed and written."""
+    one = args.runs[0]
+    if len(args.runs) == 1 and (os.path.isfile(one) or is_run_dir(one)):
+        return [plot_curves(one, args.out)]
+    if len(runs := find_runs(args.runs)) == 1:
+        return [plot_curves(runs[0], args.out)]
+    written, table = compare_runs(load_runs(runs), args.out or DEFAULT_OUT)
+    print(table, end="")
+    return written
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     try:
-        written = run_puzzles(args) if args.command == "puzzles" else [plot_curves(args.metrics, args.out)]
+        written = run_puzzles(args) if args.command == "puzzles" else run_curves(args)
     except (FileNotFoundError, ValueError, UserFacingError) as err:
         # Problems with the inputs the user named: one line, no traceback.
         sys.exit(f"error: {err}")

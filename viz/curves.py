@@ -3,9 +3,10 @@
     python visualize.py curves checkpoints/PROJECT/RUN            # -> RUN/curves.png
     python visualize.py curves path/to/metrics.jsonl --out curves.png
 
-Four panels: losses, exact accuracy (train and every evaluated set), ACT steps, learning rate.
-Train lines are `{"step": N, "train/<metric>": ...}`; evaluation lines are `{"step": N,
-"<set>/<metric>": ...}` (e.g. `all/exact_accuracy`, `ARC/pass@2`).
+Four panels: losses, exact accuracy (train and every evaluated set, TTA accuracy and the ARC evaluator's pass@k
+beside it), ACT steps, learning rate. Several runs, overlaid: viz.compare. Train lines are
+`{"step": N, "train/<metric>": ...}`; evaluation lines are `{"step": N, "<set>/<metric>": ...}`
+(e.g. `all/exact_accuracy`, `ARC/pass@2`).
 """
 from __future__ import annotations
 
@@ -16,15 +17,30 @@ import warnings
 from typing import Optional
 
 import numpy as np
+from PIL import Image
 
 from rundir.layout import CURVES_FILE, METRICS_FILE
-from viz.png import agg_figure, save_figure
+from utils.errors import UserFacingError
+from viz.files import write_picture
+from viz.png import PNG_DPI, agg_figure
 
 TRAIN_PREFIX = "train/"
 # Train metrics divided by the number of sequences that halted in the step: at a step where none
 # halted (count 0) the logged value is a meaningless 0, so such points are left out.
 PER_HALTED_METRICS = ("accuracy", "exact_accuracy", "q_halt_accuracy", "steps")
-PANEL_TITLES = ("Loss", "Exact accuracy", "ACT steps", "Learning rate")
+# Each panel: (title, the metric names it plots (last key component) in groups drawn in this order, y label,
+# log y-axis when every value is > 0 (losses of very different sizes)).
+PANELS = (
+    ("Loss", (("lm_loss", "q_halt_loss", "q_continue_loss"),), "loss", True),
+    ("Exact accuracy", (("exact_accuracy",), ("tta_exact_accuracy",), ("pass@1", "pass@2")), "fraction of puzzles",
+     False),
+    ("ACT steps", (("steps",),), "ACT steps per puzzle", False),
+    ("Learning rate", (("lr",),), "learning rate", False),
+)
+PANEL_TITLES = tuple(panel[0] for panel in PANELS)
+ACCURACY_LIMITS = (-0.02, 1.02)
+# Written into every curves PNG: what tells a picture this tool may replace from one it must not.
+WRITTEN_BY = "TRM visualize.py curves"
 FIGURE_INCHES = (12.0, 8.0)
 SMOOTH_MIN_POINTS = 50  # below this many points a raw train curve is readable as it is
 NOT_SMOOTHED = ("lr",)  # a schedule, not a noisy batch estimate: smoothing would only blur its corners
@@ -100,6 +116,11 @@ def smooth(values: np.ndarray) -> np.ndarray:
     return np.concatenate([head, (cumulative[window:] - cumulative[:-window]) / window])
 
 
+def panel_keys(records: list[dict], groups: tuple[tuple[str, ...], ...]) -> list[str]:
+    """The metric keys a panel plots: those ending in each group's names, group by group."""
+    return [key for suffixes in groups for key in _keys_ending(records, suffixes)]
+
+
 def _keys_ending(records: list[dict], suffixes: tuple[str, ...]) -> list[str]:
     """Metric keys whose last component is one of `suffixes`, train first, then evaluation sets, in file order."""
     keys: dict[str, None] = {}
@@ -163,16 +184,40 @@ def curves_figure(records_or_path, title: Optional[str] = None):
     fig = agg_figure(figsize=FIGURE_INCHES, layout="constrained")
     if title:
         fig.suptitle(title)
-    loss, accuracy, steps, lr = fig.subplots(2, 2).ravel()
-    arc_keys = _keys_ending(records, ("pass@1", "pass@2"))  # the ARC evaluator's score, beside exact accuracy
-    loss_keys = _keys_ending(records, ("lm_loss", "q_halt_loss", "q_continue_loss"))
-    _fill_panel(loss, records, PANEL_TITLES[0], loss_keys, "loss", log_if_positive=True)
-    _fill_panel(accuracy, records, PANEL_TITLES[1], _keys_ending(records, ("exact_accuracy",)) + arc_keys,
-                "fraction of puzzles")
-    _fill_panel(steps, records, PANEL_TITLES[2], _keys_ending(records, ("steps",)), "ACT steps per puzzle")
-    _fill_panel(lr, records, PANEL_TITLES[3], [TRAIN_PREFIX + "lr"], "learning rate")
-    accuracy.set_ylim(-0.02, 1.02)
+    for ax, (panel_title, groups, ylabel, log_if_positive) in zip(fig.subplots(2, 2).ravel(), PANELS):
+        _fill_panel(ax, records, panel_title, panel_keys(records, groups), ylabel, log_if_positive)
+    fig.axes[1].set_ylim(*ACCURACY_LIMITS)
     return fig
+
+
+def save_curves(fig, out_path: str) -> str:
+    """`fig` as a PNG at `out_path`, atomically, marked as written by this tool (`written_here`)."""
+    if os.path.splitext(out_path)[1].lower() != ".png":
+        raise ValueError(f"Cannot write {out_path!r}: the curves are a PNG; use a .png file name.")
+    return write_picture(out_path, lambda f: fig.savefig(f, format="png", dpi=PNG_DPI,
+                                                         metadata={"Software": WRITTEN_BY}))
+
+
+def written_here(png_path: str) -> bool:
+    """Whether the file at `png_path` is a curves picture this tool wrote (its PNG text names WRITTEN_BY), or
+    the curves.png of a run directory (the run's own, which every run writes)."""
+    run_dir = os.path.dirname(os.path.abspath(png_path))
+    if os.path.basename(png_path) == CURVES_FILE and os.path.isfile(os.path.join(run_dir, METRICS_FILE)):
+        return True
+    try:
+        with Image.open(png_path) as image:
+            return image.format == "PNG" and image.info.get("Software") == WRITTEN_BY
+    except (OSError, ValueError):  # not an image at all (PIL's UnidentifiedImageError is an OSError)
+        return False
+
+
+def refuse_foreign(paths: list[str], anchor: str) -> None:
+    """Stop before writing `paths` if one exists that this tool did not write: they are ours when `anchor` (the
+    picture written with them) is."""
+    present = [path for path in paths if os.path.lexists(path)]
+    if present and not (os.path.isfile(anchor) and written_here(anchor)):
+        raise UserFacingError(f"{present[0]} exists and was not written by visualize.py curves "
+                              f"({anchor} is not a curves picture it wrote); move it away or pass another --out.")
 
 
 def default_out_path(path: str) -> str:
@@ -181,9 +226,9 @@ def default_out_path(path: str) -> str:
 
 
 def plot_curves(metrics_path: str, out_path: Optional[str] = None) -> str:
-    """Write the curves of a run (directory or metrics.jsonl) to `out_path` (default: curves.png beside it)."""
+    """Write the curves of a run (directory or metrics.jsonl) to `out_path` (default: curves.png beside it); a file
+    there that this tool did not write is refused."""
     out_path = out_path or default_out_path(metrics_path)
-    if os.path.splitext(out_path)[1].lower() != ".png":
-        raise ValueError(f"Cannot write {out_path!r}: the curves are a PNG; use a .png file name.")
+    refuse_foreign([out_path], out_path)
     run_name = os.path.basename(os.path.dirname(os.path.abspath(metrics_file(metrics_path))))
-    return save_figure(curves_figure(metrics_path, title=run_name), out_path)
+    return save_curves(curves_figure(metrics_path, title=run_name), out_path)
