@@ -4,7 +4,7 @@ from __future__ import annotations
 import html
 
 from viz.files import write_picture
-from viz.sheet import VERDICT_MARK, Example, Panel, Sheet, outline_legend
+from viz.sheet import Example, Panel, Sheet, outline_legend
 
 HTML_FORMATS = (".html", ".htm")
 HTML_CSS = """
@@ -44,11 +44,11 @@ class _ColourClasses:
         return "".join(f".{name}{{background:{colour}}}" for colour, name in self.classes.items())
 
 
-def _verdict(verdict) -> tuple[str, str]:
+def _verdict(verdict, marks: dict[bool, str]) -> tuple[str, str]:
     """The CSS state class and the badge of a judged panel or example ("" and "" when not judged)."""
     if verdict is None:
         return "", ""
-    return (" right" if verdict else " wrong"), f'<span class="badge">{VERDICT_MARK[verdict]}</span>'
+    return (" right" if verdict else " wrong"), f'<span class="badge">{html.escape(marks[verdict])}</span>'
 
 
 def _cell_html(panel: Panel, r: int, c: int, classes: _ColourClasses) -> str:
@@ -65,8 +65,8 @@ def _cell_html(panel: Panel, r: int, c: int, classes: _ColourClasses) -> str:
     return f'<td class="{" ".join(names)}">{text}</td>'
 
 
-def _panel_html(panel: Panel, task: str, classes: _ColourClasses) -> str:
-    state, badge = _verdict(panel.verdict)
+def _panel_html(panel: Panel, task: str, classes: _ColourClasses, marks: dict[bool, str]) -> str:
+    state, badge = _verdict(panel.verdict, marks)
     caption = f"<figcaption>{html.escape(panel.title)}{badge}</figcaption>"
     height, width = panel.colours.shape
     if height == 0 or width == 0:
@@ -77,9 +77,9 @@ def _panel_html(panel: Panel, task: str, classes: _ColourClasses) -> str:
     return f'<figure class="panel{state}">{caption}<table class="grid {task}{lines}">{body}</table></figure>'
 
 
-def _example_html(example: Example, task: str, classes: _ColourClasses) -> str:
-    state, badge = _verdict(example.verdict)
-    panels = "".join(_panel_html(p, task, classes) for p in example.panels)
+def _example_html(example: Example, task: str, classes: _ColourClasses, marks: dict[bool, str]) -> str:
+    state, badge = _verdict(example.verdict, marks)
+    panels = "".join(_panel_html(p, task, classes, marks) for p in example.panels)
     return (f'<section class="example{state}"><h2>{html.escape(example.name)}{badge}</h2>'
             f'<div class="panels">{panels}</div></section>')
 
@@ -87,7 +87,7 @@ def _example_html(example: Example, task: str, classes: _ColourClasses) -> str:
 def sheet_html(sheet: Sheet) -> str:
     """A complete HTML document: CSS inline, no scripts, fonts or images from elsewhere."""
     classes = _ColourClasses()
-    examples = "\n".join(_example_html(e, sheet.task, classes) for e in sheet.examples)
+    examples = "\n".join(_example_html(e, sheet.task, classes, sheet.marks) for e in sheet.examples)
     legend = "".join(f'<span><i class="swatch" style="background:{c}"></i>{html.escape(t)}</span>'
                      for c, t in sheet.legend)
     outline = outline_legend(sheet)

@@ -1,6 +1,7 @@
 """A sheet (or any figure) as a PNG: matplotlib on an Agg canvas, no display needed."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -13,6 +14,7 @@ from matplotlib.patches import Patch, Rectangle
 from viz.files import write_picture
 from viz.sheet import (
     ERROR_OUTLINE,
+    NAME_SEPARATOR,
     STYLE_CLUE,
     STYLE_FILL,
     STYLE_WRONG,
@@ -91,13 +93,15 @@ def _centre_in(ax, shape: tuple[int, int], extent: tuple[int, int]) -> None:
     ax.set_ylim(shape[0] - 0.5 + pad_rows, -0.5 - pad_rows)  # row 0 at the top, as imshow draws it
 
 
-def draw_panel(ax, panel: Panel, extent: Optional[tuple[int, int]] = None) -> None:
-    """One grid on one axes: cells as an image (nearest: exact colours), then lines, texts, error outlines."""
+def draw_panel(ax, panel: Panel, extent: Optional[tuple[int, int]] = None,
+               marks: Optional[dict[bool, str]] = None) -> None:
+    """One grid on one axes: cells as an image (nearest: exact colours), then lines, texts, error outlines;
+    a judged panel's title says its verdict in `marks` (default VERDICT_MARK)."""
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)  # the grid draws its own border (the axes box may be larger)
-    title = panel.title + ("" if panel.verdict is None else f"  {VERDICT_MARK[panel.verdict]}")
+    title = panel.title + ("" if panel.verdict is None else f"  {(marks or VERDICT_MARK)[panel.verdict]}")
     ax.set_title(title, fontsize=9, color=VERDICT_COLOUR.get(panel.verdict, "#222222"))
     if 0 in panel.colours.shape:
         ax.text(0.5, 0.5, "empty grid", ha="center", va="center", transform=ax.transAxes, fontsize=8, color="#888888")
@@ -164,6 +168,37 @@ def _fitting_title(fig: Figure, text: str) -> None:
         title.set_fontsize(max(TITLE_MIN_POINTS, TITLE_POINTS * room / width))  # text width scales with it
 
 
+def _name_lines(label, parts: list[str], room: float, renderer) -> str:
+    """The name's parts joined on as few lines as keep each line within `room` pixels (drawn vertically)."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        label.set_text(lines[-1] + NAME_SEPARATOR + part)
+        if label.get_window_extent(renderer).height <= room:
+            lines[-1] += NAME_SEPARATOR + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def _label_rows(fig: Figure, first_column, examples: list[Example]) -> None:
+    """Each example's name along the left edge of its row, whole: broken into lines at its separators where it is
+    longer than the row's panel (a name cut to 40 characters lost its votes), and the figure widened on the left
+    to hold the lines, the panels keeping their size."""
+    renderer = fig.canvas.get_renderer()
+    widest = 0.0
+    for ax, example in zip(first_column, examples):
+        row_height = ax.get_position(original=True).height * fig.bbox.height  # the row's room, whatever the grid
+        label = ax.set_ylabel(example.name, fontsize=8, color=VERDICT_COLOUR.get(example.verdict, "#222222"))
+        label.set_text(_name_lines(label, example.name.split(NAME_SEPARATOR), row_height, renderer))
+        widest = max(widest, label.get_window_extent(renderer).width + ax.yaxis.labelpad * fig.dpi / 72)
+    width = fig.get_figwidth()
+    left, right = fig.subplotpars.left * width, (1 - fig.subplotpars.right) * width
+    extra = math.ceil(max(0.0, widest + SIDE_INCHES * fig.dpi - left * fig.dpi)) / fig.dpi  # whole pixels
+    if extra:
+        fig.set_figwidth(width + extra)
+        fig.subplots_adjust(left=(left + extra) / (width + extra), right=1 - right / (width + extra))
+
+
 def sheet_figure(sheet: Sheet) -> Figure:
     """One row per example, one column per panel; size = (cols, rows) x PANEL_INCHES plus the header
     (HEADER_INCHES, taller when the legend needs more than one row)."""
@@ -177,9 +212,8 @@ def sheet_figure(sheet: Sheet) -> Figure:
     axes = fig.subplots(rows, cols, squeeze=False)
     for r, example in enumerate(sheet.examples):
         for c, panel in enumerate(example.panels):
-            draw_panel(axes[r, c], panel, _extent(example))
-        axes[r, 0].set_ylabel(example.name[:40], fontsize=8,
-                              color=VERDICT_COLOUR.get(example.verdict, "#222222"))
+            draw_panel(axes[r, c], panel, _extent(example), sheet.marks)
+    _label_rows(fig, axes[:, 0], sheet.examples)
     for ax in axes.ravel():
         if not ax.has_data() and not ax.texts and not ax.get_title():
             ax.set_axis_off()  # cells beyond an example's panels

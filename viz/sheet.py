@@ -17,6 +17,9 @@ from viz.data import Row, SplitData
 # Cell text styles (HTML classes; PNG text colours).
 STYLE_CLUE, STYLE_FILL, STYLE_WRONG = "clue", "fill", "wrong"
 VERDICT_MARK = {True: "\u2713 right", False: "\u2717 wrong"}
+# predict.py has no solution to compare with: its verdict is whether the answer is a valid completion.
+VALIDITY_MARK = {True: "\u2713 valid completion", False: "\u2717 not valid"}
+NAME_SEPARATOR = " \u00b7 "  # between the parts of an example's name; the PNG breaks a long name there
 VERDICT_COLOUR = {True: "#2E7D32", False: "#C62828"}
 ERROR_OUTLINE = "#E00000"
 # What a red outline marks when the sheet does not say (a sheet built without a renderer).
@@ -52,6 +55,7 @@ class Sheet:
     legend: list[tuple[str, str]] = field(default_factory=list)  # (colour, meaning)
     note: str = ""
     outline: str = DEFAULT_OUTLINE  # what a red outline (Panel.errors) marks
+    marks: dict[bool, str] = field(default_factory=lambda: dict(VERDICT_MARK))  # the words of each verdict
 
 
 def draws_outlines(sheet: Sheet) -> bool:
@@ -86,7 +90,7 @@ def row_name(row: Row, data: SplitData) -> str:
     """`test #3`, followed by the puzzle's name when the dataset has identifiers.json."""
     name = f"{data.split} #{row.index}"
     if data.names is not None and 0 < row.identifier < len(data.names):
-        name += f" \u00b7 {data.names[row.identifier]}"
+        name += f"{NAME_SEPARATOR}{data.names[row.identifier]}"
     return name
 
 

@@ -1,4 +1,5 @@
-"""Picture legends: fully inside the saved PNG in every layout, and explaining every red outline drawn.
+"""Picture legends, titles and row names: fully inside the saved PNG in every layout, explaining every red outline
+drawn, and saying what a verdict means (predict.py's answers are valid completions, not right answers).
 
 Each case renders one picture kind from the tiny datasets of tests/unit/test_pictures.py (built by the project's
 own generators and builders, nothing downloaded). The PNG checks inspect the very figure `write_png` saves
@@ -14,7 +15,7 @@ from matplotlib.collections import PatchCollection
 from matplotlib.colors import same_color
 
 from dataset.build_copy_dataset import write_copy_task
-from dataset.tasks import maze
+from dataset.tasks import maze, sudoku
 from tests.unit.test_pictures import (  # noqa: F401  (arc_dir, maze_dir, sudoku_dir: fixtures, used by name)
     ARC_TASKS,
     _maze_path_errors,
@@ -27,7 +28,8 @@ from tests.unit.test_pictures import (  # noqa: F401  (arc_dir, maze_dir, sudoku
     sudoku_dir,
 )
 from viz import png, puzzles
-from viz.sheet import ERROR_OUTLINE
+from viz.answers import answers_sheet
+from viz.sheet import ERROR_OUTLINE, NAME_SEPARATOR, VALIDITY_MARK
 
 OUTLINE_WORDS = "red outline"  # how a legend entry that explains the outline names it
 
@@ -45,6 +47,30 @@ def _arc_submission(dataset_dir, tmp_path):
     path = tmp_path / "submission.json"
     path.write_text(json.dumps(submission))
     return puzzles.build_sheet(dataset_dir, submission=str(path))
+
+
+class _Answer:
+    """What predict.py tells of an answer (viz.answers.Answered)."""
+
+    def __init__(self, text: str, confidence: float, votes: int):
+        self.tokens, self.steps, self.confidence, self.votes = sudoku_tokens(text), 16, confidence, votes
+
+
+def sudoku_tokens(text: str) -> np.ndarray:
+    return np.array([0 if c == "." else int(c) for c in text]) + 1  # the dataset's tokens: digit + 1, blank 1
+
+
+SUDOKU_PUZZLE = "..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3.."
+SUDOKU_SOLUTION = "483921657967345821251876493548132976729564138136798245372689514814253769695417382"
+
+
+def _sudoku_answers():
+    """predict.py's picture of two answers with tta=8 (long names: votes too), one a valid completion."""
+    answers = [_Answer(SUDOKU_SOLUTION, 0.987, 7), _Answer(SUDOKU_SOLUTION[:-1] + "1", 0.412, 5)]
+    solved = [sudoku.is_solved(sudoku_tokens(SUDOKU_PUZZLE), a.tokens) for a in answers]
+    assert solved == [True, False]
+    return answers_sheet("sudoku", "checkpoints/Sudoku-quickstart-ACT-torch/a-run/step_1234",
+                         [sudoku_tokens(SUDOKU_PUZZLE)] * 2, answers, solved, 9, "halt_early=False, tta=8")
 
 
 def _copy_task(tmp_path):
@@ -70,6 +96,7 @@ SHEETS = {
     "sudoku-predictions": lambda get, tmp: puzzles.build_sheet(
         get("sudoku_dir"), fake_outputs(get("sudoku_dir"), corrupt=_wrong_sudoku_digit)),
     "sudoku-one-puzzle-only": lambda get, tmp: puzzles.build_sheet(get("sudoku_dir"), num=1),
+    "sudoku-answers": lambda get, tmp: _sudoku_answers(),
     "generic-predictions": lambda get, tmp: puzzles.build_sheet(_copy_task(tmp), fake_outputs(
         _copy_task(tmp), with_inputs=False, corrupt=lambda row, _inputs: row.__setitem__(0, row[0] % 7 + 1))),
     "generic-puzzles-only": lambda get, tmp: puzzles.build_sheet(_copy_task(tmp)),
@@ -143,6 +170,41 @@ def test_png_title_lies_inside_the_image(saved):
     name, sheet, fig, _ = saved
     assert [text.get_text() for text in fig.texts] == [f"{sheet.title}\n{sheet.note}"]  # the figure's only text
     assert_inside(fig, fig.texts, f"{name}: title")
+
+
+def first_column(fig, sheet):
+    """The axes of each example's first panel (the row's name is their y label)."""
+    cols = len(fig.axes) // max(1, len(sheet.examples))
+    return fig.axes[::cols][:len(sheet.examples)]
+
+
+def test_png_row_names_are_whole_and_within_their_row(saved):
+    """Issue 26 finding 7: predict's name '#1 · steps · confidence · votes' was cut to 40 characters and ran past
+    its row; a name is drawn whole, in lines, beside its own panels and inside the image."""
+    name, sheet, fig, _ = saved
+    renderer = fig.canvas.get_renderer()
+    for ax, example in zip(first_column(fig, sheet), sheet.examples):
+        label = ax.yaxis.label
+        assert label.get_text().replace("\n", NAME_SEPARATOR) == example.name
+        assert_inside(fig, [label], f"{name}: row name")
+        box, row = label.get_window_extent(renderer), ax.get_position(original=True).transformed(fig.transFigure)
+        assert row.y0 - 1 <= box.y0 and box.y1 <= row.y1 + 1, f"{name}: {example.name!r} runs past its row"
+
+
+def test_png_panel_titles_lie_inside_the_image(saved):
+    name, _, fig, _ = saved
+    assert_inside(fig, [ax.title for ax in fig.axes if ax.get_title()], f"{name}: panel title")
+
+
+def test_predict_pictures_say_valid_completion_not_right(tmp_path):
+    """Issue 26 finding 7: predict has no solution, only the validity check, but its picture said "right"."""
+    sheet = _sudoku_answers()
+    fig = png.sheet_figure(sheet)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title().startswith("answer")]
+    assert titles == [f"answer  {VALIDITY_MARK[True]}", f"answer  {VALIDITY_MARK[False]}"]
+    page = open(puzzles.write_sheet(sheet, str(tmp_path / "answers.html")), encoding="utf-8").read()
+    badges = re.findall(r'<span class="badge">(.*?)</span>', page)
+    assert set(badges) == set(VALIDITY_MARK.values()) and "right" not in " ".join(badges + titles)
 
 
 def test_png_legend_explains_red_outlines(saved):
