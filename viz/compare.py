@@ -26,8 +26,9 @@ from viz.overlay import overlay_figure
 
 DEFAULT_OUT = "runs.png"  # with runs.csv and runs.md beside it
 TABLE_SUFFIXES = (".csv", ".md")
-# Keys that say where a run is or how it was started, not what it is: they differ between any two runs.
-NOT_SETTINGS = ("run_name", "checkpoint_path", "project_name", "resume", "stop_at_step")
+# Keys that say where a run is, which group it is in or how it was started, not what it is: they differ between
+# any two runs, or any two sweeps.
+NOT_SETTINGS = ("run_name", "checkpoint_path", "project_name", "wandb_group", "resume", "stop_at_step")
 ABSENT = "unset"  # a key one run's config lacks
 # The table's metrics: of each evaluated set these (and ARC/pass@k), then the training loss.
 EVAL_TABLE_METRICS = ("exact_accuracy", "tta_exact_accuracy")
