@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from dataset.build_arc_dataset import (
     ASSEMBLE_HINT,
     RECREATE_HINT,
+    TRAIN,
     ArcBuildConfig,
     build_arc_dataset,
     convert_task,
@@ -147,15 +148,16 @@ def copy_sources(args: argparse.Namespace, directory: str) -> str:
     return prefix
 
 
-def check_tasks(args: argparse.Namespace) -> None:
+def check_tasks(args: argparse.Namespace) -> int:
     """Read and check the tasks as the builder will (malformed JSON, a grid over 30x30, bad colours), before
-    anything is written to OUT: a copy under the names it reads, in a temporary directory."""
+    anything is written to OUT: a copy under the names it reads, in a temporary directory. Returns the examples
+    one epoch draws: one augmented version of each task, as many as its train pairs."""
     with tempfile.TemporaryDirectory(prefix="adapt-check-") as scratch:
         prefix = copy_sources(args, scratch)
         try:
             subset = load_subset(prefix, SUBSET, is_test_set=True)
-            for task_id, task in subset.tasks:
-                convert_task(task_id, task, subset.is_test_set, subset.path)  # grid sizes and colours
+            per_epoch = sum(len(convert_task(task_id, task, subset.is_test_set, subset.path).pairs.get(TRAIN, []))
+                            for task_id, task in subset.tasks)  # the conversion checks grid sizes and colours
         except DatasetError as err:  # name the user's files, not the scratch copies
             message = str(err)
             for hint in (ASSEMBLE_HINT, RECREATE_HINT):
@@ -172,6 +174,18 @@ def check_tasks(args: argparse.Namespace) -> None:
             raise ConfigError(f"{args.solutions} has solutions of tasks not in --tasks {args.tasks}: "
                               f"{', '.join(stray[:5])}{' ...' if len(stray) > 5 else ''}; give the solutions "
                               "file of these tasks")
+    return per_epoch
+
+
+def check_some_step_trains(args: argparse.Namespace, config: PretrainConfig, per_epoch: int) -> None:
+    """Refuse epochs that draw less than one batch: not one step would train, and the submission would be the
+    unadapted model's."""
+    drawn, batch = args.epochs * per_epoch, config.global_batch_size
+    if drawn < batch:
+        raise ConfigError(f"--epochs {args.epochs} gives no fine-tuning step: the tasks have {per_epoch} train pairs, "
+                          f"so {args.epochs} epochs draw {drawn} examples, less than one batch "
+                          f"(global_batch_size={batch}): give --epochs {-(-batch // max(1, per_epoch))} or more, "
+                          f"or global_batch_size={drawn} or less.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,13 +270,14 @@ def prepare(args: argparse.Namespace, keys: list[str]) -> tuple[dict, tuple[str,
     """Stage 1 (rank 0): check every input, then copy the tasks into OUT and build their dataset.
     Returns the manifest and the pretrained checkpoint."""
     manifest = start_manifest(args, keys)
-    check_tasks(args)
+    per_epoch = check_tasks(args)
     pretrained = pretrained_checkpoint(args.checkpoint)  # an ARC model with its config, before OUT is written to
     out = args.output_dir
     try:  # every training key, before OUT is written to either
-        adaptation_config(args, keys, pretrained, os.path.join(out, "data"))
+        config = adaptation_config(args, keys, pretrained, os.path.join(out, "data"))
     except ConfigError as err:
         raise ConfigError(" ".join(line.strip() for line in str(err).splitlines())) from None
+    check_some_step_trains(args, config, per_epoch)
     make_dirs(out)
     write_manifest(out, manifest)
     print(f"[1/3] Building the tasks' dataset in {quoted(os.path.join(out, 'data'))}")

@@ -133,6 +133,31 @@ def test_issue23_d_bad_training_keys_and_stray_solutions_write_nothing(pretraine
     assert "NotATask" in message and "--tasks" in message
 
 
+def test_issue26_epochs_that_give_no_step_stop_before_anything_is_written(pretrained, tmp_path, capsys):
+    """Issue 26 finding 6: `--epochs 2` trained 0 steps and wrote a submission from the unadapted model without a
+    word. Here the published estimate (groups x mean examples per puzzle: 2 x 10/4 x 2 epochs = 10) fills the batch
+    of 10, but 2 epochs draw 8 examples (one puzzle of each task: 3 + 1 train pairs; the blank task has no distinct
+    augmentation). It stops with one message giving the --epochs that train; those train."""
+    count1, _ = concept_tasks(["Count1"])
+    blank = {"train": [{"input": [[0]], "output": [[0]]}], "test": [{"input": [[0]]}]}
+    tasks = write_json(tmp_path / "tasks.json", {**count1, "Blank": blank})
+    keys = [*(k for k in TINY if not k.startswith("global_batch_size")), "global_batch_size=10"]
+
+    def adapt_with(epochs: int, out) -> None:
+        adapt.main(["--tasks", tasks, "--checkpoint", str(pretrained), "--output-dir", str(out), "--num-aug", "2",
+                    "--epochs", str(epochs), *keys])
+
+    with pytest.raises(SystemExit) as exit_info:
+        adapt_with(2, tmp_path / "o1")
+    printed = capsys.readouterr()
+    message = str(exit_info.value.code) if isinstance(exit_info.value.code, str) else printed.err
+    assert len(message.strip().splitlines()) == 1 and printed.out == "", message
+    assert "--epochs 2" in message and "--epochs 3" in message and "global_batch_size=10" in message, message
+    assert not os.path.exists(tmp_path / "o1"), "nothing written"
+    adapt_with(3, tmp_path / "o2")
+    assert json.loads((tmp_path / "o2" / "metrics.json").read_text())["step"] == 1
+
+
 def test_scores_survive_an_interruption_after_the_final_evaluation(pretrained, new_tasks, tmp_path):
     """Stopped after the fine-tuning's last checkpoint but before metrics.json: the rerun takes the scores from
     the run's metrics.jsonl (it evaluates nothing again)."""
