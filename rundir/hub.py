@@ -56,6 +56,7 @@ def _download(repo_id: str, filename: str, revision: str | None) -> str:
     try:
         cached = huggingface_hub.try_to_load_from_cache(repo_id, filename, revision=revision)
         if not isinstance(cached, str) and not constants.is_offline_mode():
+            _check_hub_reachable(uri, repo_id, filename, revision)
             # huggingface_hub draws its own progress bar; this line says what it is for and where it goes.
             cache = constants.HF_HUB_CACHE.replace(os.path.expanduser("~"), "~", 1)
             print(f"Downloading {uri} from the Hugging Face hub (cached in {cache})", flush=True)
@@ -76,8 +77,7 @@ def _download(repo_id: str, filename: str, revision: str | None) -> str:
         if constants.is_offline_mode():
             raise CheckpointError(f"{uri} is not in the Hugging Face cache and HF_HUB_OFFLINE=1 is set: unset it, "
                                   "or download the file once with network access.") from None
-        raise CheckpointError(f"Cannot reach the Hugging Face hub for {uri} and it is not cached "
-                              f"({_first_line(err.__cause__ or err)}): check the network and try again.") from None
+        raise _unreachable(uri, err.__cause__ or err) from None
     except errors.EntryNotFoundError:
         # After LocalEntryNotFoundError (its subclass): this one is the hub saying the file does not exist.
         raise _MissingInRepo(missing) from None
@@ -90,6 +90,29 @@ def _download(repo_id: str, filename: str, revision: str | None) -> str:
         # Transport failures mid-download (connection reset, timeout): huggingface_hub drops the partial file.
         raise CheckpointError(f"Network error while downloading {uri} ({_first_line(err)}): check the network "
                               "and run again.") from None
+
+
+def _unreachable(uri: str, err: BaseException) -> CheckpointError:
+    from huggingface_hub import constants
+    return CheckpointError(f"Cannot reach the Hugging Face hub ({constants.ENDPOINT}) for {uri}, which is not in the "
+                           f"Hugging Face cache ({_first_line(err)}): check the network (and HF_ENDPOINT, a proxy) "
+                           "and try again; HF_HUB_OFFLINE=1 uses only files already cached.")
+
+
+def _check_hub_reachable(uri: str, repo_id: str, filename: str, revision: str | None) -> None:
+    """One HEAD request for the file, without hf_hub_download's retries: a hub it cannot reach at all (connection
+    refused, no route, a name that does not resolve, or no answer within HF_HUB_ETAG_TIMEOUT) is reported now,
+    not after five more tries with back-off (about 25 s). Any answer of the hub, an error too, is left to
+    hf_hub_download, which reports it as before (and retries a busy hub)."""
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+    try:
+        huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo_id, filename, revision=revision),
+                                             timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except errors.HfHubHTTPError:
+        return  # the hub answered
+    except errors.HTTPError as err:  # the transport failed: nothing answered
+        raise _unreachable(uri, err) from None
 
 
 def _first_line(err: BaseException) -> str:

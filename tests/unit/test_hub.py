@@ -89,6 +89,7 @@ def test_config_missing_in_repo_points_to_config_option(hub_cache, monkeypatch):
 
     # Online, the hub itself says the file does not exist.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", hub_answers)
     real_download = huggingface_hub.hf_hub_download
 
     def download(repo_id, filename, **kwargs):
@@ -99,6 +100,31 @@ def test_config_missing_in_repo_points_to_config_option(hub_cache, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     with pytest.raises(CheckpointError, match="config=PATH"):
         resolve_hub_checkpoint(uri)
+
+
+def hub_answers(url, **kwargs):
+    """The first look-up (rundir.hub's reachability check) as if the hub answered: no network in tests."""
+    return None
+
+
+def test_a_refused_connection_fails_at_once_without_retries(tmp_path, monkeypatch):
+    """Issue 26 finding 7: huggingface_hub retried a refused connection for about 25 s before the error; the first
+    refusal is reported, one line saying what to do, and hf_hub_download (with its retries) is never called.
+    (The same through a real closed port and HF_HUB_OFFLINE=1: tests/integration/test_hub_unreachable.py.)"""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    asked = []
+
+    def refused(url, **kwargs):
+        asked.append(url)
+        raise errors.HTTPError("[Errno 111] Connection refused")  # the transport's error class (httpx's ConnectError)
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", refused)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("hf_hub_download called"))
+    with pytest.raises(CheckpointError, match="Cannot reach the Hugging Face hub.*Connection refused.*"
+                                              "HF_HUB_OFFLINE=1") as err:
+        resolve_hub_checkpoint("hf://owner/repo/step_5")
+    assert "\n" not in str(err.value) and len(asked) == 1 and asked[0].endswith("/owner/repo/resolve/main/step_5")
 
 
 def _http_error(cls, status):
@@ -117,6 +143,7 @@ def _http_error(cls, status):
 def test_hub_errors_become_one_line(tmp_path, monkeypatch, capsys, error, expected):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", hub_answers)
 
     def download(*args, **kwargs):
         raise error()
