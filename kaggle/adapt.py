@@ -188,6 +188,16 @@ def check_some_step_trains(args: argparse.Namespace, config: PretrainConfig, per
                           f"or global_batch_size={drawn} or less.")
 
 
+def note_short_fine_tuning(config: PretrainConfig, epochs: int) -> None:
+    """Say so when the lr warm-up outlasts the fine-tuning: the lr never reaches `lr`, and the few steps barely move
+    the model (1 step of a 100-step warm-up trains at lr/100)."""
+    from training.data import fewest_examples_per_epoch
+    steps = epochs * fewest_examples_per_epoch(config.data_paths) // config.global_batch_size  # at most
+    if steps < config.lr_warmup_steps:
+        print(f"      note: {steps} step(s), within the lr warm-up of {config.lr_warmup_steps}: the lr never reaches "
+              f"lr={config.lr:g}; give more --epochs, or lr_warmup_steps={max(1, steps // 10)}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage 1-3
 # ---------------------------------------------------------------------------------------------
@@ -320,6 +330,7 @@ def adapt(args: argparse.Namespace, keys: list[str]) -> dict:
         if ctx.is_main:
             print(f"[2/3] Fine-tuning {quoted(pretrained.weights)} on the tasks ({args.epochs} epochs) "
                   f"in {quoted(config.checkpoint_path)}")
+            note_short_fine_tuning(config, args.epochs)
         outcome = train_until_stopped(config, ctx)
         if not ctx.is_main:
             return {}
