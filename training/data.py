@@ -1,11 +1,13 @@
 """Data for a run: loaders over the configured dataset paths, generated data on first use, and a watch on the
 dataset files for a rebuild under the running job."""
+import math
 import os
 import time
 
+import numpy as np
 import torch
 
-from dataset.common import PuzzleDatasetMetadata, split_dir
+from dataset.common import PuzzleDatasetMetadata, array_path, load_metadata, split_dir
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
 from training.config import PretrainConfig
 from utils.distributed import DistContext, barrier
@@ -18,27 +20,63 @@ def split_paths(config: PretrainConfig, split: str) -> list[str]:
 
 
 def create_dataloader(paths: list[str], split: str, ctx: DistContext, *, seed: int, global_batch_size: int,
-                      epochs_per_iter: int = 1, num_workers: int = 1):
-    """(loader, metadata) for `split` of `paths`: training batches packed by group, or the test examples in order."""
+                      epochs_per_iter: int = 1, num_workers: int = 1, max_examples: int | None = None):
+    """(loader, metadata) for `split` of `paths`: training batches packed by group, or the test examples in order
+    (with `max_examples`, the first of each test set, in whole groups)."""
     dataset = PuzzleDataset(PuzzleDatasetConfig(seed=seed, dataset_paths=paths, rank=ctx.rank,
                                                 num_replicas=ctx.world_size, test_set_mode=split == "test",
-                                                epochs_per_iter=epochs_per_iter, global_batch_size=global_batch_size),
+                                                epochs_per_iter=epochs_per_iter, global_batch_size=global_batch_size,
+                                                max_examples=max_examples),
                             split=split)
     return make_dataloader(dataset, ctx.device.type, num_workers=num_workers), dataset.metadata
 
 
+def fewest_examples_per_epoch(paths: list[str], split: str = "train") -> int:
+    """What one epoch of the largest set surely draws: per group one puzzle, counted at its smallest. The loader
+    iterates each set of each path on its own, and a batch never spans them (the published estimate, groups x
+    mean examples per puzzle, can be above this when groups hold different numbers of puzzles)."""
+    most = 0
+    for path in paths:
+        for set_name in load_metadata(path, split).sets:
+            puzzles, groups = (np.load(array_path(path, split, set_name, field), mmap_mode="r")
+                               for field in ("puzzle_indices", "group_indices"))
+            if groups.size > 1:
+                most = max(most, int(np.minimum.reduceat(np.diff(puzzles), groups[:-1]).sum()))
+    return most
+
+
 def check_batch_fits(config: PretrainConfig, metadata: PuzzleDatasetMetadata) -> None:
-    """Refuse, before anything is built, a global batch larger than what one loader iteration draws: a batch never
-    spans iterations, so not one step would train (and evaluation would pad to that size)."""
-    per_epoch = metadata.total_groups * metadata.mean_puzzle_examples
+    """Refuse, before anything is built, settings under which not one step would train: a global batch larger than
+    what one loader iteration (eval_interval epochs) surely draws, since a batch never spans iterations."""
+    per_epoch = fewest_examples_per_epoch(config.data_paths)
     per_iter = per_epoch * config.epochs_per_iter
     if config.global_batch_size > per_iter:
-        raise ConfigError(f"global_batch_size={config.global_batch_size} is larger than the training data: "
-                          f"{config.data_paths} hold {per_epoch:.0f} training examples per epoch "
-                          f"({metadata.total_groups} groups x {metadata.mean_puzzle_examples:.3g} examples), "
-                          f"{per_iter:.0f} in one iteration of {config.epochs_per_iter} epochs (eval_interval), and "
-                          "a batch never spans iterations, so not one step would train: set global_batch_size to at "
-                          f"most {int(per_iter)}, or raise eval_interval, or train on more data.")
+        needed = -(-config.global_batch_size // max(1, per_epoch))
+        longer = (f"epochs={needed}" if config.eval_interval is None
+                  else f"eval_interval={needed} (epochs a multiple of it)")
+        raise ConfigError(
+            f"global_batch_size={config.global_batch_size} is larger than the training data: {config.data_paths} "
+            f"draw {per_epoch} training examples per epoch (one puzzle of each group), {per_iter} in one iteration "
+            f"of {config.epochs_per_iter} epochs, and a batch never spans iterations, so not one step would train: "
+            f"set global_batch_size to at most {per_iter}, or {longer} or more, or train on more data.")
+    check_schedule_has_steps(config, metadata)
+
+
+def check_schedule_has_steps(config: PretrainConfig, metadata: PuzzleDatasetMetadata) -> None:
+    """Refuse a schedule of 0 steps: its length is the published estimate, and the published loop trains no batch
+    past it, so a batch drawn would not train either (the estimate can be below what is drawn)."""
+    from training.state import estimated_total_steps
+    if estimated_total_steps(config, metadata) >= 1:
+        return
+    per_epoch, batch = metadata.total_groups * metadata.mean_puzzle_examples, config.global_batch_size
+    epochs = math.ceil(batch / per_epoch) if per_epoch > 0 else 1
+    while int(epochs * per_epoch / batch) < 1:  # the estimate's own float rounding
+        epochs += 1
+    raise ConfigError(
+        f"The lr schedule's length is 0 steps: the published estimate (epochs={config.epochs} x "
+        f"{metadata.total_groups} groups x {metadata.mean_puzzle_examples:.3g} examples per puzzle / "
+        f"global_batch_size={batch}) rounds down to 0, and no batch past it trains: set epochs={epochs} or more "
+        f"(eval_interval dividing it), or global_batch_size={int(config.epochs * per_epoch)} or less.")
 
 
 def has_split(paths: list[str], split: str) -> bool:
@@ -56,7 +94,8 @@ def ensure_dataset(config: PretrainConfig, ctx: DistContext) -> None:
         return
     if ctx.is_main:
         from dataset.generated import build_generated_dataset
-        print(f"{path} does not exist yet: generating a {spec.kind} dataset there (once).")
+        what = "an ARC dataset of the shipped ConceptARC tasks" if spec.kind == "arc" else f"a {spec.kind} dataset"
+        print(f"{path} does not exist yet: generating {what} there (once).")
         build_generated_dataset(path, **spec.model_dump())
     barrier(ctx)
 

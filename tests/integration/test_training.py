@@ -227,6 +227,45 @@ def test_issue23_c_a_batch_larger_than_the_training_data_is_refused_at_start(cop
     assert not os.path.exists(tmp_path / "run" / "all_config.yaml")
 
 
+def write_uneven_groups(directory, puzzle_sizes: list[int], group_sizes: list[int]) -> str:
+    """A copy-task split whose groups hold different numbers of puzzles of different sizes."""
+    import numpy as np
+
+    from dataset.common import write_set
+    rows = np.arange(sum(puzzle_sizes) * 4).reshape(-1, 4) % 5 + 1
+    for split in ("train", "test"):
+        write_set(str(directory), split, rows, rows, puzzle_sizes=puzzle_sizes, group_sizes=group_sizes,
+                  puzzle_identifiers=list(range(1, len(puzzle_sizes) + 1)), vocab_size=6,
+                  num_puzzle_identifiers=len(puzzle_sizes) + 1)
+    return str(directory)
+
+
+@pytest.mark.parametrize("puzzle_sizes, group_sizes, batch, expected", [
+    # Mean 4.6 examples per puzzle: the published estimate gives 2 x 4.6 = 9.2 a batch of 8 per epoch, but an epoch
+    # draws one puzzle per group, 1 + 5 = 6: no batch fills.
+    ([1] + [5] * 9, [1, 9], 8, ["6 training examples per epoch", "epochs=2"]),
+    # Mean 1.4: an epoch draws 5 + 1 = 6, a batch, but the lr schedule's length (the estimate, 2 x 1.4 / 6) is 0
+    # steps, and the published loop trains no batch past it.
+    ([5] + [1] * 9, [1, 9], 6, ["is 0 steps", "epochs=3"]),
+], ids=["no-batch-fills", "zero-step-schedule"])
+def test_issue26_settings_that_train_no_step_are_refused_at_start(tmp_path, puzzle_sizes, group_sizes, batch,
+                                                                  expected):
+    """Issue 26 finding 6: settings that train not one step (kaggle.adapt --epochs 2) reported the run finished.
+    They are refused before the run directory is written, naming the epochs that train; those train."""
+    data = write_uneven_groups(tmp_path / "data", puzzle_sizes, group_sizes)
+    args = [f"data_paths=[{data}]", *OPTION_RUN_ARGS, f"global_batch_size={batch}", "eval_interval=null"]
+    with pytest.raises(ConfigError) as error:
+        training.loop.train(parse_config(compose_config([*args, "epochs=1", f"+checkpoint_path={tmp_path / 'a'}"])),
+                            cpu_context())
+    message = str(error.value)
+    assert f"global_batch_size={batch}" in message and all(e in message for e in expected), message
+    assert not os.path.exists(tmp_path / "a" / "all_config.yaml")
+    epochs = expected[-1]
+    training.loop.train(parse_config(compose_config([*args, epochs, f"+checkpoint_path={tmp_path / 'b'}"])),
+                        cpu_context())
+    assert any("train/lm_loss" in record for record in read_metrics(str(tmp_path / "b")))  # a step trained
+
+
 def test_issue23_a5_a_dataset_rebuilt_under_a_running_job_is_saved_and_named(tmp_path):
     """Issue 23 A5: a dataset rebuilt in place under a run was caught only at the first evaluation, and the steps
     since the last checkpoint were lost. The run stops within about a second, saves its state and names the file;
