@@ -62,10 +62,14 @@ def check_batch_fits(config: PretrainConfig, metadata: PuzzleDatasetMetadata) ->
     check_schedule_has_steps(config, metadata)
 
 
+def estimated_total_steps(config: PretrainConfig, metadata: PuzzleDatasetMetadata) -> int:
+    """The published estimate, which the schedule uses: epochs x groups x mean examples per puzzle / batch."""
+    return int(config.epochs * metadata.total_groups * metadata.mean_puzzle_examples / config.global_batch_size)
+
+
 def check_schedule_has_steps(config: PretrainConfig, metadata: PuzzleDatasetMetadata) -> None:
     """Refuse a schedule of 0 steps: its length is the published estimate, and the published loop trains no batch
     past it, so a batch drawn would not train either (the estimate can be below what is drawn)."""
-    from training.state import estimated_total_steps
     if estimated_total_steps(config, metadata) >= 1:
         return
     per_epoch, batch = metadata.total_groups * metadata.mean_puzzle_examples, config.global_batch_size

@@ -12,6 +12,7 @@ from models.optimizers import build_adam_atan2
 from models.sparse_embedding import SparseEmbeddingSignSGD
 from models.weights import PUZZLE_EMB_KEY, build_model, load_weights
 from training.config import PretrainConfig
+from training.data import estimated_total_steps
 from training.trained import read_weights, resolve_weights
 from utils.device import should_compile
 from utils.distributed import DistContext, broadcast_module_state
@@ -107,11 +108,6 @@ def cosine_schedule_with_warmup_lr(step: int, base_lr: float, warmup_steps: int,
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     cosine = 0.5 * (1.0 + math.cos(math.pi * num_cycles * 2.0 * progress))
     return base_lr * (min_ratio + max(0.0, (1 - min_ratio) * cosine))
-
-
-def estimated_total_steps(config: PretrainConfig, metadata: PuzzleDatasetMetadata) -> int:
-    """The published estimate, which the schedule uses: epochs x groups x mean examples per puzzle / batch."""
-    return int(config.epochs * metadata.total_groups * metadata.mean_puzzle_examples / config.global_batch_size)
 
 
 def init_train_state(config: PretrainConfig, metadata: PuzzleDatasetMetadata, ctx: DistContext) -> TrainState:
