@@ -22,6 +22,7 @@ from torch import nn
 
 from utils.device import select_device
 from utils.errors import CollectiveError
+from utils.slurm import torchrun_env_from_slurm
 
 
 @dataclass
@@ -58,8 +59,10 @@ def _env_int(name: str, default: int | None = None) -> int:
 def init_distributed(device_request: str | None, timeout_s: float | None = None) -> DistContext:
     """Set up this process: a single process without WORLD_SIZE>1, else join the torchrun group.
 
-    `timeout_s` bounds every collective (NCCL and gloo groups alike); None keeps PyTorch's default.
+    `timeout_s` bounds every collective (NCCL and gloo groups alike); None keeps PyTorch's default. Tasks that
+    srun started (SLURM, no torchrun) join as torchrun's processes would (utils/slurm.py).
     """
+    os.environ.update(torchrun_env_from_slurm(os.environ))
     world_size = _env_int("WORLD_SIZE", default=1)
     if world_size <= 1:
         # No torch.distributed at all: nothing to rendezvous with, and no port to hold.
