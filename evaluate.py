@@ -82,6 +82,9 @@ class EvaluateConfig(BaseModel):
         description="Sudoku/Maze: also answer under K transforms and vote (<set>/tta_exact_accuracy)")
     tta_sudoku_check: bool = Field(False,
         description="Sudoku, with tta: prefer valid completions (<set>/tta_valid_exact_accuracy)")
+    max_eval_examples: int | None = Field(None, ge=1,
+        description="evaluate only the first N test examples of each test set, rounded up to whole groups (quick "
+                    "checks); null = all, as published")
     which: Literal["last", "best"] = Field(
         "last", description=f"for a run directory: its newest {WEIGHTS_PATTERN}, or {BEST_WEIGHTS}")
     compile: bool | None = Field(None, description="torch.compile; null = on CUDA only (as in training)")
@@ -110,6 +113,8 @@ def evaluation_choices(args: EvaluateConfig) -> list[str]:
         choices.append("tta_sudoku_check")
     if args.halt_early:
         choices.append("halt_early")
+    if args.max_eval_examples is not None:
+        choices.append(f"max_eval_examples{args.max_eval_examples}")
     if args.data_paths is not None:
         choices.append("data-" + "-".join(os.path.basename(os.path.normpath(p)) for p in args.data_paths))
     if args.evaluators is not None:
@@ -192,7 +197,7 @@ def run(args: EvaluateConfig, ctx: DistContext) -> dict | None:
         check_output_dir(output_dir, args.overwrite)
         loader, test_metadata = create_dataloader(plan.test_paths, "test", ctx, seed=seed,
                                                   global_batch_size=plan.global_batch_size,
-                                                  num_workers=args.num_workers)
+                                                  num_workers=args.num_workers, max_examples=args.max_eval_examples)
         check_dataset_fits(plan, test_metadata)
         return _evaluate_into(args, ctx, plan, loader, test_metadata, output_dir, threads)
 
@@ -202,7 +207,8 @@ def _evaluate_into(args: EvaluateConfig, ctx: DistContext, plan, loader, test_me
     checkpoint, seed = plan.checkpoint, plan.checkpoint.config.seed
     model = load_trained(checkpoint, ctx.device, local_batch_size=loader.dataset.local_batch_size,  # cut to the data
                          data_paths=plan.train_paths, fallback_metadata=test_metadata, compile_model=args.compile)
-    evaluators = create_evaluators(plan.evaluators, plan.test_paths, test_metadata)
+    evaluators = create_evaluators(plan.evaluators, plan.test_paths, test_metadata,
+                                   capped=args.max_eval_examples is not None)
     tta = tta_transforms(test_metadata.vocab_size, test_metadata.seq_len, args.tta, seed) if args.tta else []
     if ctx.is_main:
         make_dirs(output_dir)

@@ -28,6 +28,7 @@ from typing import Optional
 
 import numpy as np
 
+from dataset.arc_selection import check_selection, select_tasks
 from dataset.common import (
     ARC_DATASET_ENTRIES,
     BLANK_IDENTIFIER_NAME,
@@ -85,6 +86,8 @@ class ArcBuildConfig:
     seed: int = 42
     num_aug: int = 1000
     puzzle_identifiers_start: int = 1
+    tasks: list[str] | None = None  # ours: only these task ids (dataset/arc_selection.py)
+    max_tasks: int | None = None  # ours: only the first N tasks of each subset
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +230,7 @@ def validate_config(config: ArcBuildConfig) -> None:
     if config.puzzle_identifiers_start < 1:
         raise ArcDataError("--puzzle-identifiers-start must be >= 1 (0 is the blank identifier), "
                            f"got {config.puzzle_identifiers_start}.")
+    check_selection(config.tasks, config.max_tasks)
     # Refuse a directory holding anything but an earlier ARC build before reading any input (checked
     # again when the build is published: see dataset/output_dir.py).
     check_replaceable(config.output_dir, ARC_DATASET_ENTRIES)
@@ -292,6 +296,7 @@ def build_arc_dataset(config: ArcBuildConfig, progress: bool = True,
     test_sets = {config.test_set_name, config.test_set_name2}
     # Read and check every subset before drawing anything or creating any directory.
     subsets = [load_subset(config.input_file_prefix, name, name in test_sets) for name in config.subsets]
+    subsets = select_tasks(subsets, config.tasks, config.max_tasks)
     converted = [[convert_task(tid, task, s.is_test_set, s.path) for tid, task in s.tasks] for s in subsets]
     for subset in subsets:
         if subset.missing_solutions and note_missing_solutions:
@@ -355,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="augmented copies per task (dihedral transform and colour permutation), at most")
     parser.add_argument("--puzzle-identifiers-start", type=int, default=defaults.puzzle_identifiers_start,
                         help="first puzzle identifier; the ones below it are blank (>= 1)")
+    selection = parser.add_mutually_exclusive_group()
+    selection.add_argument("--tasks", nargs="+", metavar="ID",
+                           help="ours: build only these tasks (ids as in the challenges files), e.g. a few for a "
+                                "quick run; default: all")
+    selection.add_argument("--max-tasks", type=int, metavar="N",
+                           help="ours: build only the first N tasks of each subset (file order); default: all")
     return parser
 
 

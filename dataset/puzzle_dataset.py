@@ -35,6 +35,19 @@ class PuzzleDatasetConfig(pydantic.BaseModel):
     epochs_per_iter: int
     rank: int
     num_replicas: int
+    max_examples: int | None = None  # test mode: the first N examples of each set, rounded up to whole groups
+
+
+def capped_size(puzzle_indices: np.ndarray, group_indices: np.ndarray, max_examples: int | None) -> int:
+    """Examples in the whole groups that hold the first `max_examples` examples (all of them when None).
+
+    Whole groups: a group is one puzzle with its augmented versions, and voting evaluators (ARC) need every
+    version of a puzzle to score it."""
+    total = int(puzzle_indices[-1])
+    if max_examples is None or max_examples >= total:
+        return total
+    group_starts = puzzle_indices[group_indices]  # example offset of each group boundary, the last one = total
+    return int(group_starts[np.searchsorted(group_starts, max_examples, side="left")])
 
 
 Batch = dict[str, torch.Tensor]
@@ -247,9 +260,31 @@ class PuzzleDataset(IterableDataset):
                 yield set_name, batch, global_effective_batch_size
 
     def _test_set_sizes(self) -> list[int]:
-        """Examples of each set of each dataset path, from the .npy headers."""
+        """Examples each set of each dataset path evaluates: all (from the .npy headers), or those `max_examples`
+        keeps."""
+        if self.config.max_examples is not None:
+            return [used for used, _, _, _ in self._coverage()]
         return [np.load(array_path(path, self.split, set_name, "inputs"), mmap_mode="r").shape[0]
                 for set_name in self._source_sets for path in self.config.dataset_paths]
+
+    def _coverage(self) -> list[tuple[int, int, int, int]]:
+        """Per set of each path: (examples evaluated, examples, groups evaluated, groups) under `max_examples`."""
+        found = []
+        for set_name in self._source_sets:
+            for path in self.config.dataset_paths:
+                puzzles, groups = (np.load(array_path(path, self.split, set_name, field))
+                                   for field in ("puzzle_indices", "group_indices"))
+                used = capped_size(puzzles, groups, self.config.max_examples)
+                found.append((used, int(puzzles[-1]), int(np.searchsorted(puzzles[groups], used)), groups.size - 1))
+        return found
+
+    def cap_summary(self) -> str | None:
+        """With `max_examples`: how much of the test split an evaluation runs, for its report."""
+        if self.config.max_examples is None:
+            return None
+        used, total, used_groups, groups = (sum(column) for column in zip(*self._coverage()))
+        return (f"max_eval_examples={self.config.max_examples}: evaluating {used} of {total} test examples, "
+                f"whole groups ({used_groups} of {groups} groups, each a puzzle with its augmented versions)")
 
     def num_test_batches(self) -> int:
         """Batches the test split yields (every set's examples in global batches); for progress bars."""
@@ -259,7 +294,7 @@ class PuzzleDataset(IterableDataset):
         """Every example exactly once, in order; the final global batch may be short."""
         cfg = self.config
         for set_name, arrays in self._lazy_load().items():
-            total_examples = arrays["inputs"].shape[0]
+            total_examples = capped_size(arrays["puzzle_indices"], arrays["group_indices"], cfg.max_examples)
             for start in range(0, total_examples, self.global_batch_size):
                 end = min(total_examples, start + self.global_batch_size)
                 local_start = start + cfg.rank * self.local_batch_size

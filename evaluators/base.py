@@ -25,6 +25,9 @@ class Evaluator(Protocol):
     """What the evaluation loop relies on (see the module docstring for the constructor)."""
 
     required_outputs: set[str]  # batch fields and model outputs `update_batch` reads (the loop asks the model for them)
+    # Optional (so not declared here): an evaluator that scores whole tasks and has an attribute
+    # `scores_unseen_tasks` gets False when max_eval_examples evaluates only some tasks
+    # (training.evaluation.create_evaluators): it should score those, not count the rest as failures.
 
     def begin_eval(self) -> None:
         """An evaluation starts (the evaluator may keep or drop what earlier evaluations recorded)."""

@@ -63,8 +63,11 @@ class PathEvaluator:
 
 
 def create_evaluators(specs: list[EvaluatorConfig], test_paths: list[str],
-                      eval_metadata: PuzzleDatasetMetadata) -> list[PathEvaluator]:
-    """Every evaluator of `specs` for every test data path; failing to construct one is an error, not a warning."""
+                      eval_metadata: PuzzleDatasetMetadata, capped: bool = False) -> list[PathEvaluator]:
+    """Every evaluator of `specs` for every test data path; failing to construct one is an error, not a warning.
+
+    `capped` (max_eval_examples): only part of the test split is evaluated, so an evaluator that scores whole tasks
+    (`scores_unseen_tasks`, ARC) scores only those it saw, not the others as failures."""
     evaluators = []
     for spec in specs:
         try:
@@ -75,6 +78,8 @@ def create_evaluators(specs: list[EvaluatorConfig], test_paths: list[str],
         for index, path in enumerate(test_paths):
             sets = frozenset(exposed_set_name(name, index) for name in load_metadata(path, "test").sets)
             evaluator = cls(data_path=path, eval_metadata=eval_metadata, **(spec.__pydantic_extra__ or {}))
+            if capped and hasattr(evaluator, "scores_unseen_tasks"):
+                evaluator.scores_unseen_tasks = False
             evaluators.append(PathEvaluator(evaluator, index, sets))
     return evaluators
 
@@ -113,6 +118,9 @@ def evaluate(model: nn.Module, loader: Iterable, metadata: PuzzleDatasetMetadata
     saved: dict[str, list[torch.Tensor]] = {}
     dataset = getattr(loader, "dataset", None)
     total = dataset.num_test_batches() if hasattr(dataset, "num_test_batches") else None
+    cap = dataset.cap_summary() if hasattr(dataset, "cap_summary") else None
+    if cap and ctx.is_main:
+        tqdm.write(cap)  # the metrics below are over these examples only
     progress = tqdm(desc="eval", unit="batch", total=total, disable=not ctx.is_main, leave=False)
     for set_name, batch, _ in loader:
         batch = to_device(batch, ctx.device)
