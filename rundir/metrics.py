@@ -2,6 +2,7 @@
 import json
 import netrc
 import os
+import re
 import uuid
 import warnings
 from typing import Any
@@ -15,6 +16,7 @@ from utils.atomic import append_line, make_dirs, write_atomically, writing
 
 WANDB_MODES = ("online", "offline", "disabled")
 _DEFAULT_WANDB_HOST = "api.wandb.ai"
+_ARTIFACT_NAME_MAX = 128  # wandb's limit
 
 
 def _wandb_host() -> str:
@@ -118,16 +120,33 @@ def wandb_run_id(run_dir: str, resuming: bool) -> str:
     return run_id
 
 
+def wandb_media(path: str) -> "wandb.Image | wandb.Html":
+    """A picture file as wandb media: .png an image, .html an HTML panel."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".png":
+        return wandb.Image(path)
+    if extension == ".html":
+        return wandb.Html(path)
+    raise ValueError(f"Cannot log {path!r} to wandb as media: only .png and .html pictures are sent")
+
+
+def artifact_name(run_name: str) -> str:
+    """A wandb artifact name for a run: the run name with every character wandb refuses (a space, '/', ...)
+    replaced by '-', at most 128 characters."""
+    return (re.sub(r"[^A-Za-z0-9_.-]+", "-", run_name).strip("-") or "run")[:_ARTIFACT_NAME_MAX]
+
+
 class RunLogger:
     """Metrics sink for the main rank: one JSON line per log call plus the wandb run.
 
     `resume_step`: the run continues after this step (a resumed run): lines of later steps in an existing
     metrics.jsonl are dropped first, and the wandb run of the directory (its id in `wandb_id`) is
     continued. -1: the run restarts from scratch in a directory an earlier attempt logged into.
+    `group`, `tags`: the wandb run's group (e.g. its sweep) and tags.
     """
 
     def __init__(self, run_dir: str, project: str, run_name: str, config_dict: dict, wandb_mode: str | None,
-                 resume_step: int | None = None):
+                 resume_step: int | None = None, group: str | None = None, tags: list[str] | None = None):
         self.run_dir = run_dir
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
         make_dirs(run_dir)
@@ -144,9 +163,11 @@ class RunLogger:
             self._metrics_file = open(self.metrics_path, "ab", buffering=0)
         resuming = resume_step is not None and resume_step >= 0
         run_id = wandb_run_id(run_dir, resuming) if self.wandb_mode != "disabled" else None
+        # An absolute dir: wandb's service process (one per Python process) resolves a relative one from the working
+        # directory it started in, not from this run's.
         self._run = wandb.init(project=project, name=run_name, config=config_dict, mode=self.wandb_mode,
-                               dir=run_dir, settings=_wandb_settings(), id=run_id,
-                               resume="allow" if run_id is not None else None)
+                               group=group, tags=tags or None, dir=os.path.abspath(run_dir),
+                               settings=_wandb_settings(), id=run_id, resume="allow" if run_id is not None else None)
         # Steps the resumed wandb run already has (the same values: a resume is exact) are not sent again.
         self._wandb_first_step = (getattr(self._run, "starting_step", 0) or 0) if resuming else 0
 
@@ -161,6 +182,29 @@ class RunLogger:
         append_line(self._metrics_file, self.metrics_path, line.encode())
         if step >= self._wandb_first_step:
             self._run.log(clean, step=step)
+
+    def log_pictures(self, pictures: dict[str, str], step: int) -> None:
+        """`{key: path}` as wandb media at `step`: a .png as an image, a .html as an HTML panel.
+
+        Files, not numbers: metrics.jsonl keeps numbers only (the files stay in the run directory)."""
+        step = int(step)
+        if self.wandb_mode == "disabled" or not pictures or step < self._wandb_first_step:
+            return
+        self._run.log({key: wandb_media(path) for key, path in pictures.items()}, step=step)
+
+    def log_weights(self, path: str, step: int) -> str | None:
+        """The weights file `path` as a wandb artifact of type "model" named after the run (aliases "latest" and
+        "step_N", the step in its metadata); its name, or None when wandb is disabled (nothing logged).
+
+        wandb copies the file into its staging area first, so a later `wandb sync` of an offline run still
+        uploads it after checkpoint_keep_last removed the file from the run directory."""
+        if self.wandb_mode == "disabled":
+            return None
+        step, name = int(step), artifact_name(self._run.name)
+        artifact = wandb.Artifact(name, type="model", metadata={"step": step, "file": os.path.basename(path)})
+        artifact.add_file(path)
+        self._run.log_artifact(artifact, aliases=["latest", f"step_{step}"])
+        return name
 
     def finish(self) -> None:
         """Close the metrics file and the wandb run; safe to call more than once."""

@@ -28,10 +28,14 @@ class GeneratedDataConfig(BaseModel):
     """Offline data built on first use when `data_paths[0]` is missing (the quick demo needs no hub)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["sudoku", "maze"] = Field(description="which generator builds the dataset")
-    num_train: int = Field(description="training puzzles to generate")
-    num_test: int = Field(description="test puzzles to generate")
-    num_aug: int = Field(0, description="sudoku: shuffled copies of each train puzzle (`--num-aug`)")
+    kind: Literal["sudoku", "maze", "arc"] = Field(description="which generator builds the dataset (arc: the "
+                                                               "ConceptARC tasks shipped in kaggle/concept)")
+    num_train: int | None = Field(None, description="sudoku, maze: training puzzles to generate")
+    num_test: int | None = Field(None, description="sudoku, maze: test puzzles to generate")
+    num_aug: int = Field(0, description="sudoku: shuffled copies of each train puzzle; arc: augmented copies of "
+                                        "each task (`--num-aug`)")
+    tasks: list[str] | None = Field(None, description="arc: only these task ids (`--tasks`; null = all)")
+    max_tasks: int | None = Field(None, description="arc: only the first N tasks (`--max-tasks`; null = all)")
     aug: bool = Field(False, description="maze: add the 8 dihedral transforms of each train maze (`--aug`)")
     seed: int = Field(0, description="the generator's seed")
     blanks: int | None = Field(None, description="sudoku: exact number of blanks per puzzle (null = 45-55)")
@@ -41,7 +45,15 @@ class GeneratedDataConfig(BaseModel):
     @model_validator(mode="after")
     def _augmentation_of_the_kind(self) -> "GeneratedDataConfig":
         """Each kind has its own augmentation key, named as its builder's option."""
+        if self.kind == "arc":
+            return self._arc_keys()
+        if self.tasks is not None or self.max_tasks is not None:
+            raise ValueError("generate_if_missing.tasks and max_tasks select ARC tasks: leave them out for "
+                             f"kind={self.kind} (its size is num_train and num_test)")
         for key in ("num_train", "num_test"):
+            if getattr(self, key) is None:
+                raise ValueError(f"generate_if_missing.{key} is missing: kind={self.kind} needs num_train and "
+                                 "num_test (how many puzzles to generate)")
             if getattr(self, key) < 1:
                 raise ValueError(f"generate_if_missing.{key} must be >= 1 (a dataset needs both splits), "
                                  f"got {getattr(self, key)}")
@@ -53,6 +65,24 @@ class GeneratedDataConfig(BaseModel):
         if self.kind == "sudoku" and self.aug:
             raise ValueError("generate_if_missing.aug adds Maze's 8 dihedral transforms; for Sudoku give the number "
                              "of shuffled copies per puzzle as generate_if_missing.num_aug")
+        return self
+
+    def _arc_keys(self) -> "GeneratedDataConfig":
+        """ARC builds from tasks that exist: no puzzle counts; at most one way to select tasks."""
+        for key in ("num_train", "num_test", "min_path_length", "blanks"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"generate_if_missing.{key} does not apply to kind=arc (it builds existing tasks): "
+                                 "select them with tasks=[ID, ...] or max_tasks=N")
+        if self.aug:
+            raise ValueError("generate_if_missing.aug is Maze's; ARC's augmented copies per task are num_aug")
+        if self.tasks is not None and self.max_tasks is not None:
+            raise ValueError("generate_if_missing.tasks and max_tasks both select ARC tasks: give one of them")
+        if self.max_tasks is not None and self.max_tasks < 1:
+            raise ValueError(f"generate_if_missing.max_tasks must be >= 1, got {self.max_tasks}")
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("generate_if_missing.tasks is empty: name some task ids, or null for all")
+        if self.num_aug < 0:
+            raise ValueError(f"generate_if_missing.num_aug must be >= 0, got {self.num_aug}")
         return self
 
 
@@ -97,6 +127,9 @@ class PretrainConfig(BaseModel):
                                                          "evaluates")
     eval_save_outputs: list[str] = Field([], description=f"outputs each evaluation saves as {OUTPUTS_PATTERN}, "
                                                          "e.g. [inputs, labels, preds, q_halt_logits]")
+    max_eval_examples: int | None = Field(None, ge=1, description="ours: evaluate only the first N test examples "
+                                                                  "of each test set, rounded up to whole groups "
+                                                                  "(quick checks); null = all, as published")
 
     ema: bool = Field(False, description="evaluate and save an exponential moving average of the weights")
     ema_rate: float = Field(0.999, description="EMA decay per step")
@@ -108,6 +141,12 @@ class PretrainConfig(BaseModel):
                                                    "turns it off too)")
     wandb_mode: Literal["online", "offline", "disabled"] | None = Field(
         None, description="null = online when wandb credentials exist, else offline (never a login prompt)")
+    wandb_group: str | None = Field(None, description="wandb group of the run; null = the sweep's name under -m "
+                                                      "(docs/sweeps.md), else none")
+    wandb_tags: list[str] = Field([], description="wandb tags of the run, e.g. [baseline,sudoku]")
+    wandb_log_weights: bool = Field(False, description="at the end of a run: send the final step_N weights to wandb "
+                                                       "as a model artifact named after the run (aliases latest, "
+                                                       "step_N); not when wandb is disabled")
     num_threads: int | None = Field(None, ge=1, description=NUM_THREADS_HELP)
     num_workers: Literal[0, 1] = Field(1, description="data loader worker processes (0 = load in the main process)")
     log_interval: int = Field(1, ge=1, description="read (log, check) training metrics every N steps: no host "
@@ -135,7 +174,8 @@ class PretrainConfig(BaseModel):
 
     # Ours: conveniences for small and offline runs (the quick demo).
     generate_if_missing: GeneratedDataConfig | None = Field(
-        None, description="{kind: sudoku|maze, num_train, num_test, ...}: build data_paths[0] offline if missing")
+        None, description="{kind: sudoku|maze, num_train, num_test, ...} or {kind: arc, max_tasks, num_aug}: build "
+                          "data_paths[0] offline if missing")
     pictures: bool = Field(False, description="after training: predictions picture and training curves in the "
                                               "run directory")
 

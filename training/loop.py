@@ -33,6 +33,7 @@ from training.data import (
     to_device,
 )
 from training.evaluation import create_evaluators, evaluate, flatten_metrics
+from training.publish import publish_run
 from training.report import headline, report_run
 from training.signals import StopRequest, batches_until_signal
 from training.state import TrainState, cosine_schedule_with_warmup_lr, evaluation_model, init_train_state, update_ema
@@ -165,8 +166,10 @@ class EvalSetup:
         if has_split(paths, "test"):
             self.loader, self.metadata = create_dataloader(paths, "test", ctx, seed=config.seed,
                                                            global_batch_size=config.global_batch_size,
-                                                           num_workers=config.num_workers)
-            self.evaluators = create_evaluators(config.evaluators, paths, self.metadata)
+                                                           num_workers=config.num_workers,
+                                                           max_examples=config.max_eval_examples)
+            self.evaluators = create_evaluators(config.evaluators, paths, self.metadata,
+                                                capped=config.max_eval_examples is not None)
             self.tta = tta_transforms(self.metadata.vocab_size, self.metadata.seq_len, config.eval_tta,
                                       config.seed) if config.eval_tta else []
         elif ctx.is_main:
@@ -192,7 +195,7 @@ def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | N
     # resume=auto that found no state starts again from step 0: all earlier lines are superseded.
     resume_step = state.step if resume_dir else (-1 if config.resume else None)
     logger = RunLogger(config.checkpoint_path, config.project_name, config.run_name, config.model_dump(),
-                       config.wandb_mode, resume_step=resume_step)
+                       config.wandb_mode, resume_step=resume_step, group=config.wandb_group, tags=config.wandb_tags)
     if resume_dir:
         print(f"Resuming from {quoted(resume_dir)} at step {state.step}")
     else:
@@ -272,6 +275,7 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
     stop = StopRequest()
     progress = tqdm(total=state.total_steps, initial=min(state.step, state.total_steps), desc="train", unit="step",
                     disable=not ctx.is_main)
+    pictures = {}
     try:
         last_eval, finished = run_iterations(config, state, train_loader, train_metadata, eval_setup, logger, stop,
                                              progress, watch, ctx)
@@ -279,6 +283,8 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
             # The total was the schedule's estimate (published formula); the loader yielded another number.
             progress.total = progress.n
             progress.refresh()
+        if finished and logger is not None:  # while the wandb run is open: the pictures and weights go to it
+            pictures = publish_run(config, state, logger)
     finally:
         stop.restore()
         progress.close()
@@ -288,7 +294,7 @@ def train_locked(config: PretrainConfig, ctx: DistContext) -> TrainOutcome:
         if logger is not None:
             logger.finish()
     if finished and ctx.is_main:
-        report_run(config, state, last_eval)
+        report_run(config, state, last_eval, pictures)
     return TrainOutcome(last_eval, finished, config)
 
 

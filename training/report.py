@@ -9,6 +9,7 @@ from training.tta import TTA_METRIC, TTA_VALID_METRIC
 from utils.cli import command_line, quoted
 
 HEADLINE_METRICS = ("exact_accuracy", TTA_METRIC, TTA_VALID_METRIC)
+PRINTED_NAMES = {"curves": "curves", "predictions": "pictures"}  # the report's words for draw_pictures' keys
 
 
 def headline(results: dict) -> str:
@@ -22,8 +23,10 @@ def headline(results: dict) -> str:
     return "   ".join(parts) or "no metrics"
 
 
-def report_run(config: PretrainConfig, state: TrainState, last_eval: dict | None) -> None:
-    """Where everything is, the best checkpoint, and (last lines) the test exact accuracy."""
+def report_run(config: PretrainConfig, state: TrainState, last_eval: dict | None,
+               pictures: dict[str, str] | None = None) -> None:
+    """Where everything is (`pictures`: those `draw_pictures` drew), the best checkpoint, and (last lines) the test
+    exact accuracy."""
     run_dir = config.checkpoint_path
     weights = weights_path(run_dir, state.step)
     saved = os.path.exists(weights)
@@ -40,9 +43,8 @@ def report_run(config: PretrainConfig, state: TrainState, last_eval: dict | None
     estimate = "" if trained == state.total_steps else f" (the lr schedule's estimate, by the published formula: " \
                                                        f"{state.total_steps})"
     print(f"steps: {trained}{estimate}")
-    if config.pictures:
-        for line in draw_pictures(config, state.step):
-            print(line)
+    for name, path in (pictures or {}).items():
+        print(f"{PRINTED_NAMES[name]}: {quoted(path)}")
     results = last_eval or {}
     for name, value in results.items():
         if not isinstance(value, dict) and "pass@" in name:
@@ -58,19 +60,18 @@ def report_run(config: PretrainConfig, state: TrainState, last_eval: dict | None
         print(f"test {metric}: {sum(scored.values()) / len(scored):.4f}")
 
 
-def draw_pictures(config: PretrainConfig, step: int) -> list[str]:
-    """Training curves, and the last evaluation's predictions when they were saved (eval_save_outputs)."""
+def draw_pictures(config: PretrainConfig, step: int) -> dict[str, str]:
+    """Training curves, and the last evaluation's predictions when they were saved (eval_save_outputs):
+    `{"curves": path, "predictions": path}`."""
     from viz.curves import plot_curves
     from viz.puzzles import render_predictions
 
     run_dir = config.checkpoint_path
-    curves = plot_curves(os.path.join(run_dir, METRICS_FILE), os.path.join(run_dir, CURVES_FILE))
-    lines = [f"curves: {quoted(curves)}"]
+    pictures = {"curves": plot_curves(os.path.join(run_dir, METRICS_FILE), os.path.join(run_dir, CURVES_FILE))}
     outputs_file = outputs_path(run_dir, step)
     if os.path.exists(outputs_file):
         outputs = safe_load(outputs_file, what="saved outputs",
                             fix="Write it again with evaluate.py and eval_save_outputs set.")
         data_dir = (config.data_paths_test or config.data_paths)[0]
-        picture = render_predictions(data_dir, outputs, os.path.join(run_dir, PREDICTIONS_PICTURE))
-        lines.append(f"pictures: {quoted(picture)}")
-    return lines
+        pictures["predictions"] = render_predictions(data_dir, outputs, os.path.join(run_dir, PREDICTIONS_PICTURE))
+    return pictures
