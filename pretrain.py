@@ -10,14 +10,18 @@ import shlex
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from training.config import parse_config, training_help
+from training.sweeps import first_job, parsed_overrides, sweep_arguments, sweep_job_names
 from utils.cli import HELP_FLAGS, REPO_ROOT, exit_with_message
 from utils.errors import ConfigError, UserFacingError
 
 CONFIG_DIR = os.path.join(REPO_ROOT, "config")
 DEFAULT_CONFIG = "cfg_pretrain"
+MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def run(raw_config: dict, argv: list[str] | None = None) -> dict | None:
@@ -49,12 +53,24 @@ def continue_command(argv: list[str], config, world_size: int) -> str:
     overrides, without stop_at_step, with resume=auto and the run's name (a random one included)."""
     name, overrides = split_help_arguments(argv)
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in _REPLACED_ON_CONTINUE]
-    if not any(o.split("=", 1)[0].lstrip("+") == "checkpoint_path" for o in kept):
-        kept.append(f"+run_name={config.run_name}")
+    kept.append(f"+run_name={config.run_name}")  # also beside a checkpoint_path: the wandb run keeps its name
     config_name = ["--config-name", name] if name != DEFAULT_CONFIG else []
     script = os.path.relpath(os.path.join(REPO_ROOT, "pretrain.py"))
     launcher = ["python"] if world_size == 1 else ["torchrun", f"--nproc-per-node={world_size}"]
     return shlex.join([*launcher, script, *config_name, *kept, "resume=auto"])
+
+
+def sweep_job(raw: dict) -> tuple[dict, list[str]]:
+    """One job of a sweep (`-m`): its config with the names training/sweeps.py gives it, and the command line of
+    this job alone (Hydra's overrides of the job, where it writes, its group), for its continue command."""
+    job = HydraConfig.get()
+    named = sweep_job_names(raw, job.sweep.dir, job.job.override_dirname, job.job.num)
+    argv = ["--config-name", job.job.config_name, *job.overrides.task]
+    if raw.get("checkpoint_path") is None:
+        argv.append(f"+checkpoint_path={named['checkpoint_path']}")
+    if raw.get("wandb_group") is None:
+        argv.append(f"wandb_group={named['wandb_group']}")
+    return named, argv
 
 
 def split_help_arguments(argv: list[str]) -> tuple[str, list[str]]:
@@ -70,6 +86,19 @@ def split_help_arguments(argv: list[str]) -> tuple[str, list[str]]:
         else:
             overrides.append(arg)
     return name, overrides
+
+
+def check_sweep(argv: list[str]) -> list[str]:
+    """A sweep's command line (`-m`), checked before any job starts: names its jobs would share, a misspelt key
+    (on the first job); what to add to it (training/sweeps.py)."""
+    from hydra._internal.utils import get_args_parser  # Hydra's own parser of its command line
+
+    args = get_args_parser().parse_known_args(argv)[0]
+    added = sweep_arguments(args.overrides)
+    job = first_job(parsed_overrides(args.overrides) or [])
+    if job is not None:
+        check_override_keys(["--config-name", args.config_name or DEFAULT_CONFIG, *job])
+    return added
 
 
 def compose_config(overrides: list[str], config_name: str = DEFAULT_CONFIG) -> dict:
@@ -134,7 +163,10 @@ def check_override_keys(argv: list[str]) -> None:
 @hydra.main(config_path="config", config_name=DEFAULT_CONFIG, version_base="1.3")
 def main(hydra_config: DictConfig) -> None:
     try:
-        run(OmegaConf.to_container(hydra_config, resolve=True), sys.argv[1:])
+        raw, argv = OmegaConf.to_container(hydra_config, resolve=True), sys.argv[1:]
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raw, argv = sweep_job(raw)
+        run(raw, argv)
     except (UserFacingError, FileNotFoundError) as err:
         # Mistakes in the command line, missing data, unusable checkpoints, divergence: say what to fix, once.
         exit_with_message(err)
@@ -147,9 +179,11 @@ if __name__ == "__main__":
         except UserFacingError as err:
             exit_with_message(err)
         sys.exit(0)
-    if not any(arg in ("-m", "--multirun") or arg.startswith("hydra") for arg in sys.argv[1:]):
-        try:
+    try:
+        if any(arg in MULTIRUN_FLAGS for arg in sys.argv[1:]):
+            sys.argv += check_sweep(sys.argv[1:])
+        elif not any(arg.startswith("hydra") for arg in sys.argv[1:]):
             check_override_keys(sys.argv[1:])
-        except UserFacingError as err:
-            exit_with_message(err)
+    except UserFacingError as err:
+        exit_with_message(err)
     main()

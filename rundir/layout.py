@@ -25,6 +25,10 @@ Nothing else: `foreign_entries` names what a run did not write (a new run refuse
 
 evaluate.py writes into an output directory (by default `eval_<checkpoint name>` beside the checkpoint):
 metrics.json, and evaluator directories and outputs files named as in a run directory.
+
+A sweep (`pretrain.py -m`, docs/sweeps.md) has one directory, `checkpoints/sweeps/<date>_<time>/` (Hydra's
+`hydra.sweep.dir`, set in config/cfg_pretrain.yaml): a run directory per job, named by training/sweeps.py, beside
+`multirun.yaml` (Hydra's record of the sweep) and, with the SLURM launcher, `.submitit/` (its scripts and logs).
 """
 import os
 import re

@@ -112,6 +112,27 @@ def assert_kaggle_submission(submission: dict, test_puzzles: dict, attempts: int
 
 
 
+def sweep_jobs(args: list[str]) -> list[list[str]]:
+    """The overrides of each job of `python pretrain.py -m ARGS`, as Hydra's sweeper expands them, with the hydra
+    overrides and what pretrain.py adds to a sweep's command line (training/sweeps.py)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    from training.sweeps import parsed_overrides, sweep_arguments
+    parsed = parsed_overrides(args)
+    hydra = [o.input_line for o in parsed if o.is_hydra_override()] + sweep_arguments(args)
+    (jobs,) = BasicSweeper.split_arguments([o for o in parsed if not o.is_hydra_override()], None)
+    return [[*job, *hydra] for job in jobs]
+
+
+def compose_hydra(overrides: list[str], config_name: str = "cfg_pretrain"):
+    """The Hydra configuration (`hydra.*`) of a job run with these overrides."""
+    from hydra import compose, initialize_config_dir
+
+    from pretrain import CONFIG_DIR
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=True).hydra
+
+
 def run_pretrain(args: list[str], nproc: int = 1, env: dict | None = None, wait: bool = True, cwd: str = REPO_ROOT):
     """`python pretrain.py ARGS` from `cwd` (under torchrun for nproc > 1): its CompletedProcess, or with
     wait=False the running Popen, in its own session, so that a signal reaches the DataLoader worker too, as a

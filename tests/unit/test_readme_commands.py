@@ -2,9 +2,10 @@
 
 Commands are taken from the ```bash blocks of the README and of the design notes. Training commands
 (`python pretrain.py`, also under `torchrun`) are composed with Hydra exactly as written and the model is
-built from them (with a stand-in dataset description); builder, evaluation, picture and benchmark commands
-go through their own argument parsers. What each command then does is covered by the other test files
-(e.g. test_quickstart, test_arc_dataset, test_sudoku_maze_datasets, test_evaluate, test_pictures, test_resume).
+built from them (with a stand-in dataset description; a sweep, `-m`, once per job); builder, evaluation,
+picture and benchmark commands go through their own argument parsers. What each command then does is covered
+by the other test files (e.g. test_quickstart, test_arc_dataset, test_sudoku_maze_datasets, test_evaluate,
+test_pictures, test_resume, test_sweeps).
 """
 import glob
 import importlib
@@ -15,8 +16,10 @@ import shlex
 import pytest
 
 from dataset.common import PuzzleDatasetMetadata
-from tests.helpers import REPO_ROOT, build_head, compose_config
+from pretrain import MULTIRUN_FLAGS
+from tests.helpers import REPO_ROOT, build_head, compose_config, compose_hydra, sweep_jobs
 from training.config import parse_config
+from training.sweeps import sweep_job_names
 
 SKIP_PROGRAMS = {"pip", "source", "cd", "export"}
 
@@ -117,14 +120,21 @@ STAND_IN_METADATA = PuzzleDatasetMetadata(pad_id=0, ignore_label_id=0, blank_ide
 
 
 def check_training_command(args: list[str]) -> None:
+    """The command composes; a sweep (-m) is checked as pretrain.py checks it, and each of its jobs composes."""
     config_name = "cfg_pretrain"
     if "--config-name" in args:
         i = args.index("--config-name")
         config_name, args = args[i + 1], args[:i] + args[i + 2:]
-    raw = compose_config(args, config_name=config_name)
-    config = parse_config(raw)
-    model = build_head(config.model_copy(update={"global_batch_size": 8}), STAND_IN_METADATA)
-    assert sum(p.numel() for p in model.parameters()) > 0
+    sweep = any(a in MULTIRUN_FLAGS for a in args)
+    jobs = sweep_jobs([a for a in args if a not in MULTIRUN_FLAGS]) if sweep else [args]
+    for num, job in enumerate(jobs):
+        raw = compose_config(job, config_name=config_name)
+        if sweep:  # named as pretrain.py names a sweep's jobs
+            hydra = compose_hydra(job, config_name)
+            raw = sweep_job_names(raw, hydra.sweep.dir, hydra.job.override_dirname, num)
+        config = parse_config(raw)
+        model = build_head(config.model_copy(update={"global_batch_size": 8}), STAND_IN_METADATA)
+        assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def module_for(program: str):
