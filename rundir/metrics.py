@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 import wandb
 
 from rundir.json_values import json_metrics, to_json_value
-from rundir.layout import METRICS_FILE, WANDB_ID_FILE
+from rundir.layout import METRICS_FILE, WANDB_ID_FILE, weights_name
 from utils.atomic import append_line, make_dirs, write_atomically, writing
 
 WANDB_MODES = ("online", "offline", "disabled")
@@ -194,7 +194,7 @@ class RunLogger:
 
     def log_weights(self, path: str, step: int) -> str | None:
         """The weights file `path` as a wandb artifact of type "model" named after the run (aliases "latest" and
-        "step_N", the step in its metadata); its name, or None when wandb is disabled (nothing logged).
+        the weights' own name, the step in its metadata); its name, or None when wandb is disabled (nothing logged).
 
         wandb copies the file into its staging area first, so a later `wandb sync` of an offline run still
         uploads it after checkpoint_keep_last removed the file from the run directory."""
@@ -203,7 +203,7 @@ class RunLogger:
         step, name = int(step), artifact_name(self._run.name)
         artifact = wandb.Artifact(name, type="model", metadata={"step": step, "file": os.path.basename(path)})
         artifact.add_file(path)
-        self._run.log_artifact(artifact, aliases=["latest", f"step_{step}"])
+        self._run.log_artifact(artifact, aliases=["latest", weights_name(step)])
         return name
 
     def finish(self) -> None:

@@ -144,9 +144,10 @@ class PretrainConfig(BaseModel):
     wandb_group: str | None = Field(None, description="wandb group of the run; null = the sweep's name under -m "
                                                       "(docs/sweeps.md), else none")
     wandb_tags: list[str] = Field([], description="wandb tags of the run, e.g. [baseline,sudoku]")
-    wandb_log_weights: bool = Field(False, description="at the end of a run: send the final step_N weights to wandb "
-                                                       "as a model artifact named after the run (aliases latest, "
-                                                       "step_N); not when wandb is disabled")
+    wandb_log_weights: bool = Field(False, description=f"at the end of a run: send the final {WEIGHTS_PATTERN} "
+                                                       "weights to wandb as a model artifact named after the run "
+                                                       f"(aliases latest, {WEIGHTS_PATTERN}); not when wandb is "
+                                                       "disabled")
     num_threads: int | None = Field(None, ge=1, description=NUM_THREADS_HELP)
     num_workers: Literal[0, 1] = Field(1, description="data loader worker processes (0 = load in the main process)")
     log_interval: int = Field(1, ge=1, description="read (log, check) training metrics every N steps: no host "

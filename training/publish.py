@@ -4,7 +4,7 @@ import os
 
 from tqdm import tqdm
 
-from rundir.layout import weights_path
+from rundir.layout import weights_name, weights_path
 from rundir.metrics import RunLogger
 from training.config import PretrainConfig
 from training.report import draw_pictures
@@ -37,4 +37,4 @@ def publish_weights(config: PretrainConfig, step: int, logger: RunLogger) -> Non
     else:
         name = logger.log_weights(weights, step=step)
         tqdm.write(f"wandb: logged the weights {quoted(weights)} as the model artifact {name!r} "
-                   f"(aliases latest, step_{step})")
+                   f"(aliases latest, {weights_name(step)})")
