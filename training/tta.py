@@ -32,7 +32,8 @@ def tta_transforms(vocab_size: int, seq_len: int, count: int, seed: int) -> list
         having = ", ".join(name for name, t in TASKS.items() if t.transforms is not None)
         reason = f" {task.no_transforms}" if task.no_transforms else ""
         raise ConfigError(f"Test-time augmentation is defined for {having}; this dataset "
-                          f"(vocab_size {vocab_size}, seq_len {seq_len}) is {task.name}.{reason} Set tta=0.")
+                          f"(vocab_size {vocab_size}, seq_len {seq_len}) is {task.name}.{reason} "
+                          "Set tta=0 (eval_tta=0 in training).")
     return task.transforms(count, np.random.default_rng(seed))
 
 

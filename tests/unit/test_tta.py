@@ -83,8 +83,9 @@ def test_maze_transforms_are_the_dihedral_ones(maze_set):
 @pytest.mark.parametrize("vocab, seq_len, message", [
     (arc.VOCAB_SIZE, arc.SEQ_LEN, "ARC evaluator votes"), (6, 8, "is generic")])
 def test_tasks_without_a_transform_family_are_refused(vocab, seq_len, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as refused:
         tta_transforms(vocab, seq_len, 4, seed=0)
+    assert "eval_tta=0 in training" in str(refused.value)  # the key to change in both faces
 
 
 def test_vote_counts_whole_answers_and_breaks_ties_by_confidence():
