@@ -131,17 +131,22 @@ def _keys_ending(records: list[dict], suffixes: tuple[str, ...]) -> list[str]:
     return sorted(keys, key=lambda k: not k.startswith(TRAIN_PREFIX))
 
 
-def _styles(keys: list[str]) -> dict[str, tuple[str, str]]:
-    """(colour, marker) per key: one colour per metric, so a train line and the evaluation points of the
-    same metric match; one marker per evaluation set."""
+def metric_markers(keys: list[str]) -> dict[str, tuple[int, str]]:
+    """(metric index, marker) per key: the index of its metric (last component) among the keys' metrics, so that
+    a train line and the evaluation points of one metric match; one marker per evaluation set (none for train)."""
     metrics = list(dict.fromkeys(key.rsplit("/", 1)[1] for key in keys))
     eval_sets = list(dict.fromkeys(key.rsplit("/", 1)[0] for key in keys if not key.startswith(TRAIN_PREFIX)))
     styles = {}
     for key in keys:
         set_name, metric = key.rsplit("/", 1)
         marker = "" if key.startswith(TRAIN_PREFIX) else EVAL_MARKERS[eval_sets.index(set_name) % len(EVAL_MARKERS)]
-        styles[key] = (f"C{metrics.index(metric) % 10}", marker)
+        styles[key] = (metrics.index(metric), marker)
     return styles
+
+
+def _styles(keys: list[str]) -> dict[str, tuple[str, str]]:
+    """(colour, marker) per key: one colour per metric, one marker per evaluation set."""
+    return {key: (f"C{index % 10}", marker) for key, (index, marker) in metric_markers(keys).items()}
 
 
 def _plot_metric(ax, steps: np.ndarray, values: np.ndarray, key: str, colour: str, marker: str) -> None:

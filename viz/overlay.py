@@ -12,12 +12,12 @@ from matplotlib.lines import Line2D
 
 from viz.curves import (
     ACCURACY_LIMITS,
-    EVAL_MARKERS,
     FIGURE_INCHES,
     NOT_SMOOTHED,
     PANELS,
     SMOOTH_MIN_POINTS,
     TRAIN_PREFIX,
+    metric_markers,
     panel_keys,
     series,
     smooth,
@@ -40,14 +40,8 @@ def run_colours(count: int) -> list:
 
 def key_styles(keys: list[str]) -> dict[str, tuple[str, str]]:
     """(line style, marker) per key: one line style per metric, one marker per evaluated set (none for train)."""
-    metrics = list(dict.fromkeys(key.rsplit("/", 1)[1] for key in keys))
-    eval_sets = list(dict.fromkeys(key.rsplit("/", 1)[0] for key in keys if not key.startswith(TRAIN_PREFIX)))
-    styles = {}
-    for key in keys:
-        set_name, metric = key.rsplit("/", 1)
-        marker = "" if key.startswith(TRAIN_PREFIX) else EVAL_MARKERS[eval_sets.index(set_name) % len(EVAL_MARKERS)]
-        styles[key] = (LINE_STYLES[metrics.index(metric) % len(LINE_STYLES)], marker)
-    return styles
+    return {key: (LINE_STYLES[index % len(LINE_STYLES)], marker)
+            for key, (index, marker) in metric_markers(keys).items()}
 
 
 def shown_values(key: str, steps: np.ndarray, values: np.ndarray) -> np.ndarray:
