@@ -49,6 +49,13 @@ def describe_layout(layout: LatentLayout, mode: str, automatic: bool) -> str:
             f"({layout.input_len / latent.length:.1f}x shorter)")
 
 
+def layout_metrics(layout: LatentLayout) -> dict[str, int]:
+    """The resolved sizes as step-0 metrics: all_config.yaml keeps what was asked (null for automatic), so
+    metrics.jsonl and wandb record what was built."""
+    return {"lma/L_new": layout.latent.length, "lma/latent_width": layout.latent.width,
+            "lma/num_heads": layout.latent.num_heads, "lma/chunk_size": layout.chunk_size}
+
+
 # ---------------------------------------------------------------------------------------------
 # Valid latent lengths and the automatic choice
 # ---------------------------------------------------------------------------------------------

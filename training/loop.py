@@ -10,7 +10,7 @@ import torch
 from tqdm import tqdm
 
 from dataset.puzzle_dataset import shutdown_loader
-from models.lma_layout import describe_layout
+from models.lma_layout import describe_layout, layout_metrics
 from models.losses import COUNT, LOSS_METRICS
 from models.weights import forward_dtype_choice
 from rundir.layout import METRICS_FILE
@@ -196,15 +196,17 @@ def start_logging(config: PretrainConfig, state: TrainState, resume_dir: str | N
     resume_step = state.step if resume_dir else (-1 if config.resume else None)
     logger = RunLogger(config.checkpoint_path, config.project_name, config.run_name, config.model_dump(),
                        config.wandb_mode, resume_step=resume_step, group=config.wandb_group, tags=config.wandb_tags)
+    model = state.raw_model.model.config
+    lma = getattr(model, "lma_enable", False)
     if resume_dir:
         print(f"Resuming from {quoted(resume_dir)} at step {state.step}")
     else:
-        logger.log({"num_params": sum(p.numel() for p in state.raw_model.parameters())}, step=0)
+        first = {"num_params": sum(p.numel() for p in state.raw_model.parameters())}
+        logger.log({**first, **(layout_metrics(model.lma_layout) if lma else {})}, step=0)
     print(f"Run {config.run_name!r}: {state.total_steps} steps on {ctx.device} x{ctx.world_size} "
           f"({compute_path(config, threads, ctx)}); "
           f"checkpoints and {METRICS_FILE} in {quoted(config.checkpoint_path)}")
-    model = state.raw_model.model.config
-    if getattr(model, "lma_enable", False):  # the automatic latent sizes are only known here (all_config: null)
+    if lma:  # the automatic latent sizes are only known here (all_config: null)
         print(f"  LMA: {describe_layout(model.lma_layout, model.lma_mode, automatic=model.lma_latent_len is None)}")
     if " " in config.run_name:  # the published '<model class> <random slug>'
         print("  (the run name has a space, so paths are printed quoted; +run_name=NAME names a run yourself, "

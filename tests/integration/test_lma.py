@@ -37,6 +37,9 @@ def test_trainer_runs_with_lma(copy_task, tmp_path, overrides, capsys):
     automatic = "(automatic)" if config.arch.model_keys.get("lma_latent_len") is None else "L_new 3,"
     line = re.search(r"^  LMA: mode \w+, L_new \d+.*C' \d+; L = \d+ -> \d+.*$", capsys.readouterr().out, re.M)
     assert line and automatic in line.group(0), line
+    first = read_metrics(str(tmp_path))[0]  # ... and recorded at step 0, where all_config.yaml has null
+    assert first["step"] == 0 and f"L_new {first['lma/L_new']}" in line.group(0)
+    assert f"C' {first['lma/chunk_size']};" in line.group(0) and first["lma/latent_width"] > 0
     losses = [m["train/lm_loss"] for m in read_metrics(str(tmp_path)) if "train/lm_loss" in m]
     assert losses and all(math.isfinite(x) for x in losses)
     assert_evaluate_reproduces(result, str(tmp_path))  # evaluate.py on the saved step_N reports what training did
