@@ -359,6 +359,9 @@ def _shutdown_open_loaders() -> None:
         shutdown_loader(loader)
 
 
+STANDARD_START_METHODS = ("fork", "spawn", "forkserver")  # the start methods torch's loader workers work with
+
+
 def make_dataloader(dataset: PuzzleDataset, device_type: str, num_workers: int = 1) -> DataLoader:
     """DataLoader that passes the dataset's ready-made batches through unchanged.
 
@@ -371,6 +374,10 @@ def make_dataloader(dataset: PuzzleDataset, device_type: str, num_workers: int =
     # Starting an iteration draws a worker seed; a private generator keeps that draw off the global
     # torch RNG, whose stream (ACT exploration) must not depend on when iterators are created.
     generator = torch.Generator().manual_seed(dataset.config.seed)
+    if multiprocessing.get_start_method(allow_none=True) not in (None, *STANDARD_START_METHODS):
+        # A worker of another pool (joblib's loky, under hydra/launcher=joblib) cannot start torch's loader
+        # worker: iterate in this process instead (the same batches, test_loader.py).
+        num_workers = 0
     if num_workers == 0:
         return DataLoader(dataset, batch_size=None, num_workers=0, pin_memory=(device_type == "cuda"),
                           generator=generator)

@@ -10,6 +10,8 @@ import torch
 from dataset.common import PuzzleDatasetMetadata, array_path, load_metadata, split_dir
 from dataset.puzzle_dataset import PuzzleDataset, PuzzleDatasetConfig, make_dataloader
 from training.config import PretrainConfig
+from utils.atomic import make_dirs
+from utils.dir_lock import directory_locked
 from utils.distributed import DistContext, barrier
 from utils.errors import ConfigError
 
@@ -98,9 +100,16 @@ def ensure_dataset(config: PretrainConfig, ctx: DistContext) -> None:
         return
     if ctx.is_main:
         from dataset.generated import build_generated_dataset
-        what = "an ARC dataset of the shipped ConceptARC tasks" if spec.kind == "arc" else f"a {spec.kind} dataset"
-        print(f"{path} does not exist yet: generating {what} there (once).")
-        build_generated_dataset(path, **spec.model_dump())
+        parent = os.path.dirname(os.path.abspath(path))
+        make_dirs(parent)
+        # Jobs of a sweep side by side would each build it, and a second build would replace the first under the
+        # job already reading it: one builds, the others wait and then find it there.
+        with directory_locked(parent):
+            if not os.path.exists(path):
+                what = ("an ARC dataset of the shipped ConceptARC tasks" if spec.kind == "arc"
+                        else f"a {spec.kind} dataset")
+                print(f"{path} does not exist yet: generating {what} there (once).")
+                build_generated_dataset(path, **spec.model_dump())
     barrier(ctx)
 
 

@@ -21,15 +21,32 @@ def printed_continue_commands(out: str) -> list[str]:
     return [line.removeprefix("continue with: ") for line in out.splitlines() if line.startswith("continue with: ")]
 
 
+# The quick demo's preset at test size: its Sudoku dataset is generated on first use (64 puzzles).
+GENERATED = ["generate_if_missing.num_train=64", "generate_if_missing.num_test=16",
+             "eval_tta=0", "pictures=false", "eval_save_outputs=[]", "num_threads=1"]
+
+
 @pytest.fixture(scope="module")
-def joblib_sweep(copy_task, tmp_path_factory):
+def joblib_sweep(tmp_path_factory):
     """Two jobs (lr=1e-3,1e-2) run side by side by the joblib launcher from a fresh working directory, each stopped
-    at step 2; (working directory, output)."""
+    at step 2, as the README's sweep runs: both need the same dataset, generated on first use, and load it with
+    the default loader worker (num_workers=1); (working directory, output)."""
     cwd = tmp_path_factory.mktemp("cwd")
-    result = run_pretrain(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"data_paths=[{copy_task}]",
-                           *RUN, "lr=1e-3,1e-2", "stop_at_step=2"], cwd=str(cwd), env={"PYTHONUNBUFFERED": "1"})
+    data = cwd.parent / f"{cwd.name}-data" / "sudoku"
+    run = [o for o in RUN if o != "num_workers=0"]
+    result = run_pretrain(["--config-name", "quickstart", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                           f"data_paths=[{data}]", *GENERATED, *run, "lr=1e-3,1e-2", "stop_at_step=2"],
+                          cwd=str(cwd), env={"PYTHONUNBUFFERED": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     return cwd, result.stdout + result.stderr
+
+
+def test_jobs_side_by_side_generate_their_shared_dataset_once(joblib_sweep):
+    """Both jobs found the dataset missing; one generated it while the other waited (they raced: the second
+    build replaced the first under the running job), and the loader's worker starts inside joblib's workers."""
+    _, out = joblib_sweep
+    assert out.count("does not exist yet: generating") == 1, out[-3000:]
+    assert "Got pickle error" not in out
 
 
 def test_a_sweep_has_one_directory_with_a_run_directory_per_job_named_by_its_values(joblib_sweep):

@@ -366,6 +366,18 @@ def test_dataloader_worker_yields_same_batches(copy_dir):
     assert_same_batches(collect(in_process), direct)
 
 
+def test_a_worker_of_another_pool_loads_in_process(copy_dir, monkeypatch):
+    """Inside a joblib (loky) worker, as under hydra/launcher=joblib, torch's loader worker cannot start ('Process'
+    object has no attribute 'env'): the loader iterates in the job's process, with the same batches."""
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "loky")
+    direct = collect(PuzzleDataset(make_config([copy_dir], batch=4, seed=3, epochs=2)))
+    loader = make_dataloader(PuzzleDataset(make_config([copy_dir], batch=4, seed=3, epochs=2)), "cpu")
+    assert loader.num_workers == 0
+    assert_same_batches(collect(loader), direct)
+
+
 def test_more_than_one_worker_is_refused(copy_dir):
     loader = torch.utils.data.DataLoader(PuzzleDataset(make_config([copy_dir])), batch_size=None, num_workers=2)
     batches = iter(loader)
