@@ -80,6 +80,20 @@ def test_a_stopped_sweep_job_continues_with_its_printed_command(joblib_sweep):
         assert yaml.safe_load(f)["wandb_group"] == sweep
 
 
+def test_the_basic_launcher_runs_the_jobs_one_after_another_in_one_process(copy_task, tmp_path):
+    """Without hydra/launcher=..., Hydra runs the jobs in this process: each still gets its own name, directory
+    and the sweep's group (nothing of the first job's run carries into the second's)."""
+    result = run_pretrain(["-m", f"data_paths=[{copy_task}]", *RUN, "arch.L_cycles=1,2", "stop_at_step=1",
+                           "hydra.sweep.dir=sweep"], cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "sweep")) == ["arch.L_cycles-1", "arch.L_cycles-2", "multirun.yaml"]
+    for name in ("arch.L_cycles-1", "arch.L_cycles-2"):
+        with open(tmp_path / "sweep" / name / CONFIG_FILE) as f:
+            config = yaml.safe_load(f)
+        assert (config["run_name"], config["wandb_group"], config["arch"]["L_cycles"]) == (name, "sweep", int(name[-1]))
+        assert [m["step"] for m in read_metrics(str(tmp_path / "sweep" / name)) if "train/lm_loss" in m] == [1]
+
+
 def test_one_run_name_for_every_job_is_refused_before_any_job_starts(tmp_path):
     result = run_pretrain(["-m", "data_paths=[absent]", "lr=1e-3,1e-2", "+run_name=mine"], cwd=str(tmp_path))
     assert result.returncode == 1
